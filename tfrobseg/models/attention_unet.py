@@ -1,0 +1,58 @@
+"""Attention U-Net (Oktay et al., MIDL 2018): U-Net with additive attention gates on the skips.
+
+Each skip is multiplied by per-pixel coefficients ``alpha in [0, 1]`` computed from the skip and the coarser
+decoder feature map (:func:`tfrobseg.models.blocks.attention_gate`) before it is concatenated. The gate of
+level ``i`` exposes its coefficients as the layer ``attention{i}_coefficients``;
+:func:`attention_maps_model` collects them into a model for figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+
+from tfrobseg.models.blocks import (
+    attention_gate,
+    double_conv,
+    encoder_decoder,
+    segmentation_head,
+)
+from tfrobseg.models.defaults import (
+    ACTIVATION,
+    FILTERS,
+    INPUT_SHAPE,
+    NORMALIZATION,
+    make_config,
+)
+
+
+def build_attention_unet(
+    input_shape: Sequence[int | None] = INPUT_SHAPE,
+    *,
+    filters: Sequence[int] = FILTERS,
+    activation: str = ACTIVATION,
+    normalization: str = NORMALIZATION,
+    n_classes: int = 1,
+    output: str = "probabilities",
+) -> keras.Model:
+    """Build an Attention U-Net; arguments as in :func:`tfrobseg.models.build_model`."""
+    cfg = make_config(input_shape, filters, activation, normalization, n_classes, output)
+    inputs = keras.Input(cfg.input_shape, name="image")
+    x = encoder_decoder(inputs, cfg, double_conv, gate=attention_gate)
+    return keras.Model(inputs, segmentation_head(x, cfg), name="attention_unet")
+
+
+def attention_maps_model(model: keras.Model) -> keras.Model:
+    """Model mapping the input to ``[alpha_0, ..., alpha_{depth-2}]``, the gate coefficients per level.
+
+    ``alpha_i`` has shape ``(B, H / 2^i, W / 2^i, 1)`` (the spatial size of skip ``i``) and values in [0, 1];
+    level 0 is the full-resolution skip. Works on a loaded model too (it reads the layer names).
+    """
+    layers = sorted(
+        (layer for layer in model.layers if layer.name.endswith("_coefficients")),
+        key=lambda layer: int(layer.name[len("attention") : -len("_coefficients")]),
+    )
+    if not layers:
+        raise ValueError(f"model '{model.name}' has no attention gates (no '*_coefficients' layers)")
+    return keras.Model(model.input, [layer.output for layer in layers], name=f"{model.name}_attention_maps")

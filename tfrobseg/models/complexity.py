@@ -1,0 +1,60 @@
+"""Parameter and multiply-accumulate (MAC) counts of the built models, for the model table.
+
+MACs are counted analytically, layer by layer, for the layers that multiply feature maps by weights:
+
+* ``Conv2D``: ``H_out * W_out * k_h * k_w * C_in * C_out``;
+* ``Conv2DTranspose``: ``H_in * W_in * k_h * k_w * C_in * C_out`` (every input pixel scatters one kernel);
+* ``RecurrentConv2D``: ``t`` times its convolution;
+* ``Dense``: ``positions * C_in * units``;
+* ``MultiHeadAttention`` over ``N`` tokens of width ``d`` with ``h`` heads of size ``k``: the Q, K, V and
+  output projections ``4 * N * d * h * k`` plus the scores and the weighted sum ``2 * h * N^2 * k``.
+
+Element-wise work (normalization, activations, pooling, additions, resampling, softmax) is not counted; it is
+a few percent of the total for these networks. FLOPs are about ``2 * MACs``. Counts are per input image
+(batch size 1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+from tfrobseg.models.layers import RecurrentConv2D
+
+
+def _shape(tensor) -> tuple:
+    return tuple(tensor.shape)
+
+
+def layer_macs(layer: keras.layers.Layer) -> int:
+    """MACs of one call of ``layer`` on one image (see module docstring); 0 for element-wise layers."""
+    if isinstance(layer, RecurrentConv2D):
+        _, h, w, c_in = _shape(layer.input)
+        kh, kw = layer.conv.kernel_size
+        return layer.t * h * w * kh * kw * c_in * layer.filters
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        _, h, w, c_in = _shape(layer.input)
+        kh, kw = layer.kernel_size
+        return h * w * kh * kw * c_in * layer.filters
+    if isinstance(layer, keras.layers.Conv2D):
+        _, h, w, c_out = _shape(layer.output)
+        kh, kw = layer.kernel_size
+        c_in = _shape(layer.input)[-1]
+        return h * w * kh * kw * (c_in // layer.groups) * c_out
+    if isinstance(layer, keras.layers.Dense):
+        in_shape = _shape(layer.input)
+        return math.prod(in_shape[1:-1]) * in_shape[-1] * layer.units
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        n_tokens, width = _shape(layer.input[0] if isinstance(layer.input, (list, tuple)) else layer.input)[1:]
+        heads, key_dim = layer.num_heads, layer.key_dim
+        return 4 * n_tokens * width * heads * key_dim + 2 * heads * n_tokens**2 * key_dim
+    return 0
+
+
+def count_macs(model: keras.Model) -> int:
+    """Total MACs of one forward pass of a functional ``model`` on one image of its input size."""
+    for dim in model.input_shape[1:3]:
+        if dim is None:
+            raise ValueError(f"count_macs needs a static input size, model '{model.name}' has {model.input_shape}")
+    return sum(layer_macs(layer) for layer in model.layers)

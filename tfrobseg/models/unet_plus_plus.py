@@ -1,0 +1,60 @@
+"""UNet++ (Zhou et al., DLMIA 2018): U-Net with nested, dense skip pathways.
+
+Node ``X[i][j]`` (level ``i``, column ``j``): ``X[i][0]`` is the encoder (double conv, then pool), and for
+``j >= 1``::
+
+    X[i][j] = double_conv(concat(X[i][0], ..., X[i][j-1], up(X[i+1][j-1])))   at filters[i]
+
+with ``up`` the 2x2 transposed conv of U-Net. The output is the head on ``X[0][depth-1]``; with
+``deep_supervision=True`` the model instead has ``depth-1`` outputs, heads on ``X[0][1..depth-1]``
+(``logits_{j}``/``probabilities_{j}``), for training with a summed loss (Zhou's deep supervision). Wang &
+Xu evaluate UNet++ under FGSM without deep supervision, hence the default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+
+from tfrobseg.models.blocks import double_conv, segmentation_head, up_conv
+from tfrobseg.models.defaults import (
+    ACTIVATION,
+    FILTERS,
+    INPUT_SHAPE,
+    NORMALIZATION,
+    make_config,
+)
+
+
+def build_unet_plus_plus(
+    input_shape: Sequence[int | None] = INPUT_SHAPE,
+    *,
+    filters: Sequence[int] = FILTERS,
+    activation: str = ACTIVATION,
+    normalization: str = NORMALIZATION,
+    n_classes: int = 1,
+    output: str = "probabilities",
+    deep_supervision: bool = False,
+) -> keras.Model:
+    """Build a UNet++; ``deep_supervision=True`` gives one output per nested decoder column."""
+    cfg = make_config(input_shape, filters, activation, normalization, n_classes, output)
+    depth = cfg.depth
+    inputs = keras.Input(cfg.input_shape, name="image")
+    nodes: list[list] = [[] for _ in range(depth)]
+    x = inputs
+    for i, f in enumerate(cfg.filters):
+        if i > 0:
+            x = keras.layers.MaxPooling2D(2, name=f"x{i - 1}_0_pool")(x)
+        x = double_conv(x, f, cfg, f"x{i}_0")
+        nodes[i].append(x)
+    for j in range(1, depth):
+        for i in range(depth - j):
+            up = up_conv(nodes[i + 1][j - 1], cfg.filters[i], cfg, f"x{i}_{j}_up")
+            merged = keras.layers.Concatenate(name=f"x{i}_{j}_concat")([*nodes[i][:j], up])
+            nodes[i].append(double_conv(merged, cfg.filters[i], cfg, f"x{i}_{j}"))
+    if deep_supervision:
+        outputs = [segmentation_head(nodes[0][j], cfg, name=f"_{j}") for j in range(1, depth)]
+    else:
+        outputs = segmentation_head(nodes[0][depth - 1], cfg)
+    return keras.Model(inputs, outputs, name="unet_plus_plus")
