@@ -1,0 +1,133 @@
+"""Segmentation losses of the study and its related work, as Keras 3 losses.
+
+Every loss is a plain function returning per-sample values (shape (B,)) plus a
+``keras.losses.Loss`` subclass registered for serialization under the package name
+``tfrobseg`` (so compiled models saved to ``.keras`` load without ``custom_objects``).
+Call convention: ``loss(y_true, y_pred)`` with ``y_true`` (B, H, W, 1) — or (B, H, W, 2)
+(expert, second reader) for ``ag_bce`` and ``adaptive_focal`` — and ``y_pred``
+(B, H, W, 1) probabilities (``from_logits=True`` for logits). Computation is float32;
+the default reduction is the mean of the per-sample values over the batch.
+
+>>> loss = get_loss("bce_tversky", alpha=0.3, beta=0.7)
+"""
+
+from __future__ import annotations
+
+import keras
+
+from tfrobseg.losses.adaptive import (
+    AdaptiveTverskyCELoss,
+    AdaptiveTverskyCEWeighting,
+    tversky_ce_components,
+    tversky_ce_loss,
+)
+from tfrobseg.losses.annotation import (
+    AdaptiveFocalLoss,
+    AGBCELoss,
+    adaptive_focal_loss,
+    ag_bce_loss,
+    hard_region,
+)
+from tfrobseg.losses.compound import (
+    BCEDiceLoss,
+    BCETverskyLoss,
+    DiceFocalLoss,
+    DiceTverskyLoss,
+    bce_dice_loss,
+    bce_tversky_loss,
+    dice_focal_loss,
+    dice_tversky_loss,
+)
+from tfrobseg.losses.crossentropy import BCELoss, FocalLoss, bce_loss, focal_loss
+from tfrobseg.losses.distillation import (
+    SoftDiceDistillationLoss,
+    soft_dice_distillation_loss,
+)
+from tfrobseg.losses.overlap import DiceLoss, TverskyLoss, dice_loss, tversky_loss
+
+_REGISTRY: dict[str, type[keras.losses.Loss]] = {
+    "bce": BCELoss,
+    "dice": DiceLoss,
+    "tversky": TverskyLoss,
+    "bce_dice": BCEDiceLoss,
+    "bce_tversky": BCETverskyLoss,
+    "dice_tversky": DiceTverskyLoss,
+    "focal": FocalLoss,
+    "dice_focal": DiceFocalLoss,
+    "adaptive_tversky_ce": AdaptiveTverskyCELoss,
+    "ag_bce": AGBCELoss,
+    "adaptive_focal": AdaptiveFocalLoss,
+    "soft_dice_distillation": SoftDiceDistillationLoss,
+}
+
+#: Every loss name accepted by :func:`get_loss`.
+LOSS_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+#: The six losses of the study (Apostolidis et al., Sec. II-D).
+STUDY_LOSSES: tuple[str, ...] = ("bce", "dice", "tversky", "bce_dice", "bce_tversky", "dice_tversky")
+#: Names that take a two-channel y_true (expert, second reader).
+SECOND_READER_LOSSES: tuple[str, ...] = ("ag_bce", "adaptive_focal")
+#: Display names; the study's six match the loss column of ../shared/reference/published_tables.csv.
+LOSS_DISPLAY_NAMES: dict[str, str] = {
+    "bce": "BCE",
+    "dice": "Dice",
+    "tversky": "Tversky",
+    "bce_dice": "BCE-Dice",
+    "bce_tversky": "BCE-Tversky",
+    "dice_tversky": "Dice-Tversky",
+    "focal": "Focal",
+    "dice_focal": "Dice-Focal",
+    "adaptive_tversky_ce": "Adaptive TverskyCE",
+    "ag_bce": "AG-BCE",
+    "adaptive_focal": "Adaptive Focal",
+    "soft_dice_distillation": "Soft-Dice Distillation",
+}
+
+
+def get_loss(name: str, **kwargs) -> keras.losses.Loss:
+    """Instantiate the loss registered as ``name`` with constructor keyword arguments ``kwargs``.
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones) or invalid arguments.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(LOSS_NAMES)}")
+    try:
+        return _REGISTRY[name](**kwargs)
+    except TypeError as exc:  # unexpected keyword: report it as bad input, naming the loss
+        raise ValueError(f"invalid arguments for loss {name!r}: {exc}") from exc
+
+
+__all__ = [
+    "LOSS_DISPLAY_NAMES",
+    "LOSS_NAMES",
+    "SECOND_READER_LOSSES",
+    "STUDY_LOSSES",
+    "AGBCELoss",
+    "AdaptiveFocalLoss",
+    "AdaptiveTverskyCELoss",
+    "AdaptiveTverskyCEWeighting",
+    "BCEDiceLoss",
+    "BCELoss",
+    "BCETverskyLoss",
+    "DiceFocalLoss",
+    "DiceLoss",
+    "DiceTverskyLoss",
+    "FocalLoss",
+    "SoftDiceDistillationLoss",
+    "TverskyLoss",
+    "adaptive_focal_loss",
+    "ag_bce_loss",
+    "bce_dice_loss",
+    "bce_loss",
+    "bce_tversky_loss",
+    "dice_focal_loss",
+    "dice_loss",
+    "dice_tversky_loss",
+    "focal_loss",
+    "get_loss",
+    "hard_region",
+    "soft_dice_distillation_loss",
+    "tversky_ce_components",
+    "tversky_ce_loss",
+    "tversky_loss",
+]

@@ -1,0 +1,181 @@
+"""Region (overlap) losses: soft Dice and Tversky.
+
+Both are computed per sample and per channel from soft counts over the spatial axes,
+with p the predicted probability and g the target:
+
+    TP = Σ p·g,   FP = Σ p·(1 − g),   FN = Σ (1 − p)·g.
+
+The per-sample value is the mean over channels (sigmoid channels, or softmax classes,
+optionally without the background class 0); the classes reduce with the mean over the
+batch by default.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from tfrobseg.losses._common import (
+    DEFAULT_REDUCTION,
+    SegmentationLoss,
+    activate,
+    check_bool,
+    check_finite,
+    check_same_shape,
+    class_mean,
+    spatial_axes,
+    to_float32,
+)
+
+#: Default Tversky weights (Salehi et al. 2017): α weights false positives, β false negatives.
+#: The study (Apostolidis et al.) does not state its α/β, so we use the common recall-leaning
+#: choice α = 0.3, β = 0.7.
+TVERSKY_ALPHA = 0.3
+TVERSKY_BETA = 0.7
+
+#: Default smoothing constant s of the Dice and Tversky losses (added to numerator and denominator).
+SMOOTH = 1.0
+
+
+def soft_counts(y_true, probs):
+    """Soft TP, FP, FN per sample and channel, each of shape (B, C)."""
+    axes = spatial_axes(probs)
+    tp = ops.sum(probs * y_true, axis=axes)
+    fp = ops.sum(probs * (1.0 - y_true), axis=axes)
+    fn = ops.sum((1.0 - probs) * y_true, axis=axes)
+    return tp, fp, fn
+
+
+def tversky_index(tp, fp, fn, *, alpha: float, beta: float, smooth: float):
+    """Smoothed Tversky index (2TP + s) / (2TP + 2αFP + 2βFN + s).
+
+    Doubling numerator and denominator leaves TP / (TP + αFP + βFN) unchanged for s = 0 and
+    gives s the same meaning as in the Dice loss, so α = β = 0.5 is exactly the Dice
+    coefficient, smoothing included.
+    """
+    return (2.0 * tp + smooth) / (2.0 * tp + 2.0 * alpha * fp + 2.0 * beta * fn + smooth)
+
+
+def dice_loss(y_true, y_pred, *, smooth: float = SMOOTH, from_logits: bool = False, softmax: bool = False,
+              include_background: bool = True):
+    """Soft Dice loss per sample: 1 − (2 Σ p·g + s) / (Σ p + Σ g + s).
+
+    Dice loss as used in the study (Apostolidis et al., Sec. II-D, their ref. [14]); paper
+    001 (Wang & Xu, Eq. 1) uses the same form with s = 1e-6.
+
+    Args:
+        y_true: targets (B, H, W, C) in [0, 1]; one-hot when ``softmax``.
+        y_pred: probabilities (or logits with ``from_logits``), same shape.
+        smooth: s, added to numerator and denominator (default 1.0). It makes two empty
+            masks a perfect match (loss 0) and keeps the gradient bounded on empty slices;
+            it is negligible next to the pixel sums of a 256×256 prostate slice.
+        from_logits: apply sigmoid (or softmax) to ``y_pred`` first.
+        softmax: multi-class form: channels are mutually exclusive classes.
+        include_background: with ``softmax``, whether class 0 enters the channel mean.
+
+    Returns:
+        (B,) float32: per-sample loss, the mean of the per-channel Dice losses.
+    """
+    y_true, y_pred = to_float32(y_true, y_pred)
+    check_same_shape(y_true, y_pred)
+    probs = activate(y_pred, from_logits=from_logits, softmax=softmax)
+    tp, fp, fn = soft_counts(y_true, probs)
+    per_class = 1.0 - tversky_index(tp, fp, fn, alpha=0.5, beta=0.5, smooth=smooth)
+    return class_mean(per_class, include_background=include_background, softmax=softmax)
+
+
+def tversky_loss(y_true, y_pred, *, alpha: float = TVERSKY_ALPHA, beta: float = TVERSKY_BETA,
+                 smooth: float = SMOOTH, from_logits: bool = False, softmax: bool = False,
+                 include_background: bool = True):
+    """Tversky loss per sample (Salehi et al. 2017): 1 − TP / (TP + α·FP + β·FN).
+
+    α weights false positives and β false negatives; β > α favours recall. Smoothing is
+    written as 1 − (2TP + s) / (2TP + 2αFP + 2βFN + s) so that α = β = 0.5 equals
+    :func:`dice_loss` with the same s (see :func:`tversky_index`). The study (Apostolidis
+    et al., Sec. II-D, ref. [15]) does not report α and β; the defaults are α = 0.3, β = 0.7.
+
+    Unlike ``keras.losses.Tversky`` (Keras 3.15), which multiplies its ``alpha`` into the
+    false negatives, pools the whole batch and has no ``from_logits``, this follows the
+    paper's convention and is computed per sample.
+
+    Args:
+        y_true, y_pred, smooth, from_logits, softmax, include_background: as in :func:`dice_loss`.
+        alpha: weight of false positives, in [0, 1].
+        beta: weight of false negatives, in [0, 1].
+
+    Returns:
+        (B,) float32 per-sample loss.
+    """
+    y_true, y_pred = to_float32(y_true, y_pred)
+    check_same_shape(y_true, y_pred)
+    probs = activate(y_pred, from_logits=from_logits, softmax=softmax)
+    tp, fp, fn = soft_counts(y_true, probs)
+    per_class = 1.0 - tversky_index(tp, fp, fn, alpha=alpha, beta=beta, smooth=smooth)
+    return class_mean(per_class, include_background=include_background, softmax=softmax)
+
+
+def check_tversky(alpha, beta) -> tuple[float, float]:
+    """Validate α, β ∈ [0, 1] with α + β > 0 (otherwise the index is constant)."""
+    alpha = check_finite("alpha", alpha, low=0.0, high=1.0)
+    beta = check_finite("beta", beta, low=0.0, high=1.0)
+    if alpha + beta == 0.0:
+        raise ValueError("alpha + beta must be > 0 (with both 0 the Tversky index is constant)")
+    return alpha, beta
+
+
+class _RegionLoss(SegmentationLoss):
+    """Holds the options shared by the region losses (smoothing, softmax, background)."""
+
+    def __init__(self, *, smooth: float, softmax: bool, include_background: bool, **kwargs):
+        super().__init__(**kwargs)
+        self.smooth = check_finite("smooth", smooth, low=0.0)
+        self.softmax = check_bool("softmax", softmax)
+        self.include_background = check_bool("include_background", include_background)
+
+    def region_kwargs(self) -> dict:
+        return {"smooth": self.smooth, "from_logits": self.from_logits, "softmax": self.softmax,
+                "include_background": self.include_background}
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(smooth=self.smooth, softmax=self.softmax, include_background=self.include_background)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfrobseg")
+class DiceLoss(_RegionLoss):
+    """Soft Dice loss, 1 − (2Σpg + s)/(Σp + Σg + s); see :func:`dice_loss`.
+
+    Reduction: per-sample value, then ``reduction`` over the batch (default: mean).
+    """
+
+    def __init__(self, smooth: float = SMOOTH, from_logits: bool = False, softmax: bool = False,
+                 include_background: bool = True, reduction: str | None = DEFAULT_REDUCTION, name: str = "dice"):
+        super().__init__(smooth=smooth, softmax=softmax, include_background=include_background,
+                         from_logits=from_logits, reduction=reduction, name=name)
+
+    def per_sample(self, y_true, y_pred):
+        return dice_loss(y_true, y_pred, **self.region_kwargs())
+
+
+@keras.saving.register_keras_serializable(package="tfrobseg")
+class TverskyLoss(_RegionLoss):
+    """Tversky loss, 1 − TP/(TP + αFP + βFN), α on FP and β on FN; see :func:`tversky_loss`.
+
+    Defaults α = 0.3, β = 0.7, s = 1. Reduction: per sample, then mean over the batch.
+    """
+
+    def __init__(self, alpha: float = TVERSKY_ALPHA, beta: float = TVERSKY_BETA, smooth: float = SMOOTH,
+                 from_logits: bool = False, softmax: bool = False, include_background: bool = True,
+                 reduction: str | None = DEFAULT_REDUCTION, name: str = "tversky"):
+        super().__init__(smooth=smooth, softmax=softmax, include_background=include_background,
+                         from_logits=from_logits, reduction=reduction, name=name)
+        self.alpha, self.beta = check_tversky(alpha, beta)
+
+    def per_sample(self, y_true, y_pred):
+        return tversky_loss(y_true, y_pred, alpha=self.alpha, beta=self.beta, **self.region_kwargs())
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(alpha=self.alpha, beta=self.beta)
+        return config
