@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tfrobseg import metrics as M
+import medpy.metric.binary as medpy_binary
+import SimpleITK as sitk
+import skimage.metrics as skimage_metrics
 
-medpy_binary = pytest.importorskip("medpy.metric.binary")
-skimage_metrics = pytest.importorskip("skimage.metrics")
+from tfrobseg import metrics as M
 
 ANISO = (0.5, 0.5, 3.0)  # array axis order; the last axis is the thick one
 
@@ -144,7 +145,6 @@ def test_attack_success():
 
 
 def test_real_masks_reader1_vs_reader2_match_medpy(sample_dir):
-    sitk = pytest.importorskip("SimpleITK")
     for patient in ("ProstateX-0000", "ProstateX-0001"):
         image1 = sitk.ReadImage(str(sample_dir / "masks" / "whole_gland" / f"{patient}.nii.gz"))
         image2 = sitk.ReadImage(str(sample_dir / "masks" / "whole_gland_second_reader" / f"{patient}.nii.gz"))

@@ -1,0 +1,47 @@
+"""White-box gradient attacks on segmentation models (FGSM, sweeps, i-FGSM, ti-FGSM, PGD, noise).
+
+All attacks take a Keras model returning probabilities, a float32 batch ``(B, H, W, C)`` in model
+input units and the loss target; ε is in input units (or a fraction with ``relative_to``), and the
+attack loss is a :func:`tfrobseg.losses.get_loss` name or any callable ``(y_true, y_pred)``.
+"""
+
+from tfrobseg.attacks.budget import RELATIVE_TO, epsilon_scale
+from tfrobseg.attacks.fgsm import fgsm, fgsm_sweep
+from tfrobseg.attacks.gradient import (
+    DEFAULT_LOSS_SCALE,
+    gradient_sign,
+    predict,
+    resolve_loss,
+)
+from tfrobseg.attacks.iterative import (
+    background_target,
+    foreground_target,
+    ifgsm,
+    make_target,
+    shifted_target,
+    targeted_ifgsm,
+)
+from tfrobseg.attacks.noise import sign_noise
+from tfrobseg.attacks.pgd import pgd
+from tfrobseg.attacks.runner import ATTACKS, attack_dataset
+
+__all__ = [
+    "ATTACKS",
+    "DEFAULT_LOSS_SCALE",
+    "RELATIVE_TO",
+    "attack_dataset",
+    "background_target",
+    "epsilon_scale",
+    "fgsm",
+    "fgsm_sweep",
+    "foreground_target",
+    "gradient_sign",
+    "ifgsm",
+    "make_target",
+    "pgd",
+    "predict",
+    "resolve_loss",
+    "shifted_target",
+    "sign_noise",
+    "targeted_ifgsm",
+]

@@ -1,0 +1,86 @@
+"""The perturbation budget: ε in input units or relative to the image, valid range, L∞ projection.
+
+ε is in the units of the model input. In the study (Apostolidis et al.) the inputs are z-scored
+slices and ε ∈ {0.1, …, 1.0} is added directly, so ε is in standard deviations of the slice
+intensities. Two relative conventions are offered through ``relative_to``:
+
+* ``"range"``: ε is a fraction of each image's intensity range, ``ε_i = ε · (max xᵢ − min xᵢ)``;
+* ``"max"``: ε is a fraction of each image's maximum pixel magnitude, ``ε_i = ε · max |xᵢ|``
+  (Liu et al.: "5 % of the maximum pixel magnitude", ε = 0.05 on images scaled to [0, 1]).
+
+Both are computed per image (over all its pixels and channels), so a batch may mix budgets.
+``clip=(lo, hi)`` bounds the adversarial image when the input has a valid range; it is applied after
+the L∞ projection, so ``‖x_adv − x‖∞ ≤ ε`` always holds for inputs inside the range.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+RELATIVE_TO = (None, "range", "max")
+
+
+def check_epsilon(eps: float, name: str = "eps") -> float:
+    """Validate one ε: a finite number ≥ 0."""
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {eps!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be finite and >= 0, got {eps!r}")
+    return value
+
+
+def check_epsilons(epsilons: Sequence[float]) -> list[float]:
+    """Validate a non-empty sequence of ε values."""
+    if isinstance(epsilons, (int, float)):
+        epsilons = [epsilons]
+    values = [check_epsilon(e, "epsilons") for e in epsilons]
+    if not values:
+        raise ValueError("epsilons must contain at least one value")
+    return values
+
+
+def epsilon_scale(x: tf.Tensor, relative_to: str | None) -> tf.Tensor:
+    """Per-image factor turning a (relative) ε into input units, shaped ``(B, 1, …, 1)``."""
+    if relative_to not in RELATIVE_TO:
+        raise ValueError(f"relative_to must be one of {RELATIVE_TO}, got {relative_to!r}")
+    x = tf.convert_to_tensor(x, tf.float32)
+    if x.shape.rank is None or x.shape.rank < 2:
+        raise ValueError(f"x must be a batch (B, H, W, C), got shape {x.shape}")
+    axes = list(range(1, x.shape.rank))
+    if relative_to is None:
+        return tf.ones([tf.shape(x)[0]] + [1] * len(axes), tf.float32)
+    if relative_to == "range":
+        return tf.reduce_max(x, axes, keepdims=True) - tf.reduce_min(x, axes, keepdims=True)
+    return tf.reduce_max(tf.abs(x), axes, keepdims=True)
+
+
+def clip_bounds(clip: tuple[float, float] | None) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(lo, hi)`` as float32 tensors; ``None`` means unbounded (±inf leaves values untouched)."""
+    if clip is None:
+        return tf.constant(-math.inf), tf.constant(math.inf)
+    try:
+        lo, hi = (float(v) for v in clip)
+    except (TypeError, ValueError):
+        raise ValueError(f"clip must be None or a pair (lo, hi), got {clip!r}") from None
+    if not lo < hi:
+        raise ValueError(f"clip must satisfy lo < hi, got {clip!r}")
+    return tf.constant(lo, tf.float32), tf.constant(hi, tf.float32)
+
+
+def project(x: tf.Tensor, delta: tf.Tensor, eps: tf.Tensor, lo: tf.Tensor, hi: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Project ``delta`` onto the L∞ ball of radius ``eps`` and ``x + delta`` onto ``[lo, hi]``.
+
+    Returns ``(x_adv, delta)`` with ``delta`` updated to the clipped image's actual offset, so the
+    next iterate starts from the image the model really saw.
+    """
+    delta = tf.clip_by_value(delta, -eps, eps)
+    x_adv = tf.clip_by_value(x + delta, lo, hi)
+    if math.isinf(float(lo)) and math.isinf(float(hi)):
+        # Unclipped: keep delta exact so that one step with α = ε reproduces FGSM bit for bit.
+        return x_adv, delta
+    return x_adv, x_adv - x

@@ -1,0 +1,134 @@
+"""The loss-scaled sign of the input gradient, the one primitive every attack here is built on.
+
+For an input batch ``x``, labels ``y`` and an attack loss ``L`` the attacks need
+``sign(∇ₓ L(model(x), y))`` (Goodfellow et al. FGSM; Apostolidis et al. eq. 1; Liu et al. eqs. 1–3).
+It is computed with :class:`tf.GradientTape` with respect to a float32 input inside one
+``tf.function(jit_compile=True)`` per (model, loss), cached so that a whole dataset is attacked with
+one XLA compilation.
+
+Mixed precision: under ``mixed_float16`` the backward pass runs in float16, where the per-pixel
+gradients of a loss averaged over ``B·H·W`` pixels (≈1e-6 for 256×256 batches) fall below the
+float16 normal range and flush to zero — and a zero gradient gives a zero sign, i.e. no
+perturbation at that pixel. Because ``sign(s·g) = sign(g)`` for any ``s > 0``, the loss is
+multiplied by ``loss_scale`` (default ``2**15``, Keras' initial dynamic loss scale) before
+differentiating; a power of two leaves float32 gradients bit-identical up to the exponent. If the
+scaled gradient overflows (non-finite), it is recomputed once with scale 1.
+"""
+
+from __future__ import annotations
+
+import collections
+import weakref
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+
+from tfrobseg.losses import get_loss
+
+LossLike = str | Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+DEFAULT_LOSS_SCALE = 2.0**15
+
+# model -> OrderedDict[(kind, loss key, jit_compile)] -> (compiled function, loss object).
+# Weak keys: a model that goes out of scope takes its compiled functions with it.
+_COMPILED: weakref.WeakKeyDictionary[keras.Model, collections.OrderedDict] = weakref.WeakKeyDictionary()
+_MAX_PER_MODEL = 16
+
+
+def resolve_loss(loss: LossLike) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """Return the attack loss as a callable ``loss(y_true, y_pred)``.
+
+    A string is resolved with :func:`tfrobseg.losses.get_loss`. Any Keras loss or plain callable
+    ``(y_true, y_pred) -> tensor`` is returned unchanged. The attack loss need not be the training
+    loss: Wang & Xu found BCE attacks stronger than attacks with the (Dice + focal) training loss.
+    """
+    if callable(loss):
+        return loss
+    if not isinstance(loss, str):
+        # ValueError, like every bad argument in tfrobseg (the contract), not TypeError.
+        raise ValueError(f"loss must be a loss name or a callable(y_true, y_pred), got {type(loss).__name__}")  # noqa: TRY004
+    return get_loss(loss)
+
+
+def _loss_key(loss: LossLike) -> object:
+    return ("name", loss.lower()) if isinstance(loss, str) else ("object", id(loss))
+
+
+def compiled(model: keras.Model, kind: str, loss: LossLike | None, jit_compile: bool, build: Callable) -> Callable:
+    """Return the cached compiled function ``kind`` for ``model`` (and ``loss``), building it once."""
+    per_model = _COMPILED.setdefault(model, collections.OrderedDict())
+    key = (kind, None if loss is None else _loss_key(loss), bool(jit_compile))
+    if key not in per_model:
+        loss_fn = None if loss is None else resolve_loss(loss)
+        # Keep the loss object in the entry: it keeps id(loss) from being reused while cached.
+        per_model[key] = (build(model, loss_fn, jit_compile), loss)
+        if len(per_model) > _MAX_PER_MODEL:
+            per_model.popitem(last=False)
+    return per_model[key][0]
+
+
+def _build_gradient_sign(model: keras.Model, loss_fn: Callable, jit_compile: bool) -> Callable:
+    @tf.function(jit_compile=jit_compile)
+    def gradient_sign(x: tf.Tensor, y: tf.Tensor, scale: tf.Tensor):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            pred = tf.cast(model(x, training=False), tf.float32)
+            # reduce_sum also accepts losses that return per-sample or per-pixel values.
+            value = tf.reduce_sum(tf.cast(loss_fn(y, pred), tf.float32))
+            scaled = value * scale
+        grad = tape.gradient(scaled, x)
+        return tf.sign(grad), pred, tf.reduce_all(tf.math.is_finite(grad))
+
+    return gradient_sign
+
+
+def _build_predict(model: keras.Model, loss_fn: None, jit_compile: bool) -> Callable:
+    @tf.function(jit_compile=jit_compile)
+    def predict(x: tf.Tensor) -> tf.Tensor:
+        return tf.cast(model(x, training=False), tf.float32)
+
+    return predict
+
+
+def gradient_sign(
+    model: keras.Model,
+    x: tf.Tensor,
+    y: tf.Tensor,
+    *,
+    loss: LossLike = "bce",
+    loss_scale: float = DEFAULT_LOSS_SCALE,
+    jit_compile: bool = True,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """``sign(∇ₓ L(model(x), y))`` and the clean prediction ``model(x)`` from the same forward pass.
+
+    Args:
+        model: a Keras model mapping ``(B, H, W, C)`` float32 images to probabilities.
+        x: float32 input batch, in model input units.
+        y: target of the loss (the true mask, or a target mask for targeted attacks).
+        loss: attack loss name (:func:`tfrobseg.losses.get_loss`) or callable ``(y_true, y_pred)``.
+        loss_scale: positive factor applied to the loss before differentiating (see module doc).
+        jit_compile: compile the gradient with XLA (``False`` to compare against plain graph mode).
+
+    Returns:
+        ``(sign, prediction)``: float32 tensors shaped like ``x`` and like the model output. The
+        prediction is the inference-mode (``training=False``) output, the ε = 0 prediction.
+    """
+    if not loss_scale > 0:
+        raise ValueError(f"loss_scale must be positive, got {loss_scale}")
+    fn = compiled(model, "gradient_sign", loss, jit_compile, _build_gradient_sign)
+    x = tf.convert_to_tensor(x, tf.float32)
+    y = tf.convert_to_tensor(y, tf.float32)
+    sign, pred, finite = fn(x, y, tf.constant(loss_scale, tf.float32))
+    if not bool(finite) and loss_scale != 1.0:
+        # Overflow of the scaled float16 backward pass: fall back to the unscaled loss.
+        sign, pred, finite = fn(x, y, tf.constant(1.0, tf.float32))
+    if not bool(finite):
+        raise FloatingPointError("the input gradient of the attack loss is not finite (NaN/Inf in model or loss)")
+    return sign, pred
+
+
+def predict(model: keras.Model, x: tf.Tensor, *, jit_compile: bool = True) -> tf.Tensor:
+    """Inference-mode float32 prediction through the cached compiled forward pass."""
+    fn = compiled(model, "predict", None, jit_compile, _build_predict)
+    return fn(tf.convert_to_tensor(x, tf.float32))
