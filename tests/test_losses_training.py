@@ -6,7 +6,7 @@ import pytest
 import scipy.ndimage as ndi
 import tensorflow as tf
 
-from tfrobseg import losses as L
+from tfrobseg import data, losses as L, synthetic
 
 
 def tiny_model(size, *, logits=False, seed=0):
@@ -122,8 +122,6 @@ def test_compiled_model_saved_and_loaded_without_custom_objects(name, tmp_path):
 @pytest.fixture(scope="module")
 def cohort_batch(tmp_path_factory):
     """One 64x64-downsampled batch of the built-in synthetic cohort (tfrobseg.synthetic, issue 2)."""
-    synthetic = pytest.importorskip("tfrobseg.synthetic", reason="built-in cohort (issue 2) not available yet")
-    data = pytest.importorskip("tfrobseg.data", reason="data reader (issue 2) not available yet")
     # Two patients keep the cohort preparation short; any labelled slices will do for a few steps.
     data_dir = synthetic.prepare_builtin(tmp_path_factory.mktemp("builtin") / "builtin", n_patients=2)
     manifest = data.read_manifest(data_dir)
