@@ -1,0 +1,37 @@
+"""Tables I–IV of Apostolidis et al. (Markdown, LaTeX, CSV), beside the published values.
+
+Usage: python experiments/tables.py --results results/builtin [--out DIR] [--std-over cells|cases]
+See tfrobseg.tables for exactly what is averaged over what.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from tfrobseg import runs
+from tfrobseg.tables import write_tables
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", required=True, help="results folder of crossval.py / holdout.py")
+    parser.add_argument("--out", default=None, help="table folder (default: <results>/tables)")
+    parser.add_argument("--std-over", choices=("cells", "cases"), default="cells",
+                        help="std across cells (network x eps, default, the study's 'across folds') or across patients")
+    args = parser.parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace")  # "±" on a non-UTF-8 terminal
+    results = runs.collect_metrics(args.results)
+    if results.empty:
+        print(f"error: no completed units (with {runs.MARKER}) under {args.results}", file=sys.stderr)
+        return 1
+    out = Path(args.out) if args.out else Path(args.results) / "tables"
+    written = write_tables(results, out, std_over=args.std_over)
+    for name in sorted(written):
+        print(f"wrote {written[name]}")
+    print((out / "tables.md").read_text(encoding="utf-8"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Figures 1–3 of Apostolidis et al. and robustness curves from a results folder.
+
+Usage: python figures/make_figures.py --results results/builtin [--out DIR]
+Figures whose trained unit is absent are skipped with a message (see tfrobseg.figures).
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tfrobseg.figures import make_figures
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", required=True, help="results folder of crossval.py / holdout.py")
+    parser.add_argument("--out", default=None, help="figure folder (default: <results>/figures)")
+    args = parser.parse_args(argv)
+    try:
+        report = make_figures(args.results, args.out)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for path in report["written"]:
+        print(f"wrote {path}")
+    for message in report["missing"]:
+        print(f"skipped: {message}")
+    print(f"most robust loss: {report['most_robust_loss']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
