@@ -15,8 +15,7 @@ import keras
 from tfrobseg.models.blocks import (
     attention_gate,
     double_conv,
-    encoder_decoder,
-    segmentation_head,
+    skeleton_model,
 )
 from tfrobseg.models.defaults import (
     ACTIVATION,
@@ -38,9 +37,7 @@ def build_attention_unet(
 ) -> keras.Model:
     """Build an Attention U-Net; arguments as in :func:`tfrobseg.models.build_model`."""
     cfg = make_config(input_shape, filters, activation, normalization, n_classes, output)
-    inputs = keras.Input(cfg.input_shape, name="image")
-    x = encoder_decoder(inputs, cfg, double_conv, gate=attention_gate)
-    return keras.Model(inputs, segmentation_head(x, cfg), name="attention_unet")
+    return skeleton_model("attention_unet", cfg, double_conv, gate=attention_gate)
 
 
 def attention_maps_model(model: keras.Model) -> keras.Model:

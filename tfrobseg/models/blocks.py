@@ -219,3 +219,21 @@ def encoder_decoder(
         x = keras.layers.Concatenate(name=f"dec{i}_concat")([skip, x])
         x = block(x, cfg.filters[i], cfg, f"dec{i}")
     return x
+
+
+def skeleton_model(
+    name: str,
+    cfg: BuildConfig,
+    block: Block,
+    *,
+    gate: Callable | None = None,
+    bottleneck: Callable | None = None,
+) -> keras.Model:
+    """A study model: image input, :func:`encoder_decoder` with the model's own parts, the shared head.
+
+    Every study model is built here, so they can differ only in ``block``, ``gate`` and ``bottleneck``
+    (the study's fairness rule: fixed depth, filters per level and activation).
+    """
+    inputs = keras.Input(cfg.input_shape, name="image")
+    x = encoder_decoder(inputs, cfg, block, gate=gate, bottleneck=bottleneck)
+    return keras.Model(inputs, segmentation_head(x, cfg), name=name)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import keras
 
-from tfrobseg.models.blocks import encoder_decoder, recurrent_block, segmentation_head
+from tfrobseg.models.blocks import recurrent_block, skeleton_model
 from tfrobseg.models.defaults import (
     ACTIVATION,
     FILTERS,
@@ -27,10 +27,7 @@ def _build(name: str, residual: bool, input_shape, filters, activation, normaliz
     if not isinstance(t, int) or t < 1:
         raise ValueError(f"{name}: t (applications of the shared recurrent conv) must be an int >= 1, got {t!r}")
     cfg = make_config(input_shape, filters, activation, normalization, n_classes, output)
-    inputs = keras.Input(cfg.input_shape, name="image")
-    block = functools.partial(recurrent_block, t=t, residual=residual)
-    x = encoder_decoder(inputs, cfg, block)
-    return keras.Model(inputs, segmentation_head(x, cfg), name=name)
+    return skeleton_model(name, cfg, functools.partial(recurrent_block, t=t, residual=residual))
 
 
 def build_recurrent_unet(

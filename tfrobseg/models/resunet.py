@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import keras
 
-from tfrobseg.models.blocks import encoder_decoder, residual_block, segmentation_head
+from tfrobseg.models.blocks import residual_block, skeleton_model
 from tfrobseg.models.defaults import (
     ACTIVATION,
     FILTERS,
@@ -32,6 +32,4 @@ def build_resunet(
 ) -> keras.Model:
     """Build a ResU-Net; arguments as in :func:`tfrobseg.models.build_model`."""
     cfg = make_config(input_shape, filters, activation, normalization, n_classes, output)
-    inputs = keras.Input(cfg.input_shape, name="image")
-    x = encoder_decoder(inputs, cfg, residual_block)
-    return keras.Model(inputs, segmentation_head(x, cfg), name="resunet")
+    return skeleton_model("resunet", cfg, residual_block)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import keras
 
-from tfrobseg.models.blocks import double_conv, encoder_decoder, segmentation_head
+from tfrobseg.models.blocks import double_conv, skeleton_model
 from tfrobseg.models.defaults import (
     ACTIVATION,
     FILTERS,
@@ -31,6 +31,4 @@ def build_unet(
 ) -> keras.Model:
     """Build a U-Net; arguments as in :func:`tfrobseg.models.build_model`."""
     cfg = make_config(input_shape, filters, activation, normalization, n_classes, output)
-    inputs = keras.Input(cfg.input_shape, name="image")
-    x = encoder_decoder(inputs, cfg, double_conv)
-    return keras.Model(inputs, segmentation_head(x, cfg), name="unet")
+    return skeleton_model("unet", cfg, double_conv)

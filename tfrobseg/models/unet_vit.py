@@ -16,8 +16,7 @@ import keras
 
 from tfrobseg.models.blocks import (
     double_conv,
-    encoder_decoder,
-    segmentation_head,
+    skeleton_model,
     vit_bottleneck,
 )
 from tfrobseg.models.defaults import (
@@ -54,7 +53,6 @@ def build_unet_vit(
         raise ValueError(f"unet_vit: embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"unet_vit: dropout must be in [0, 1), got {dropout!r}")
-    inputs = keras.Input(cfg.input_shape, name="image")
     transformer = functools.partial(
         vit_bottleneck,
         patch_size=patch_size,
@@ -64,5 +62,4 @@ def build_unet_vit(
         mlp_dim=mlp_dim,
         dropout=dropout,
     )
-    x = encoder_decoder(inputs, cfg, double_conv, bottleneck=transformer)
-    return keras.Model(inputs, segmentation_head(x, cfg), name="unet_vit")
+    return skeleton_model("unet_vit", cfg, double_conv, bottleneck=transformer)
