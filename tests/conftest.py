@@ -1,4 +1,8 @@
-"""Shared test fixtures: quiet TensorFlow, the real ProstateX sample beside the checkout."""
+"""Shared test fixtures: quiet TensorFlow, the real ProstateX sample beside the checkout, a tiny cohort.
+
+In CI (``CI=true``) the real sample is required: a missing sample fails the tests that need it
+instead of skipping them, so a CI run can never pass on the synthetic data alone.
+"""
 
 import os
 from pathlib import Path
@@ -8,12 +12,36 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_DIR = Path(os.environ.get("TFROBSEG_SAMPLE", REPO_ROOT.parent / "shared" / "data" / "prostatex-sample"))
+SHARED = REPO_ROOT.parent / "shared"
+SAMPLE_DIR = Path(os.environ.get("TFROBSEG_SAMPLE", SHARED / "data" / "prostatex-sample"))
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(path: Path, what: str) -> Path:
+    """``path`` if it exists; otherwise fail in CI and skip elsewhere, naming what is missing."""
+    if path.exists():
+        return path
+    message = f"{what} not found at {path}"
+    if IN_CI:
+        pytest.fail(f"{message}: CI must run with ../shared beside the checkout", pytrace=False)
+    pytest.skip(message)
+    return path
 
 
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
-    """The real ProstateX sample (``../shared/data/prostatex-sample``); tests skip without it."""
-    if not (SAMPLE_DIR / "images").is_dir():
-        pytest.skip(f"ProstateX sample not found at {SAMPLE_DIR} (set TFROBSEG_SAMPLE)")
+    """The real ProstateX sample (``../shared/data/prostatex-sample``, or ``$TFROBSEG_SAMPLE``)."""
+    require(SAMPLE_DIR / "images", "ProstateX sample (set TFROBSEG_SAMPLE)")
     return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory) -> Path:
+    """A 6-patient built-in synthetic cohort (train 4 in folds [2, 1, 1], val 1, test 1), prepared once.
+
+    ``$TFROBSEG_TEST_COHORT`` names a folder to keep it in across runs (the mutation runner does).
+    """
+    from tfrobseg.synthetic import prepare_builtin
+
+    folder = os.environ.get("TFROBSEG_TEST_COHORT") or tmp_path_factory.mktemp("data") / "builtin"
+    return prepare_builtin(folder, n_patients=6, seed=0)

@@ -5,7 +5,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrobseg.attacks import attack_dataset, fgsm_sweep, gradient_sign
+from tfrobseg.attacks import (
+    attack_dataset,
+    background_target,
+    fgsm,
+    fgsm_sweep,
+    gradient_sign,
+    ifgsm,
+    pgd,
+    sign_noise,
+    targeted_ifgsm,
+)
 from tfrobseg.attacks.gradient import _COMPILED
 
 SIZE = 32
@@ -36,6 +46,18 @@ def make_dataset(batch: int | None = 3, n: int = 7) -> tf.data.Dataset:
          "patient_id": ids, "slice_index": index, "n_slices": np.full(n, 4, np.int64)}
     )
     return ds if batch is None else ds.batch(batch)
+
+
+def bn_net() -> keras.Model:
+    """A net with batch norm whose moving statistics differ from any batch's (see test_attacks)."""
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((SIZE, SIZE, 1))
+    norm = keras.layers.BatchNormalization()
+    h = keras.layers.Activation("relu")(norm(keras.layers.Conv2D(4, 3, padding="same")(inp)))
+    model = keras.Model(inp, keras.layers.Conv2D(1, 1, activation="sigmoid")(h))
+    gamma, beta, _, _ = norm.get_weights()
+    norm.set_weights([gamma, beta, np.full(4, 0.7, "float32"), np.full(4, 3.0, "float32")])
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +129,74 @@ def test_bad_runner_arguments(net):
         next(attack_dataset(net, tf.data.Dataset.from_tensor_slices(np.zeros((2, SIZE, SIZE, 1))), [0.1]))
     with pytest.raises(ValueError, match="epsilons"):
         next(attack_dataset(net, make_dataset(), [-1.0]))
+
+
+@pytest.mark.parametrize("attack, kwargs", [("fgsm", {}), ("ifgsm", {"steps": 2}), ("pgd", {"steps": 2}), ("noise", {})])
+def test_runner_predicts_in_inference_mode_with_batch_norm(attack, kwargs):
+    model = bn_net()
+    results = list(attack_dataset(model, make_dataset(n=5), [0.0, 0.4, 1.0], attack=attack, batch_size=4,
+                                  return_images=True, jit_compile=False, **kwargs))
+    adv = np.stack([r["adversarial"] for r in results])
+    expected = model(adv, training=False).numpy()
+    np.testing.assert_allclose(np.stack([r["prediction"] for r in results]), expected, atol=1e-5)
+    assert np.abs(model(adv, training=True).numpy() - expected).max() > 0.05  # the premise
+
+
+def test_runner_attacks_with_the_loss_it_is_given(net):
+    # The loss reaches the gradient: the runner's perturbation is FGSM with that loss, and two
+    # losses give two different perturbations.
+    image, mask, _, _ = slices()
+    perturbations = {}
+    for loss in ("bce", "dice"):
+        results = list(attack_dataset(net, make_dataset(), [0.5], loss=loss, batch_size=4, return_images=True))
+        perturbations[loss] = np.stack([r["adversarial"] - r["image"] for r in results])
+        np.testing.assert_allclose(perturbations[loss], fgsm(net, image, mask, 0.5, loss=loss).numpy() - image, atol=1e-6)
+    assert np.mean(perturbations["bce"] != perturbations["dice"]) > 0.02
+
+
+def _padded_batches(n: int, batch_size: int):
+    """The runner's batches: slices in order, the last batch padded with empty slices."""
+    image, mask, _, _ = slices(n)
+    for b, start in enumerate(range(0, n, batch_size)):
+        count = min(batch_size, n - start)
+        x = np.zeros((batch_size, SIZE, SIZE, 1), "float32")
+        y = np.zeros_like(x)
+        x[:count], y[:count] = image[start:start + count], mask[start:start + count]
+        yield b, count, x, y
+
+
+@pytest.mark.parametrize("attack", ["ifgsm", "targeted_ifgsm", "pgd", "noise"])
+def test_runner_runs_the_named_attack_with_its_defaults(net, attack):
+    # Each name reaches its own attack: default steps and α, the "background" target, BCE, and
+    # for the random attacks the stream (seed, batch number) with the default seed 0.
+    results = list(attack_dataset(net, make_dataset(n=5), [0.3], attack=attack, batch_size=4, return_images=True,
+                                  jit_compile=False))
+    expected = []
+    for b, count, x, y in _padded_batches(5, 4):
+        adv = {
+            "ifgsm": lambda: ifgsm(net, x, y, 0.3, jit_compile=False),
+            "targeted_ifgsm": lambda: targeted_ifgsm(net, x, background_target(y), 0.3, loss="bce", jit_compile=False),
+            "pgd": lambda: pgd(net, x, y, 0.3, seed=(0, b), jit_compile=False),
+            "noise": lambda: sign_noise(x, 0.3, seed=(0, b)),
+        }[attack]()
+        expected.append(adv.numpy()[:count])
+    np.testing.assert_allclose(np.stack([r["adversarial"] for r in results]), np.concatenate(expected), atol=1e-6)
+
+
+@pytest.mark.parametrize("attack, kinds", [("ifgsm", {"gradient_sign", "predict"}),
+                                           ("fgsm", {"gradient_sign", "sweep_forward"})])
+def test_runner_compiles_with_xla_by_default(net, attack, kinds):
+    _COMPILED.pop(net, None)
+    list(attack_dataset(net, make_dataset(n=5), [0.0, 0.2], attack=attack, steps=1, batch_size=4)
+         if attack == "ifgsm" else attack_dataset(net, make_dataset(n=5), [0.0, 0.2], batch_size=4))
+    assert {key[0] for key in _COMPILED[net]} == kinds
+    assert {key[2] for key in _COMPILED[net]} == {True}
+
+
+def test_batch_of_one_and_elements_without_ids(net):
+    image, mask, _, _ = slices(3)
+    ds = tf.data.Dataset.from_tensor_slices({"image": image, "mask": mask})
+    results = list(attack_dataset(net, ds, [0.0], batch_size=1))
+    assert [r["slice_index"] for r in results] == [0, 1, 2] and {r["patient_id"] for r in results} == {""}
+    np.testing.assert_allclose(np.stack([r["prediction"] for r in results]), net(image, training=False).numpy(),
+                               atol=1e-5)

@@ -35,6 +35,33 @@ def tiny_net(seed: int = 0, size: int = SIZE) -> keras.Model:
     return keras.Model(inp, out)
 
 
+def bn_net(seed: int = 0, size: int = SIZE) -> keras.Model:
+    """tiny_net with batch norm whose moving statistics are far from any batch's own statistics.
+
+    A forward pass with ``training=True`` normalises with the batch's statistics instead of the
+    moving ones, so its output differs clearly from inference mode: attacks must use the latter.
+    """
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((size, size, 1))
+    norm = keras.layers.BatchNormalization()
+    h = keras.layers.Activation("relu")(norm(keras.layers.Conv2D(6, 3, padding="same")(inp)))
+    h = keras.layers.Conv2D(6, 3, padding="same", activation="relu")(h)
+    model = keras.Model(inp, keras.layers.Conv2D(1, 1, activation="sigmoid", dtype="float32")(h))
+    gamma, beta, _, _ = norm.get_weights()
+    rng = np.random.default_rng(seed)
+    norm.set_weights([gamma, beta, rng.normal(0.5, 0.5, 6).astype("float32"), rng.uniform(2, 4, 6).astype("float32")])
+    return model
+
+
+def reference_sign(model, x, y, loss) -> np.ndarray:
+    """sign(∇ₓ loss(y, model(x))) by an eager tape in inference mode, outside tfrobseg's cache."""
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        value = tf.reduce_sum(loss(tf.constant(y), model(x, training=False)))
+    return np.sign(tape.gradient(value, x).numpy())
+
+
 def disks(n: int, seed: int, size: int = SIZE):
     """Noisy bright disks at random places (image) and the disk (mask)."""
     rng = np.random.default_rng(seed)
@@ -119,19 +146,80 @@ def test_fgsm_equals_analytic_sign_on_1x1_sigmoid_model(w):
 
 # --- sweep and bounds ------------------------------------------------------------------------
 
-def test_fgsm_sweep_equals_fgsm_per_epsilon(net, batch):
+@pytest.mark.parametrize("with_batch_norm", [False, True])
+def test_fgsm_sweep_equals_fgsm_per_epsilon(net, batch, with_batch_norm):
     x, y = batch
+    if with_batch_norm:
+        net = bn_net()
+        adv = fgsm(net, x, y, 1.0).numpy()
+        # The premise: training mode would give other predictions on this model.
+        assert np.abs(net(adv, training=True).numpy() - net(adv, training=False).numpy()).max() > 0.05
     preds, images = fgsm_sweep(net, x, y, GRID, return_images=True)
     assert preds.shape == (len(GRID), 3, SIZE, SIZE, 1) and images.shape == (len(GRID), 3, SIZE, SIZE, 1)
     for e, eps in enumerate(GRID):
         adv = fgsm(net, x, y, eps).numpy()
         np.testing.assert_array_equal(images[e].numpy(), adv)
         np.testing.assert_allclose(preds[e].numpy(), net(adv, training=False).numpy(), atol=1e-5)
-    # Bounded forward calls (2 images per call, chunks padded to a fixed size) give the same result.
-    chunked = fgsm_sweep(net, x, y, GRID, forward_batch=6)
-    np.testing.assert_allclose(chunked.numpy(), preds.numpy(), atol=1e-6)
+    # Bounded forward calls give the same result: 2 ε per call (6 images), 3 ε per call with the
+    # last chunk padded (9 images), one ε per call (fewer images than a batch).
+    for forward_batch in (6, 9, 1):
+        chunked = fgsm_sweep(net, x, y, GRID, forward_batch=forward_batch, return_images=True)
+        np.testing.assert_allclose(chunked[0].numpy(), preds.numpy(), atol=1e-6)
+        np.testing.assert_array_equal(chunked[1].numpy(), images.numpy())
+    with pytest.raises(ValueError, match="forward_batch"):
+        fgsm_sweep(net, x, y, GRID, forward_batch=0)
     # Without return_images only the predictions come back.
     np.testing.assert_allclose(fgsm_sweep(net, x, y, GRID).numpy(), preds.numpy(), atol=1e-6)
+
+
+def test_gradient_and_clean_prediction_are_in_inference_mode(batch):
+    x, y = batch
+    model = bn_net()
+    sign, clean = gradient_sign(model, x, y, loss="bce", jit_compile=False)
+    np.testing.assert_allclose(clean.numpy(), model(x, training=False).numpy(), atol=1e-6)
+    np.testing.assert_array_equal(sign.numpy(), reference_sign(model, x, y, resolve_loss("bce")))
+    np.testing.assert_allclose(predict(model, x).numpy(), model(x, training=False).numpy(), atol=1e-6)
+
+
+def test_each_attack_loss_gets_its_own_gradient(net, batch):
+    # One compiled gradient is cached per (model, loss): asking for another loss on the same model
+    # must give that loss's gradient, never the one compiled first.
+    x, y = batch
+    signs = {}
+    for loss in ("bce", "dice", "tversky", "bce", keras.losses.BinaryCrossentropy(), resolve_loss("dice")):
+        name = loss if isinstance(loss, str) else type(loss).__name__
+        sign = gradient_sign(net, x, y, loss=loss, jit_compile=False)[0].numpy()
+        np.testing.assert_array_equal(sign, reference_sign(net, x, y, resolve_loss(loss)), err_msg=name)
+        signs[name] = sign
+    # The premise: the losses do give different directions on this model.
+    assert np.mean(signs["bce"] != signs["dice"]) > 0.02 and np.any(signs["dice"] != signs["tversky"])
+    np.testing.assert_array_equal(signs["BinaryCrossentropy"], signs["bce"])
+    # FGSM with one loss, then another, moves the pixels the other way where their signs differ.
+    a = fgsm(net, x, y, 0.1, loss="bce").numpy()
+    b = fgsm(net, x, y, 0.1, loss="dice").numpy()
+    np.testing.assert_allclose(b - x, 0.1 * signs["dice"], atol=1e-6)
+    assert np.mean(a != b) > 0.02
+
+
+def test_iterative_default_steps_and_alpha(net, batch):
+    # i-FGSM: 10 steps of α = ε / steps (Liu et al.: α·N = ε). PGD: 10 steps of α = 2.5·ε / steps.
+    x, y = batch
+    eps = 0.3
+    run = dict(jit_compile=False)
+    default = ifgsm(net, x, y, eps, **run).numpy()
+    np.testing.assert_array_equal(default, ifgsm(net, x, y, eps, steps=10, alpha=eps / 10, **run).numpy())
+    assert not np.array_equal(default, ifgsm(net, x, y, eps, steps=10, alpha=2 * eps / 10, **run).numpy())
+    three = ifgsm(net, x, y, eps, steps=3, **run).numpy()
+    np.testing.assert_array_equal(three, ifgsm(net, x, y, eps, steps=3, alpha=eps / 3, **run).numpy())
+    assert not np.array_equal(three, ifgsm(net, x, y, eps, steps=3, alpha=2 * eps / 3, **run).numpy())
+    # Against an eager re-implementation of the iteration x_{k+1} = Π(x_k + α·sign(∇L)).
+    expected = x.copy()
+    for _ in range(3):
+        expected = np.clip(expected + eps / 3 * reference_sign(net, expected, y, resolve_loss("bce")), x - eps, x + eps)
+    assert np.mean(np.isclose(three, expected, atol=1e-6)) > 0.995
+    pgd_default = pgd(net, x, y, eps, seed=2, **run).numpy()
+    np.testing.assert_array_equal(pgd_default, pgd(net, x, y, eps, steps=10, alpha=2.5 * eps / 10, seed=2, **run).numpy())
+    assert not np.array_equal(pgd_default, pgd(net, x, y, eps, steps=10, alpha=eps / 10, seed=2, **run).numpy())
 
 
 def all_attacks(model, x, y, eps, clip=None):

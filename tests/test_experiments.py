@@ -33,10 +33,8 @@ def _run(script, *args, check=True):
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    from tfrobseg.synthetic import prepare_builtin
-
-    return prepare_builtin(tmp_path_factory.mktemp("data") / "builtin", n_patients=6, seed=0)
+def cohort(tiny_cohort):
+    return tiny_cohort
 
 
 def test_crossval_resume_refuse_tables_figures(cohort, tmp_path):
@@ -51,14 +49,16 @@ def test_crossval_resume_refuse_tables_figures(cohort, tmp_path):
     half.mkdir(parents=True)
     (half / "history.csv").write_text("epoch,loss\n1,0.9\n")
 
-    # 2) The re-run skips the finished unit, restarts the interrupted one and completes the grid.
-    proc = _run("experiments/crossval.py", *base)
+    # 2) The re-run, with two worker processes (the built-in preset's default), skips the finished
+    #    unit, restarts the interrupted one and completes the grid.
+    proc = _run("experiments/crossval.py", *base, "--jobs", "2")
     assert len(list(out.glob("crossval/*/*/*/DONE.json"))) == 4
     assert markers[0].stat().st_mtime_ns == first_mtime
     log = (out / "log.txt").read_text(encoding="utf-8")
     assert log.count("start crossval/unet/bce/fold0") == 1
     assert "skip crossval/unet/bce/fold0 (complete)" in log
     assert "crossval/unet/bce/fold1 was interrupted earlier: restarting it from scratch" in log
+    assert log.count("queued crossval/") == 3 and log.count("done crossval/") == 4  # 1 before, 3 by the workers
     assert "Tables:" in proc.stdout and "Combined results:" in proc.stdout
 
     # Per-unit outputs and the combined CSV.

@@ -94,6 +94,28 @@ def test_zscore_before_and_after_smoothing(prepared):
         assert abs(img.mean()) < 0.01 and 0.8 < img.std() <= 1.0  # smoothing keeps the mean, lowers the std
 
 
+@pytest.mark.parametrize("pid, std", [("ProstateX-0000", 0.9535), ("ProstateX-0001", 0.9691)])
+def test_prepared_image_is_zscored_then_smoothed(sample_dir, pid, std):
+    # Independent re-computation of the last two steps on the resampled, cropped volume: z-score
+    # over the volume in NumPy, then SciPy's in-plane Gaussian (sigma 1 voxel). The std after
+    # smoothing is below 1 and pinned: smoothing before the z-score would give exactly 1.
+    from scipy import ndimage
+
+    from tfrobseg import preprocessing as pp
+    from tfrobseg.discovery import PatientSource, read_image_list
+    from tfrobseg.prepare import load_image, process_patient
+
+    source = PatientSource(pid, "dicom", sample_dir / "images" / pid)
+    listed = read_image_list(sample_dir / "image_list.csv")[pid]
+    prepared = process_patient(source, listed=listed, config=FAST)["image"]
+    image, _ = load_image(source, listed)
+    resampled = pp.resample_to_spacing(sitk.Cast(image, sitk.sitkFloat32), (0.5, 0.5, 3.0))
+    volume = pp.center_crop_or_pad(sitk.GetArrayFromImage(resampled), (256, 256)).astype(np.float64)
+    expected = ndimage.gaussian_filter((volume - volume.mean()) / volume.std(), sigma=(0, 1, 1), mode="nearest")
+    np.testing.assert_allclose(prepared, expected, atol=1e-5)
+    assert prepared.mean() == pytest.approx(0.0, abs=1e-4) and prepared.std() == pytest.approx(std, abs=2e-4)
+
+
 def test_rerun_resumes_without_redoing(prepared, capsys):
     out, _, argv = prepared
     record = out / "records" / "ProstateX-0000.tfrecord"

@@ -1,15 +1,15 @@
 """tfrobseg.tables: Tables I–IV against hand-computed means / stds, layouts, published values."""
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import SHARED, require
 from tfrobseg import tables
 
-SHARED_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "published_tables.csv"
+SHARED_REFERENCE = SHARED / "reference" / "published_tables.csv"
 
 
 def _results():
@@ -70,8 +70,8 @@ def test_format_and_published():
     assert f.iloc[0, 1] == f"{s['dice_mean'][0]:.2f} ± {s['dice_std'][0]:.2f}"
     pub = tables.load_published()
     assert len(pub) == 22 and set(pub["table"]) == {"I", "II", "III", "IV"}
-    if SHARED_REFERENCE.exists():
-        pd.testing.assert_frame_equal(pub, pd.read_csv(SHARED_REFERENCE))
+    # The package's own copy is what the tables use; it must equal the reference as printed.
+    pd.testing.assert_frame_equal(pub, pd.read_csv(require(SHARED_REFERENCE, "reference tables"), comment="#"))
     assert "Apostolidis" in tables.published_source()
     comp = tables.compare_with_published(s, "III", "loss").set_index("Loss Function")
     assert comp.loc["Tversky", "DC published"] == "0.57 ± 0.16"
@@ -89,3 +89,27 @@ def test_write_tables(tmp_path):
     assert r"$\pm$" in tex and r"\begin{tabular}" in tex
     md = (tmp_path / "table_III.md").read_text(encoding="utf-8").splitlines()
     assert md[2].startswith("| Loss Function | DC |")
+
+
+def test_cells_counts_and_empty_inputs():
+    df = _results()
+    cells = tables.cell_means(df)
+    assert len(cells) == 2 * 2 * 2 * 3 and (cells["n_cases"] == 2).all() and (cells["n_empty"] == 0).all()
+    df.loc[[0, 1], "empty_pred"] = True  # both patients of one cell predicted nothing
+    assert tables.cell_means(df)["n_empty"].sum() == 2
+    assert (tables.cell_means(df.drop(columns="empty_pred"))["n_empty"] == 0).all()
+    # A row whose fold is unknown still counts (its own cell), it is not silently dropped.
+    df.loc[2, "fold"] = np.nan
+    assert tables.cell_means(df)["n_cases"].sum() == len(df)
+    assert tables.cell_means(df.iloc[:0]).empty
+    assert tables.summarize_table(df[df["epsilon"] == 0], "model").empty  # no attacked rows
+    assert list(tables.summarize_table(_results(), "model").columns[:3]) == ["model", "name", "dice_mean"]
+
+
+def test_most_robust_loss_per_phase():
+    crossval = _results()
+    holdout = crossval.assign(phase="holdout", dice=np.where(crossval["loss"] == "bce", 0.9, 0.1))
+    both = pd.concat([crossval, holdout], ignore_index=True)
+    assert tables.most_robust_loss(both, "crossval") == "tversky"
+    assert tables.most_robust_loss(both, "holdout") == "bce"
+    assert tables.most_robust_loss(both, "nothing") is None

@@ -44,7 +44,8 @@ def test_defaults_are_the_study_protocol():
     assert (c.learning_rate, c.batch_size, c.max_epochs) == (1e-4, 4, 150)
     assert (c.plateau_patience, c.min_learning_rate) == (2, 1e-6)
     assert c.plateau_factor == 0.5 and c.early_stopping_patience == 10
-    assert c.xla is True and c.strategy == "auto"
+    assert c.xla is True and c.strategy == "auto" and c.seed == 0
+    assert c.to_dict() == {f: getattr(c, f) for f in c.__dataclass_fields__}
     assert c.precision == ("mixed_float16" if tf.config.list_physical_devices("GPU") else "float32")
     plateau, early = protocol_callbacks(c)
     assert isinstance(plateau, keras.callbacks.ReduceLROnPlateau)
@@ -134,3 +135,54 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out == {"strategy": "MirroredStrategy", "replicas": 2, "epochs": 2}
     assert (tmp_path / "best.keras").is_file() and (tmp_path / "history.csv").is_file()
+
+
+def test_rising_val_loss_reduces_lr_to_the_floor_stops_early_and_restores_best(tmp_path):
+    # Validation labels are the inverse of the training labels: the better the network learns the
+    # training set, the worse its validation loss, from the first epoch on. The protocol must then
+    # halve the learning rate after every `plateau_patience` stale epochs down to the floor, stop
+    # `early_stopping_patience` epochs after the best one, and return that epoch's weights.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 16, 16, 1)).astype("float32")
+    train = tf.data.Dataset.from_tensor_slices((x, (x > 0).astype("float32"))).batch(4)
+    val = tf.data.Dataset.from_tensor_slices((x, (x <= 0).astype("float32"))).batch(4)
+    cfg = TrainConfig(learning_rate=0.02, plateau_patience=1, plateau_factor=0.5, min_learning_rate=0.004,
+                      early_stopping_patience=4, max_epochs=30, xla=False, seed=1)
+    res = train_model(_tiny_model, "bce", train, val, config=cfg, out_dir=tmp_path, progress=False)
+    hist = pd.read_csv(tmp_path / "history.csv")
+    assert (np.diff(hist["val_loss"]) > 0).all() and (np.diff(hist["loss"]) < 0).all()  # the premise
+    # Best epoch 1; epochs 2-5 are stale; stop after epoch 5 (wait reaches the patience of 4).
+    assert res.best_epoch == 1 and res.epochs_run == 5 and list(hist["epoch"]) == [1, 2, 3, 4, 5]
+    # The rate in force after each epoch: halved after every stale epoch (patience 1), floor 0.004.
+    np.testing.assert_allclose(hist["learning_rate"], [0.02, 0.01, 0.005, 0.004, 0.004], rtol=1e-6)
+    assert res.best_val_loss == pytest.approx(hist["val_loss"].iloc[0])
+    assert res.model.evaluate(val, verbose=0) == pytest.approx(hist["val_loss"].iloc[0], rel=1e-5)
+    loaded = keras.saving.load_model(tmp_path / "best.keras", compile=False)
+    np.testing.assert_allclose(loaded(x), res.model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_config_boundaries():
+    # Values at the edge of each valid range are accepted; one step outside is refused.
+    ok = TrainConfig(batch_size=1, max_epochs=1, learning_rate=1e-3, min_learning_rate=1e-3, plateau_patience=0,
+                     early_stopping_patience=0, plateau_factor=0.99, precision="float32")
+    assert (ok.batch_size, ok.max_epochs, ok.min_learning_rate) == (1, 1, 1e-3)
+    assert TrainConfig(min_learning_rate=0.0, precision="float32").min_learning_rate == 0.0
+    for bad in ({"plateau_factor": 0.0}, {"learning_rate": 0.0, "min_learning_rate": 0.0}, {"plateau_patience": -1}, {"early_stopping_patience": -1},
+                {"min_learning_rate": -1e-9}, {"learning_rate": -1e-3}):
+        with pytest.raises(ValueError):
+            TrainConfig(precision="float32", **bad)
+    assert TrainConfig(precision="mixed_float16").precision == "mixed_float16"
+    assert TrainConfig(strategy="mirrored", precision="float32").strategy == "mirrored"
+
+
+def test_without_validation_data_the_training_loss_is_monitored(tmp_path):
+    cfg = TrainConfig(max_epochs=3, learning_rate=1e-2, xla=False, seed=2)
+    out = tmp_path / "unit" / "fold0"  # created with its parents
+    res = train_model(_tiny_model, "bce", _data(), None, config=cfg, out_dir=out, progress=True, desc="t")
+    hist = pd.read_csv(out / "history.csv")
+    assert res.epochs_run == 3 and "val_loss" not in hist.columns
+    assert res.best_val_loss == pytest.approx(hist["loss"].min()) and res.best_epoch == int(hist["loss"].idxmin()) + 1
+    assert (res.strategy, res.replicas, res.model_path) == ("_DefaultDistributionStrategy", 1, out / "best.keras")
+    # The fit's duration is consistent with its epochs' (a recorded number, not a speed check).
+    assert hist["seconds"].sum() <= res.seconds < hist["seconds"].sum() + 60
+    assert res.model.optimizer.learning_rate.numpy() == pytest.approx(1e-2)

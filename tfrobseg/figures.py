@@ -168,6 +168,25 @@ def attack_slice(unit_dir: Path) -> dict[str, Any]:
             "gt_area": best_area}
 
 
+OVERLAY_COLOURS = {
+    "agreement": (1.0, 1.0, 0.0),  # reference and prediction: yellow
+    "missed": (0.0, 0.8, 0.0),  # reference only: green
+    "false_positive": (0.9, 0.0, 0.0),  # prediction only: red
+}
+OVERLAY_ALPHA = 0.55
+
+
+def overlay_rgba(mask: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """(H, W, 4) overlay of a prediction on its reference: yellow overlap, green missed, red false
+    positive, transparent where both are background."""
+    mask, pred = np.asarray(mask, bool), np.asarray(pred, bool)
+    rgba = np.zeros(mask.shape + (4,))
+    for region, where in (("agreement", mask & pred), ("missed", mask & ~pred), ("false_positive", ~mask & pred)):
+        rgba[where, :3] = OVERLAY_COLOURS[region]
+        rgba[where, 3] = OVERLAY_ALPHA
+    return rgba
+
+
 def attack_figure(unit_dir: Path, title: str, stem: Path, threshold: float = 0.5) -> list[Path]:
     """Rows = ε; columns = attacked image, perturbation heatmap, prediction vs reference."""
     res = attack_slice(unit_dir)
@@ -186,12 +205,8 @@ def attack_figure(unit_dir: Path, title: str, stem: Path, threshold: float = 0.5
         row[0].imshow(adv, cmap="gray", vmin=vmin, vmax=vmax)
         row[0].set_ylabel(f"ε = {o['epsilon']:.1f}", fontsize=9)
         im = row[1].imshow(adv - clean, cmap="coolwarm", vmin=-lim, vmax=lim)
-        overlay = np.zeros(mask.shape + (3,))
-        overlay[mask & pred] = (1.0, 1.0, 0.0)  # agreement: yellow
-        overlay[mask & ~pred] = (0.0, 0.8, 0.0)  # missed reference: green
-        overlay[~mask & pred] = (0.9, 0.0, 0.0)  # false positive: red
         row[2].imshow(adv, cmap="gray", vmin=vmin, vmax=vmax)
-        row[2].imshow(overlay, alpha=np.where(mask | pred, 0.55, 0.0))
+        row[2].imshow(overlay_rgba(mask, pred))
         row[2].text(2, 10, f"Dice {dice:.2f}", color="white", fontsize=7, va="top",
                     bbox={"facecolor": "black", "alpha": 0.5, "pad": 1})
         for ax in row:

@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -173,6 +173,14 @@ def unit_patients(unit: runs.Unit, manifest: dict, split: dict | None) -> tuple[
 
 
 # --------------------------------------------------------------------------- one unit
+def train_config(settings: Settings, strategy: str = "auto") -> Any:
+    """The :class:`tfrobseg.training.TrainConfig` a unit trains with: every field the two share."""
+    from tfrobseg.training import TrainConfig
+
+    shared = {f.name for f in fields(TrainConfig)} & {f.name for f in fields(Settings)}
+    return TrainConfig(**{name: getattr(settings, name) for name in sorted(shared)}, strategy=strategy)
+
+
 def run_unit(
     unit: runs.Unit,
     settings: Settings,
@@ -193,7 +201,7 @@ def run_unit(
         load_volumes,
     )
     from tfrobseg.losses import get_loss
-    from tfrobseg.training import TrainConfig, train_model
+    from tfrobseg.training import train_model
 
     t0 = time.perf_counter()
     udir = unit.directory(out_dir)
@@ -205,19 +213,7 @@ def run_unit(
         raise ValueError(f"unit {unit.uid}: empty training ({len(train_ids)}) or evaluation ({len(eval_ids)}) set")
     train_ds, val_ds, eval_ds = make_unit_datasets(settings, train_ids, val_ids, eval_ids)
 
-    config = TrainConfig(
-        learning_rate=settings.learning_rate,
-        batch_size=settings.batch_size,
-        max_epochs=settings.max_epochs,
-        plateau_patience=settings.plateau_patience,
-        plateau_factor=settings.plateau_factor,
-        min_learning_rate=settings.min_learning_rate,
-        early_stopping_patience=settings.early_stopping_patience,
-        precision=settings.precision,
-        xla=settings.xla,
-        strategy=strategy,
-        seed=settings.seed,
-    )
+    config = train_config(settings, strategy)
     shape = (settings.image_size, settings.image_size, 1)
     result = train_model(
         lambda: models.build_model(unit.model, input_shape=shape, filters=tuple(settings.filters)),
@@ -460,6 +456,88 @@ def _names(text: str, all_names: Sequence[str], kind: str, known: Sequence[str])
     return names
 
 
+def _has_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def resolve_data(data: str | None) -> tuple[Path, str | None]:
+    """``(data folder, preset)``: ``--data`` as given (preset ``None``), or the built-in cohort.
+
+    Without ``--data`` the built-in synthetic cohort in :data:`BUILTIN_DATA` (relative to the
+    working directory) is used with the ``"builtin"`` preset, and prepared first when absent.
+    """
+    if data is not None:
+        data_dir = Path(data)
+        if not (data_dir / "manifest.json").exists():
+            raise SystemExit(f"--data {data_dir}: no manifest.json (prepare it with data_prep/prostatex.py)")
+        return data_dir, None
+    data_dir = BUILTIN_DATA
+    if (data_dir / "manifest.json").exists():
+        print(f"Using the built-in synthetic cohort in {data_dir}.", flush=True)
+        return data_dir, "builtin"
+    print(f"No --data given and no prepared cohort at {data_dir}: preparing the built-in synthetic "
+          "cohort (tfrobseg.synthetic.prepare_builtin) ...", flush=True)
+    from tfrobseg.synthetic import prepare_builtin
+
+    t0 = time.perf_counter()
+    prepare_builtin(str(data_dir), workers=min(2, os.cpu_count() or 1))
+    print(f"Built-in cohort ready in {data_dir} ({time.perf_counter() - t0:.0f} s).", flush=True)
+    return data_dir, "builtin"
+
+
+def default_out_dir(out: str | None, data_dir: Path, preset: str | None) -> Path:
+    """``--out``, else ``results/builtin`` for the built-in cohort or ``results/<data folder name>``."""
+    if out:
+        return Path(out)
+    return Path("results") / ("builtin" if preset else data_dir.name)
+
+
+def resolve_settings(args: argparse.Namespace, data_dir: Path, preset: str | None, *, has_gpu: bool) -> tuple[Settings, int]:
+    """The run's :class:`Settings` and job count from the parsed options.
+
+    An option the user gave always wins; otherwise the built-in preset's value when ``preset``
+    is set, else the study's protocol (Apostolidis et al., II-H). XLA defaults to on, except for
+    the preset on a machine without a GPU (compiling a train step costs more than it saves there).
+    """
+    from tfrobseg.training import TrainConfig, default_precision
+
+    # The study's values live once, as TrainConfig's defaults.
+    study = {f.name: f.default for f in fields(TrainConfig)}
+
+    def pick(value, key, study_value):
+        if value is not None:
+            return value
+        return BUILTIN_PRESET[key] if preset else study_value
+
+    split_file = getattr(args, "split", None)
+    xla = args.xla if args.xla is not None else not (preset and not has_gpu)
+    settings = Settings(
+        data_dir=str(data_dir),
+        manifest_sha256=runs.file_hash(data_dir / "manifest.json"),
+        split_file=split_file,
+        split_sha256=runs.file_hash(split_file) if split_file else None,
+        epsilons=tuple(sorted({0.0, *args.epsilons})),
+        attack=args.attack,
+        attack_loss=args.attack_loss,
+        max_epochs=pick(args.max_epochs, "max_epochs", study["max_epochs"]),
+        batch_size=args.batch_size,
+        learning_rate=pick(args.learning_rate, "learning_rate", study["learning_rate"]),
+        seed=args.seed,
+        precision=args.precision or default_precision(has_gpu),
+        xla=bool(xla),
+        filters=tuple(pick(args.filters, "filters", STUDY_FILTERS)),
+        image_size=int(pick(args.image_size, "image_size", native_size(data_dir))),
+        early_stopping_patience=pick(args.early_stopping_patience, "early_stopping_patience",
+                                     study["early_stopping_patience"]),
+        preset=preset,
+    )
+    if settings.batch_size < 1 or settings.max_epochs < 1 or settings.image_size < 16:
+        raise SystemExit("--batch-size and --max-epochs must be >= 1, --image-size >= 16")
+    return settings, int(pick(args.jobs, "jobs", 1))
+
+
 def main(phase: str, argv: Sequence[str] | None = None) -> int:
     """Command-line entry point of ``experiments/crossval.py`` / ``experiments/holdout.py``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -468,7 +546,6 @@ def main(phase: str, argv: Sequence[str] | None = None) -> int:
         sys.stdout.reconfigure(errors="replace")
     args = build_parser(phase).parse_args(argv)
     from tfrobseg import data, losses, models
-    from tfrobseg.training import default_precision
 
     model_names = _names(args.model, models.STUDY_MODELS, "model", models.MODEL_NAMES)
     loss_names = _names(args.loss, losses.STUDY_LOSSES, "loss", losses.LOSS_NAMES)
@@ -479,62 +556,9 @@ def main(phase: str, argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
 
-    preset = None
-    if args.data is None:
-        data_dir = BUILTIN_DATA
-        preset = "builtin"
-        if not (data_dir / "manifest.json").exists():
-            print(f"No --data given and no prepared cohort at {data_dir}: preparing the built-in synthetic "
-                  "cohort (tfrobseg.synthetic.prepare_builtin) ...", flush=True)
-            from tfrobseg.synthetic import prepare_builtin
-
-            t0 = time.perf_counter()
-            prepare_builtin(str(data_dir), workers=min(2, os.cpu_count() or 1))
-            print(f"Built-in cohort ready in {data_dir} ({time.perf_counter() - t0:.0f} s).", flush=True)
-        else:
-            print(f"Using the built-in synthetic cohort in {data_dir}.", flush=True)
-    else:
-        data_dir = Path(args.data)
-        if not (data_dir / "manifest.json").exists():
-            raise SystemExit(f"--data {data_dir}: no manifest.json (prepare it with data_prep/prostatex.py)")
-    out_dir = Path(args.out) if args.out else Path("results") / ("builtin" if preset else data_dir.name)
-
-    def pick(value, key, study):
-        if value is not None:
-            return value
-        return BUILTIN_PRESET[key] if preset else study
-
-    size = pick(args.image_size, "image_size", native_size(data_dir))
-    jobs = pick(args.jobs, "jobs", 1)
-    import tensorflow as tf
-
-    has_gpu = bool(tf.config.list_physical_devices("GPU"))
-    # XLA is on by default; on a CPU-only machine the built-in preset turns it off because
-    # compiling a network's train step costs ~1-2 min on 2 cores, longer than a unit's training.
-    xla = args.xla if args.xla is not None else not (preset and not has_gpu)
-    split_file = getattr(args, "split", None)
-    epsilons = tuple(sorted({0.0, *args.epsilons}))
-    settings = Settings(
-        data_dir=str(data_dir),
-        manifest_sha256=runs.file_hash(data_dir / "manifest.json"),
-        split_file=split_file,
-        split_sha256=runs.file_hash(split_file) if split_file else None,
-        epsilons=epsilons,
-        attack=args.attack,
-        attack_loss=args.attack_loss,
-        max_epochs=pick(args.max_epochs, "max_epochs", 150),
-        batch_size=args.batch_size,
-        learning_rate=pick(args.learning_rate, "learning_rate", 1e-4),
-        seed=args.seed,
-        precision=args.precision or default_precision(),
-        xla=bool(xla),
-        filters=tuple(pick(args.filters, "filters", STUDY_FILTERS)),
-        image_size=int(size),
-        early_stopping_patience=pick(args.early_stopping_patience, "early_stopping_patience", 10),
-        preset=preset,
-    )
-    if settings.batch_size < 1 or settings.max_epochs < 1 or settings.image_size < 16:
-        raise SystemExit("--batch-size and --max-epochs must be >= 1, --image-size >= 16")
+    data_dir, preset = resolve_data(args.data)
+    out_dir = default_out_dir(args.out, data_dir, preset)
+    settings, jobs = resolve_settings(args, data_dir, preset, has_gpu=_has_gpu())
     if preset:
         print("Built-in cohort preset (override with the options): "
               f"max_epochs={settings.max_epochs}, learning_rate={settings.learning_rate:g}, filters={settings.filters}, image_size={settings.image_size} "
@@ -548,7 +572,7 @@ def main(phase: str, argv: Sequence[str] | None = None) -> int:
         folds = [None]
     n_units = len(runs.select_shard(runs.make_grid(phase, model_names, loss_names, folds), shard))
     print(f"{phase}: models {model_names} x losses {loss_names} x folds {folds if phase == 'crossval' else ['hold-out']}"
-          f" -> {n_units} unit(s) in this shard; eps {list(epsilons)}; attack {settings.attack} "
+          f" -> {n_units} unit(s) in this shard; eps {list(settings.epsilons)}; attack {settings.attack} "
           f"(loss: {settings.attack_loss}); precision {settings.precision}; XLA {'on' if settings.xla else 'off'}; "
           f"seed {settings.seed}; results in {out_dir}", flush=True)
     t0 = time.perf_counter()

@@ -43,9 +43,11 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 
 
-def default_precision() -> str:
-    """``mixed_float16`` when a GPU is visible (tensor cores), ``float32`` otherwise."""
-    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+def default_precision(has_gpu: bool | None = None) -> str:
+    """``mixed_float16`` with a GPU (tensor cores), ``float32`` otherwise (``None``: look for one)."""
+    if has_gpu is None:
+        has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    return "mixed_float16" if has_gpu else "float32"
 
 
 @dataclass

@@ -1,0 +1,43 @@
+"""tfrobseg.figures: the slice a study figure shows and the colours of its prediction panel."""
+
+import json
+from functools import partial
+
+import numpy as np
+
+from tfrobseg import data, figures, protocol
+
+
+def test_overlay_colours():
+    mask = np.array([[1, 1, 0, 0]], bool)
+    pred = np.array([[1, 0, 1, 0]], bool)
+    rgba = figures.overlay_rgba(mask, pred)
+    np.testing.assert_allclose(rgba[0, 0], [1.0, 1.0, 0.0, figures.OVERLAY_ALPHA])  # overlap: yellow
+    np.testing.assert_allclose(rgba[0, 1], [0.0, 0.8, 0.0, figures.OVERLAY_ALPHA])  # missed reference: green
+    np.testing.assert_allclose(rgba[0, 2], [0.9, 0.0, 0.0, figures.OVERLAY_ALPHA])  # false positive: red
+    assert rgba[0, 3, 3] == 0.0  # background stays transparent
+
+
+def test_figure_shows_the_largest_reference_slice_of_the_first_eval_patient(tiny_cohort, tmp_path):
+    from tfrobseg.models import build_model
+
+    manifest = data.read_manifest(tiny_cohort)
+    patients = manifest["split"]["folds"][0]
+    unit = tmp_path / "crossval" / "unet" / "dice" / "fold0"
+    unit.mkdir(parents=True)
+    build_model("unet", (32, 32, 1), filters=(4, 8)).save(unit / "best.keras")
+    settings = {"data_dir": str(tiny_cohort), "image_size": 32, "epsilons": [0.0, 0.5], "attack": "fgsm",
+                "attack_loss": "same", "filters": [4, 8]}
+    (unit / "config.json").write_text(json.dumps({"unit": "crossval/unet/dice/fold0", "model": "unet", "loss": "dice",
+                                                  "settings": settings, "patients": {"eval": patients}}))
+    # The reference areas of the first evaluation patient, at the size the network sees.
+    ds = data.make_dataset(tiny_cohort, patients[:1], batch_size=1).map(partial(protocol.resize_element, size=32))
+    areas = {int(e["slice_index"][0]): float(e["mask"].numpy().sum()) for e in ds}
+    largest = max(areas, key=areas.get)
+    assert sorted(areas.values())[-1] > sorted(areas.values())[-2]  # the premise: one largest slice
+
+    res = figures.attack_slice(unit)
+    assert res["patient_id"] == patients[0] and res["slice_index"] == largest and res["gt_area"] == areas[largest]
+    assert res["mask"].sum() == areas[largest] and [o["epsilon"] for o in res["outs"]] == [0.0, 0.5]
+    paths = figures.attack_figure(unit, "test", tmp_path / "figure")
+    assert sorted(p.suffix for p in paths) == [".pdf", ".png"]
