@@ -172,6 +172,44 @@ def test_fgsm_sweep_equals_fgsm_per_epsilon(net, batch, with_batch_norm):
     np.testing.assert_allclose(fgsm_sweep(net, x, y, GRID).numpy(), preds.numpy(), atol=1e-6)
 
 
+class BatchProbe(keras.layers.Layer):
+    """Identity layer noting the (static) batch size of every traced call: the forward calls' size."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.sizes = []
+
+    def call(self, x):
+        if x.shape[0] is not None:  # None: the functional model being built
+            self.sizes.append(int(x.shape[0]))
+        return x
+
+
+@pytest.mark.parametrize("epsilons, forward_batch, per_call", [
+    (GRID, None, 12),  # the 4 attacked ε in one call; ε = 0 reuses the gradient's forward pass
+    (GRID, 9, 9),  # 3 ε per call, the last chunk padded to the same shape: one trace
+    (GRID, 1, 3),  # a bound below one batch still sends one ε at a time
+    ([0.0, 0.5], None, 3),
+])
+def test_sweep_forward_calls_are_bounded_and_traced_once(batch, epsilons, forward_batch, per_call):
+    x, y = batch
+    keras.utils.set_random_seed(0)
+    probe = BatchProbe()
+    inp = keras.Input((SIZE, SIZE, 1))
+    model = keras.Model(inp, keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(probe(inp)))
+    fgsm_sweep(model, x, y, epsilons, forward_batch=forward_batch, jit_compile=False)
+    assert probe.sizes == [3, per_call]  # one trace of the gradient (batch of 3), one of the forward pass
+
+
+def test_sweep_with_relative_epsilon_equals_fgsm(net, batch):
+    x, y = batch
+    for relative_to in ("range", "max"):
+        _, images = fgsm_sweep(net, x, y, GRID, relative_to=relative_to, forward_batch=9, return_images=True)
+        for e, eps in enumerate(GRID):
+            np.testing.assert_allclose(images[e].numpy(), fgsm(net, x, y, eps, relative_to=relative_to).numpy(),
+                                       atol=1e-5)
+
+
 def test_gradient_and_clean_prediction_are_in_inference_mode(batch):
     x, y = batch
     model = bn_net()

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import keras
@@ -178,11 +179,13 @@ def test_config_boundaries():
 def test_without_validation_data_the_training_loss_is_monitored(tmp_path):
     cfg = TrainConfig(max_epochs=3, learning_rate=1e-2, xla=False, seed=2)
     out = tmp_path / "unit" / "fold0"  # created with its parents
+    t0 = time.perf_counter()
     res = train_model(_tiny_model, "bce", _data(), None, config=cfg, out_dir=out, progress=True, desc="t")
+    elapsed = time.perf_counter() - t0
     hist = pd.read_csv(out / "history.csv")
     assert res.epochs_run == 3 and "val_loss" not in hist.columns
     assert res.best_val_loss == pytest.approx(hist["loss"].min()) and res.best_epoch == int(hist["loss"].idxmin()) + 1
     assert (res.strategy, res.replicas, res.model_path) == ("_DefaultDistributionStrategy", 1, out / "best.keras")
-    # The fit's duration is consistent with its epochs' (a recorded number, not a speed check).
-    assert hist["seconds"].sum() <= res.seconds < hist["seconds"].sum() + 60
+    # The recorded duration lies between its epochs' and the call's (a recorded number, not a speed check).
+    assert hist["seconds"].sum() <= res.seconds <= elapsed
     assert res.model.optimizer.learning_rate.numpy() == pytest.approx(1e-2)
