@@ -183,12 +183,11 @@ def test_runner_runs_the_named_attack_with_its_defaults(net, attack):
     np.testing.assert_allclose(np.stack([r["adversarial"] for r in results]), np.concatenate(expected), atol=1e-6)
 
 
-@pytest.mark.parametrize("attack, kinds", [("ifgsm", {"gradient_sign", "predict"}),
-                                           ("fgsm", {"gradient_sign", "sweep_forward"})])
-def test_runner_compiles_with_xla_by_default(net, attack, kinds):
+@pytest.mark.parametrize("attack, kwargs, kinds", [("ifgsm", {"steps": 1}, {"gradient_sign", "predict"}),
+                                                   ("fgsm", {}, {"gradient_sign", "sweep_forward"})])
+def test_runner_compiles_with_xla_by_default(net, attack, kwargs, kinds):
     _COMPILED.pop(net, None)
-    list(attack_dataset(net, make_dataset(n=5), [0.0, 0.2], attack=attack, steps=1, batch_size=4)
-         if attack == "ifgsm" else attack_dataset(net, make_dataset(n=5), [0.0, 0.2], batch_size=4))
+    list(attack_dataset(net, make_dataset(n=5), [0.0, 0.2], attack=attack, batch_size=4, **kwargs))
     assert {key[0] for key in _COMPILED[net]} == kinds
     assert {key[2] for key in _COMPILED[net]} == {True}
 
