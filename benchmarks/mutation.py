@@ -221,8 +221,8 @@ def _points(tree: ast.AST, names: tuple[str, ...]) -> Iterator[tuple[int, ast.AS
                 yield from visit(top)
 
 
-def _mutate(node: ast.AST, kind: str, nth: int) -> bool:
-    """Apply the ``nth`` change of ``kind`` to ``node`` in place; False when it is a no-op."""
+def _mutate(node: ast.AST, kind: str, nth: int) -> None:
+    """Apply the ``nth`` change of ``kind`` to ``node`` in place (no-ops are dropped by the caller)."""
     if kind == "cmp":
         flippable = [i for i, op in enumerate(node.ops) if type(op) in _FLIP_CMP]
         i = flippable[nth]
@@ -237,7 +237,6 @@ def _mutate(node: ast.AST, kind: str, nth: int) -> bool:
         node.value = node.value + 1 if isinstance(node.value, int) else (node.value * 2 if node.value else 1.0)
     elif kind == "string":
         node.value = f"XX{node.value}XX"
-    return True
 
 
 def generated_mutants(key: str) -> list[Mutant]:

@@ -25,7 +25,6 @@ def require(path: Path, what: str) -> Path:
     if IN_CI:
         pytest.fail(f"{message}: CI must run with ../shared beside the checkout", pytrace=False)
     pytest.skip(message)
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +44,24 @@ def tiny_cohort(tmp_path_factory) -> Path:
 
     folder = os.environ.get("TFROBSEG_TEST_COHORT") or tmp_path_factory.mktemp("data") / "builtin"
     return prepare_builtin(folder, n_patients=6, seed=0)
+
+
+def batch_norm_net(size: int = 32, seed: int = 0):
+    """Conv → batch norm → ReLU → conv → sigmoid, with moving statistics far from any batch's own.
+
+    A forward pass with ``training=True`` normalises with the batch's statistics instead of the
+    moving ones, so its output differs clearly from inference mode: attacks must use the latter.
+    """
+    import keras
+    import numpy as np
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((size, size, 1))
+    norm = keras.layers.BatchNormalization()
+    h = keras.layers.Activation("relu")(norm(keras.layers.Conv2D(6, 3, padding="same")(inp)))
+    h = keras.layers.Conv2D(6, 3, padding="same", activation="relu")(h)
+    model = keras.Model(inp, keras.layers.Conv2D(1, 1, activation="sigmoid", dtype="float32")(h))
+    gamma, beta, _, _ = norm.get_weights()
+    rng = np.random.default_rng(seed)
+    norm.set_weights([gamma, beta, rng.normal(0.5, 0.5, 6).astype("float32"), rng.uniform(2, 4, 6).astype("float32")])
+    return model

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import batch_norm_net
 from tfrobseg.attacks import (
     attack_dataset,
     background_target,
@@ -46,18 +47,6 @@ def make_dataset(batch: int | None = 3, n: int = 7) -> tf.data.Dataset:
          "patient_id": ids, "slice_index": index, "n_slices": np.full(n, 4, np.int64)}
     )
     return ds if batch is None else ds.batch(batch)
-
-
-def bn_net() -> keras.Model:
-    """A net with batch norm whose moving statistics differ from any batch's (see test_attacks)."""
-    keras.utils.set_random_seed(1)
-    inp = keras.Input((SIZE, SIZE, 1))
-    norm = keras.layers.BatchNormalization()
-    h = keras.layers.Activation("relu")(norm(keras.layers.Conv2D(4, 3, padding="same")(inp)))
-    model = keras.Model(inp, keras.layers.Conv2D(1, 1, activation="sigmoid")(h))
-    gamma, beta, _, _ = norm.get_weights()
-    norm.set_weights([gamma, beta, np.full(4, 0.7, "float32"), np.full(4, 3.0, "float32")])
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +122,7 @@ def test_bad_runner_arguments(net):
 
 @pytest.mark.parametrize("attack, kwargs", [("fgsm", {}), ("ifgsm", {"steps": 2}), ("pgd", {"steps": 2}), ("noise", {})])
 def test_runner_predicts_in_inference_mode_with_batch_norm(attack, kwargs):
-    model = bn_net()
+    model = batch_norm_net(SIZE, seed=1)
     results = list(attack_dataset(model, make_dataset(n=5), [0.0, 0.4, 1.0], attack=attack, batch_size=4,
                                   return_images=True, jit_compile=False, **kwargs))
     adv = np.stack([r["adversarial"] for r in results])

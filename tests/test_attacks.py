@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import batch_norm_net
 from tfrobseg.attacks import (
     background_target,
     fgsm,
@@ -33,24 +34,6 @@ def tiny_net(seed: int = 0, size: int = SIZE) -> keras.Model:
     h = keras.layers.Conv2D(6, 3, padding="same", activation="relu")(h)
     out = keras.layers.Conv2D(1, 1, activation="sigmoid", dtype="float32")(h)
     return keras.Model(inp, out)
-
-
-def bn_net(seed: int = 0, size: int = SIZE) -> keras.Model:
-    """tiny_net with batch norm whose moving statistics are far from any batch's own statistics.
-
-    A forward pass with ``training=True`` normalises with the batch's statistics instead of the
-    moving ones, so its output differs clearly from inference mode: attacks must use the latter.
-    """
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input((size, size, 1))
-    norm = keras.layers.BatchNormalization()
-    h = keras.layers.Activation("relu")(norm(keras.layers.Conv2D(6, 3, padding="same")(inp)))
-    h = keras.layers.Conv2D(6, 3, padding="same", activation="relu")(h)
-    model = keras.Model(inp, keras.layers.Conv2D(1, 1, activation="sigmoid", dtype="float32")(h))
-    gamma, beta, _, _ = norm.get_weights()
-    rng = np.random.default_rng(seed)
-    norm.set_weights([gamma, beta, rng.normal(0.5, 0.5, 6).astype("float32"), rng.uniform(2, 4, 6).astype("float32")])
-    return model
 
 
 def reference_sign(model, x, y, loss) -> np.ndarray:
@@ -150,7 +133,7 @@ def test_fgsm_equals_analytic_sign_on_1x1_sigmoid_model(w):
 def test_fgsm_sweep_equals_fgsm_per_epsilon(net, batch, with_batch_norm):
     x, y = batch
     if with_batch_norm:
-        net = bn_net()
+        net = batch_norm_net(SIZE)
         adv = fgsm(net, x, y, 1.0).numpy()
         # The premise: training mode would give other predictions on this model.
         assert np.abs(net(adv, training=True).numpy() - net(adv, training=False).numpy()).max() > 0.05
@@ -212,7 +195,7 @@ def test_sweep_with_relative_epsilon_equals_fgsm(net, batch):
 
 def test_gradient_and_clean_prediction_are_in_inference_mode(batch):
     x, y = batch
-    model = bn_net()
+    model = batch_norm_net(SIZE)
     sign, clean = gradient_sign(model, x, y, loss="bce", jit_compile=False)
     np.testing.assert_allclose(clean.numpy(), model(x, training=False).numpy(), atol=1e-6)
     np.testing.assert_array_equal(sign.numpy(), reference_sign(model, x, y, resolve_loss("bce")))

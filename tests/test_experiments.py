@@ -32,14 +32,9 @@ def _run(script, *args, check=True):
     return proc
 
 
-@pytest.fixture(scope="module")
-def cohort(tiny_cohort):
-    return tiny_cohort
-
-
-def test_crossval_resume_refuse_tables_figures(cohort, tmp_path):
+def test_crossval_resume_refuse_tables_figures(tiny_cohort, tmp_path):
     out = tmp_path / "res"
-    base = ["--data", cohort, "--out", out, "--loss", "bce,dice", "--folds", "0,1", *TINY]
+    base = ["--data", tiny_cohort, "--out", out, "--loss", "bce,dice", "--folds", "0,1", *TINY]
     # 1) Stop after the first unit (as an interruption would), and leave a half-written second unit.
     _run("experiments/crossval.py", *base, "--max-units", "1", "--no-tables")
     markers = sorted(out.glob("crossval/*/*/*/DONE.json"))
@@ -97,13 +92,13 @@ def test_crossval_resume_refuse_tables_figures(cohort, tmp_path):
     assert "skipped: Figure 1" in proc.stdout
 
 
-def test_holdout_with_split_file(cohort, tmp_path):
-    manifest = json.loads((Path(cohort) / "manifest.json").read_text(encoding="utf-8"))
+def test_holdout_with_split_file(tiny_cohort, tmp_path):
+    manifest = json.loads((Path(tiny_cohort) / "manifest.json").read_text(encoding="utf-8"))
     ok = [p for p, i in manifest["patients"].items() if i.get("status", "ok") == "ok"]
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": ok[:2], "val": [], "test": ok[2:3]}))
     out = tmp_path / "hold"
-    _run("experiments/holdout.py", "--data", cohort, "--out", out, "--split", split, "--loss", "bce", *TINY)
+    _run("experiments/holdout.py", "--data", tiny_cohort, "--out", out, "--split", split, "--loss", "bce", *TINY)
     m = pd.read_csv(out / "holdout/unet/bce/holdout/metrics.csv")
     assert set(m["patient_id"]) == {ok[2]} and set(m["fold"]) == {-1}
     assert (out / "tables/table_II.md").is_file() and (out / "tables/table_IV.md").is_file()
