@@ -1,15 +1,16 @@
 """Tables I–IV of Apostolidis et al. (Markdown, LaTeX, CSV), beside the published values.
 
 Usage: python experiments/tables.py --results results/builtin [--out DIR] [--std-over cells|cases]
-See tfrobseg.tables for exactly what is averaged over what.
+See tfrobseg.reporting.tables for exactly what is averaged over what.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from tfrobseg import runs
-from tfrobseg.tables import write_tables
+from tfrobseg.experiment.store import collect_metrics
+from tfrobseg.experiment.units import MARKER
+from tfrobseg.reporting.tables import write_tables
 
 
 def main(argv=None) -> int:
@@ -21,15 +22,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")  # "±" on a non-UTF-8 terminal
-    results = runs.collect_metrics(args.results)
+    results = collect_metrics(args.results)
     if results.empty:
-        print(f"error: no completed units (with {runs.MARKER}) under {args.results}", file=sys.stderr)
+        print(f"error: no completed units (with {MARKER}) under {args.results}", file=sys.stderr)
         return 1
     out = Path(args.out) if args.out else Path(args.results) / "tables"
     written = write_tables(results, out, std_over=args.std_over)
-    for name in sorted(written):
-        print(f"wrote {written[name]}")
-    print((out / "tables.md").read_text(encoding="utf-8"))
+    for name in sorted(written.paths):
+        print(f"wrote {written.paths[name]}")
+    print(written.overview.read_text(encoding="utf-8"))
     return 0
 
 

@@ -1,7 +1,7 @@
 """Figures 1–3 of Apostolidis et al. and robustness curves from a results folder.
 
 Usage: python figures/make_figures.py --results results/builtin [--out DIR]
-Figures whose trained unit is absent are skipped with a message (see tfrobseg.figures).
+Figures whose trained unit is absent are skipped with a message (see tfrobseg.reporting.figures).
 """
 
 import argparse
@@ -10,7 +10,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tfrobseg.figures import make_figures
+from tfrobseg.reporting.figures import make_figures
 
 
 def main(argv=None) -> int:

@@ -40,7 +40,7 @@ def tiny_cohort(tmp_path_factory) -> Path:
 
     ``$TFROBSEG_TEST_COHORT`` names a folder to keep it in across runs (the mutation runner does).
     """
-    from tfrobseg.synthetic import prepare_builtin
+    from tfrobseg.dataset.synthetic import prepare_builtin
 
     folder = os.environ.get("TFROBSEG_TEST_COHORT") or tmp_path_factory.mktemp("data") / "builtin"
     return prepare_builtin(folder, n_patients=6, seed=0)

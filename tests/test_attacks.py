@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import batch_norm_net
+
 from tfrobseg.attacks import (
     background_target,
     fgsm,

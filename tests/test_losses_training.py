@@ -6,7 +6,8 @@ import pytest
 import scipy.ndimage as ndi
 import tensorflow as tf
 
-from tfrobseg import data, losses as L, synthetic
+from tfrobseg import data, synthetic
+from tfrobseg import losses as L
 
 
 def tiny_model(size, *, logits=False, seed=0):

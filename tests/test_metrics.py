@@ -2,13 +2,12 @@
 
 import math
 
+import medpy.metric.binary as medpy_binary
 import numpy as np
 import pytest
-from scipy import ndimage
-
-import medpy.metric.binary as medpy_binary
 import SimpleITK as sitk
 import skimage.metrics as skimage_metrics
+from scipy import ndimage
 
 from tfrobseg import metrics as M
 

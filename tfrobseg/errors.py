@@ -1,8 +1,8 @@
-"""The error raised for a bad input file of one patient (skipped, or fatal with ``--strict``)."""
+"""The package's own errors: a bad input file of one patient, and a results folder made with other settings."""
 
 from __future__ import annotations
 
-__all__ = ["InputError"]
+__all__ = ["InputError", "SettingsMismatchError"]
 
 
 class InputError(ValueError):
@@ -13,3 +13,7 @@ class InputError(ValueError):
         self.path = None if path is None else str(path)
         parts = [p for p in (patient, self.path) if p]
         super().__init__(": ".join([*parts, " ".join(str(message).split())]))
+
+
+class SettingsMismatchError(RuntimeError):
+    """A results folder already holds a run made with different settings."""

@@ -1,0 +1,115 @@
+"""tfrobseg.dataset.pipeline and the manifest's split, on the built-in SYNTHETIC cohort prepared once."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrobseg.dataset import pipeline as data
+from tfrobseg.dataset.manifest import Manifest
+from tfrobseg.dataset.synthetic import BUILTIN_CONFIG, prepare_builtin
+
+
+@pytest.fixture(scope="module")
+def builtin(tmp_path_factory):
+    out = prepare_builtin(tmp_path_factory.mktemp("builtin") / "builtin", workers=2)
+    return out, Manifest.read(out)
+
+
+def _patients_in(ds):
+    return {p.decode() for batch in ds for p in batch["patient_id"].numpy()}
+
+
+def test_builtin_cohort_manifest(builtin):
+    out, m = builtin
+    assert m.synthetic is True and "SYNTHETIC" in m.description
+    assert len(m.patients) == 12 and m.skipped == {}
+    assert all(e.labelled and e.second_reader and 12 <= e.n_slices <= 16 for e in m.patients.values())
+    assert m.parameters == BUILTIN_CONFIG and m.seed == 0
+    assert (out / "raw" / "README.txt").read_text().startswith("SYNTHETIC")
+    stamp = (out / "manifest.json").stat().st_mtime_ns
+    t0 = time.perf_counter()
+    assert prepare_builtin(out, workers=2) == out  # idempotent: returns at once
+    assert time.perf_counter() - t0 < 5 and (out / "manifest.json").stat().st_mtime_ns == stamp
+
+
+def test_splits_and_folds_are_disjoint_by_patient(builtin):
+    out, m = builtin
+    train, val, test = (m.patients_of(s) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (8, 2, 2)
+    assert not (set(train) & set(val) or set(train) & set(test) or set(val) & set(test))
+    assert sorted(train + val + test) == m.patients_of("all")
+    folds = [m.patients_of("train", fold=k) for k in range(3)]
+    assert sorted(p for f in folds for p in f) == sorted(train)
+    for k in range(3):
+        rest = m.patients_of("train", exclude_fold=k)
+        assert not set(rest) & set(folds[k]) and sorted(rest + folds[k]) == sorted(train)
+    # The datasets hold exactly the patients asked for.
+    for ids in (train, val, test, folds[0]):
+        assert _patients_in(data.make_dataset(out, ids, batch_size=8)) == set(ids)
+    with pytest.raises(ValueError, match="fold must be in"):
+        m.patients_of("train", fold=3)
+    with pytest.raises(ValueError, match="split must be one of"):
+        m.patients_of("holdout")
+
+
+def test_dataset_elements_follow_the_contract(builtin):
+    out, m = builtin
+    pid = m.patients_of("test")[0]
+    ds = data.make_dataset(out, [pid], batch_size=4)
+    batches = list(ds)
+    assert sum(b["image"].shape[0] for b in batches) == m.patients[pid].n_slices
+    b = batches[0]
+    assert b["image"].shape == (4, 256, 256, 1) and b["image"].dtype == tf.float32
+    assert b["mask"].dtype == tf.float32 and set(np.unique(b["mask"].numpy())) <= {0.0, 1.0}
+    assert b["labelled"].dtype == tf.bool and b["patient_id"].dtype == tf.string
+    np.testing.assert_allclose(b["spacing"].numpy(), [[3.0, 0.5, 0.5]] * 4)
+    np.testing.assert_array_equal(b["slice_index"].numpy(), [0, 1, 2, 3])
+    x, y = data.to_xy(b)
+    assert y.shape == (4, 256, 256, 1) and x is b["image"]
+    _, y2 = data.to_xy(b, second_reader=True)
+    assert y2.shape == (4, 256, 256, 2)
+    np.testing.assert_array_equal(y2[..., :1].numpy(), b["mask"].numpy())
+    np.testing.assert_array_equal(y2[..., 1:].numpy(), b["mask2"].numpy())
+    fg = sum(float(tf.reduce_sum(bb["mask"])) for bb in batches) * 0.75 / 1000
+    assert fg == pytest.approx(m.patients[pid].details["mask"]["volume_ml_prepared"], abs=1e-3)
+
+
+def test_to_xy_falls_back_to_first_reader_without_second():
+    mask = tf.constant(np.ones((2, 4, 4, 1), np.float32))
+    element = {"image": tf.zeros((2, 4, 4, 1)), "mask": mask, "mask2": tf.zeros((2, 4, 4, 1)),
+               "has_mask2": tf.constant([False, True])}
+    _, y = data.to_xy(element, second_reader=True)
+    np.testing.assert_array_equal(y[0, ..., 1].numpy(), np.ones((4, 4)))
+    np.testing.assert_array_equal(y[1, ..., 1].numpy(), np.zeros((4, 4)))
+    single = {k: v[0] for k, v in element.items()}
+    _, y1 = data.to_xy(single, second_reader=True)
+    assert y1.shape == (4, 4, 2)
+
+
+def test_shuffle_is_seeded_and_batches_drop(builtin):
+    out, m = builtin
+    ids = m.patients_of("train")
+    order = lambda seed: [
+        (p.decode(), int(i)) for b in data.make_dataset(out, ids, batch_size=5, shuffle=True, seed=seed)
+        for p, i in zip(b["patient_id"].numpy(), b["slice_index"].numpy())]
+    first = order(1)
+    assert first == order(1) and first != order(2)
+    assert len(first) == sum(m.patients[p].n_slices for p in ids)
+    ds = data.make_dataset(out, ids, batch_size=5, drop_remainder=True)
+    assert all(b["image"].shape[0] == 5 for b in ds)
+
+
+def test_reader_errors(builtin, tmp_path):
+    out, _ = builtin
+    with pytest.raises(ValueError, match="'nobody' is not prepared"):
+        data.make_dataset(out, ["nobody"])
+    with pytest.raises(ValueError, match="no labelled patients"):
+        data.make_dataset(out, [])
+    with pytest.raises(FileNotFoundError, match="no manifest"):
+        Manifest.read(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"patients": {}}))
+    with pytest.raises(ValueError, match="missing key 'split'"):
+        Manifest.read(tmp_path)

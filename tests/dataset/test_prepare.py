@@ -1,0 +1,252 @@
+"""The data preparation pipeline (tfrobseg.dataset.prepare and its command line) on the real ProstateX sample.
+
+The sample is prepared once per session by the CLI with the acceptance command's inputs; N4 runs
+with fewer iterations (8x shrink, 2 x 10) to keep the test fast; the checks below (grid, spacing,
+gland volume, z-score) do not depend on the N4 iterations. Bad inputs are built from a temporary
+copy of one patient and prepared without N4 (the tests are about the errors).
+"""
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import tensorflow as tf
+
+from tfrobseg.dataset import cli
+from tfrobseg.dataset.config import PrepConfig
+from tfrobseg.dataset.prepare import prepare_cohort
+from tfrobseg.dataset.records import parse_example
+from tfrobseg.errors import InputError
+
+FAST = PrepConfig(n4=False)
+
+
+def _read_records(path):
+    return [{k: v.numpy() for k, v in parse_example(s, 256, 256).items()} for s in tf.data.TFRecordDataset(str(path))]
+
+
+@pytest.fixture(scope="module")
+def prepared(sample_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("px") / "px"
+    argv = ["--images", str(sample_dir / "images"), "--masks", str(sample_dir / "masks" / "whole_gland"),
+            "--second-masks", str(sample_dir / "masks" / "whole_gland_second_reader"),
+            "--image-list", str(sample_dir / "image_list.csv"), "--out", str(out),
+            "--workers", "2", "--n4-shrink", "8", "--n4-iterations", "10,10", "--preview", "--quiet"]
+    rc = cli.main(argv)
+    return out, rc, argv
+
+
+def test_sample_prepares_all_three_patients(prepared):
+    out, rc, _ = prepared
+    assert rc == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["skipped"] == {} and m["synthetic"] is False
+    assert {p: e["status"] for p, e in m["patients"].items()} == dict.fromkeys(
+        ["ProstateX-0000", "ProstateX-0001", "ProstateX-0218"], "ok")
+    assert m["patients"]["ProstateX-0218"]["labelled"] is False
+    assert m["patients"]["ProstateX-0001"]["series_number"] == 10
+    assert set(m["versions"]) >= {"numpy", "SimpleITK", "tensorflow", "tfrobseg"}
+    assert m["parameters"]["spacing_xyz"] == [0.5, 0.5, 3.0] and m["parameters"]["n4_iterations"] == [10, 10]
+    assert m["split"]["unlabelled"] == ["ProstateX-0218"]
+    assert (out / "preview.png").stat().st_size > 10_000
+    assert not list(out.rglob(".tmp-*"))
+
+
+def test_records_grid_spacing_and_labels(prepared, sample_dir):
+    out, _, _ = prepared
+    for pid, n_expected in (("ProstateX-0000", 19), ("ProstateX-0218", 24)):  # 20 x 3.6 mm -> 24 x 3.0 mm
+        slices = _read_records(out / "records" / f"{pid}.tfrecord")
+        assert len(slices) == n_expected
+        for k, e in enumerate(slices):
+            assert e["image"].shape == (256, 256, 1) and e["mask"].shape == (256, 256, 1)
+            np.testing.assert_allclose(e["spacing"], (3.0, 0.5, 0.5))
+            assert e["slice_index"] == k and e["n_slices"] == n_expected
+            assert e["patient_id"].decode() == pid
+        assert all(e["labelled"] == (pid != "ProstateX-0218") for e in slices)
+
+
+@pytest.mark.parametrize("pid, volume_ml", [("ProstateX-0000", 44.3), ("ProstateX-0001", 32.2)])
+def test_gland_volume_preserved(prepared, sample_dir, pid, volume_ml):
+    out, _, _ = prepared
+    for folder, key in (("whole_gland", "mask"), ("whole_gland_second_reader", "mask2")):
+        nifti = sitk.ReadImage(str(sample_dir / "masks" / folder / f"{pid}.nii.gz"))
+        original = sitk.GetArrayFromImage(nifti).sum() * np.prod(nifti.GetSpacing()) / 1000.0
+        prepared_ml = sum(e[key].sum() for e in _read_records(out / "records" / f"{pid}.tfrecord")) * 0.5 * 0.5 * 3.0 / 1000
+        assert prepared_ml == pytest.approx(original, rel=0.05)
+        if key == "mask":
+            assert original == pytest.approx(volume_ml, abs=0.05)
+
+
+def test_zscore_before_and_after_smoothing(prepared):
+    out, _, _ = prepared
+    m = json.loads((out / "manifest.json").read_text())
+    for pid, e in m["patients"].items():
+        assert e["zscore_before_smoothing"]["mean"] == pytest.approx(0.0, abs=1e-4)
+        assert e["zscore_before_smoothing"]["std"] == pytest.approx(1.0, abs=1e-4)
+        img = np.stack([s["image"] for s in _read_records(out / "records" / f"{pid}.tfrecord")])
+        assert abs(img.mean()) < 0.01 and 0.8 < img.std() <= 1.0  # smoothing keeps the mean, lowers the std
+
+
+@pytest.mark.parametrize("pid, std", [("ProstateX-0000", 0.9535), ("ProstateX-0001", 0.9691)])
+def test_prepared_image_is_zscored_then_smoothed(sample_dir, pid, std):
+    # Independent re-computation of the last two steps on the resampled, cropped volume: z-score
+    # over the volume in NumPy, then SciPy's in-plane Gaussian (sigma 1 voxel). The std after
+    # smoothing is below 1 and pinned: smoothing before the z-score would give exactly 1.
+    from scipy import ndimage
+
+    from tfrobseg.dataset import preprocessing as pp
+    from tfrobseg.dataset.discovery import PatientSource, read_image_list
+    from tfrobseg.dataset.prepare import load_image, process_patient
+
+    source = PatientSource(pid, "dicom", sample_dir / "images" / pid)
+    listed = read_image_list(sample_dir / "image_list.csv")[pid]
+    prepared = process_patient(source, listed=listed, config=FAST).image
+    image, _ = load_image(source, listed)
+    resampled = pp.resample_to_spacing(sitk.Cast(image, sitk.sitkFloat32), (0.5, 0.5, 3.0))
+    volume = pp.center_crop_or_pad(sitk.GetArrayFromImage(resampled), (256, 256)).astype(np.float64)
+    expected = ndimage.gaussian_filter((volume - volume.mean()) / volume.std(), sigma=(0, 1, 1), mode="nearest")
+    np.testing.assert_allclose(prepared, expected, atol=1e-5)
+    assert prepared.mean() == pytest.approx(0.0, abs=1e-4) and prepared.std() == pytest.approx(std, abs=2e-4)
+
+
+def test_rerun_resumes_without_redoing(prepared, capsys):
+    out, _, argv = prepared
+    record = out / "records" / "ProstateX-0000.tfrecord"
+    before = record.stat().st_mtime_ns
+    assert cli.main(argv[:-2] + ["--quiet"]) == 0  # without --preview
+    assert "resuming: 3 patient(s) already prepared, 0 to do" in capsys.readouterr().out
+    assert record.stat().st_mtime_ns == before
+
+
+# ----------------------------------------------------------------------------- bad inputs
+def _copy_patient(sample_dir, root, pid="ProstateX-0000"):
+    """Copy one patient's images and masks into root (writable); returns (images, masks, series folder)."""
+    shutil.copytree(sample_dir / "images" / pid, root / "images" / pid)
+    (root / "masks").mkdir(parents=True)
+    if (sample_dir / "masks" / "whole_gland" / f"{pid}.nii.gz").exists():
+        shutil.copy(sample_dir / "masks" / "whole_gland" / f"{pid}.nii.gz", root / "masks")
+    for p in root.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return root / "images", root / "masks", next((root / "images" / pid).glob("*/*"))
+
+
+def _check_skipped(out, pid, pattern):
+    m = json.loads((out / "manifest.json").read_text())
+    assert list(m["skipped"]) == [pid]
+    reason = m["skipped"][pid]
+    assert "\n" not in reason
+    assert re.search(pattern, reason), reason
+    assert m["patients"][pid]["status"] == "skipped"
+    assert not list((out / "records").iterdir())  # nothing partial left
+    return reason
+
+
+def _mutate_truncated(images, masks, series):
+    data = (series / "1-10.dcm").read_bytes()
+    (series / "1-10.dcm").write_bytes(data[: len(data) - 5000])
+
+
+def _mutate_corrupt(images, masks, series):
+    (series / "1-10.dcm").write_bytes(b"\x00not a dicom file" * 64)
+
+
+def _mutate_missing_slice(images, masks, series):
+    (series / "1-10.dcm").unlink()
+
+
+def _rewrite_mask(masks, fn):
+    path = masks / "ProstateX-0000.nii.gz"
+    m = sitk.ReadImage(str(path))
+    out = fn(m)
+    sitk.WriteImage(out, str(path))
+
+
+def _mutate_mask_off_image(images, masks, series):
+    def shift(m):
+        m.SetOrigin([o + 400.0 for o in m.GetOrigin()])
+        return m
+    _rewrite_mask(masks, shift)
+
+
+def _mutate_mask_values(images, masks, series):
+    def relabel(m):
+        out = sitk.GetImageFromArray(sitk.GetArrayFromImage(m) * 255)
+        out.CopyInformation(m)
+        return out
+    _rewrite_mask(masks, relabel)
+
+
+def _mutate_no_t2(images, masks, series):
+    from tfrobseg.dataset.synthetic import write_dicom_series
+
+    shutil.rmtree(series)
+    small = sitk.Image(16, 16, 3, sitk.sitkUInt16) + 7
+    write_dicom_series(small, series.parent / "7.000000-ep2d_diff_tra_ADC-12345", patient_id="ProstateX-0000",
+                       description="ep2d_diff_tra_ADC", series_number=7)
+
+
+def _mutate_empty_patient(images, masks, series):
+    shutil.rmtree(series.parent)
+
+
+@pytest.mark.parametrize("mutate, pattern", [
+    (_mutate_truncated, r"^ProstateX-0000: .*1-10\.dcm: corrupt or truncated DICOM file"),
+    (_mutate_corrupt, r"^ProstateX-0000: .*1-10\.dcm: corrupt or truncated DICOM file"),
+    (_mutate_missing_slice, (r"^ProstateX-0000: .*t2tsetra-00702: uneven slice positions: step 6\.00 mm between "
+                             r"1-(09|11)\.dcm and 1-(09|11)\.dcm")),
+    (_mutate_mask_off_image, r"^ProstateX-0000: .*ProstateX-0000\.nii\.gz: mask does not overlap its image"),
+    (_mutate_mask_values, r"^ProstateX-0000: .*ProstateX-0000\.nii\.gz: mask values \{0, 255\}: only \{0, 1\}"),
+    (_mutate_no_t2, r"^ProstateX-0000: .*: no T2 axial series \(found: ep2d_diff_tra_ADC_7\)"),
+    (_mutate_empty_patient, r"^ProstateX-0000: .*ProstateX-0000: empty patient folder"),
+], ids=["truncated", "corrupt", "missing-slice", "mask-no-overlap", "mask-values", "no-t2", "empty-patient"])
+def test_bad_input_is_skipped_with_one_line_reason(sample_dir, tmp_path, mutate, pattern):
+    images, masks, series = _copy_patient(sample_dir, tmp_path)
+    mutate(images, masks, series)
+    m = prepare_cohort(images, tmp_path / "out", masks=masks, config=FAST, progress=False)
+    assert m.split["train"] == [] and m.skipped
+    _check_skipped(tmp_path / "out", "ProstateX-0000", pattern)
+
+
+def test_skip_continues_strict_stops_and_exit_codes(sample_dir, tmp_path, capsys):
+    images, masks, series = _copy_patient(sample_dir, tmp_path)
+    shutil.copytree(sample_dir / "images" / "ProstateX-0218", images / "ProstateX-0218")
+    _mutate_missing_slice(images, masks, series)
+    args = ["--images", str(images), "--masks", str(masks), "--no-n4", "--quiet"]
+    assert cli.main(args + ["--out", str(tmp_path / "a")]) == 1
+    text = capsys.readouterr().out
+    assert "1 patient(s) prepared" in text and "1 skipped" in text and "skipped ProstateX-0000: ProstateX-0000:" in text
+    assert (tmp_path / "a" / "records" / "ProstateX-0218.tfrecord").is_file()
+    assert cli.main(args + ["--out", str(tmp_path / "b"), "--strict"]) == 2
+    assert "uneven slice positions" in capsys.readouterr().err
+    assert not (tmp_path / "b" / "records" / "ProstateX-0218.tfrecord").exists()
+    with pytest.raises(InputError, match="ProstateX-0000"):
+        prepare_cohort(images, tmp_path / "c", masks=masks, config=FAST, strict=True, progress=False)
+    # Fixing the input and re-running retries the skipped patient and keeps the prepared one.
+    shutil.copy(sample_dir / "images" / "ProstateX-0000" / series.parent.name / series.name / "1-10.dcm", series)
+    kept = (tmp_path / "a" / "records" / "ProstateX-0218.tfrecord").stat().st_mtime_ns
+    assert cli.main(args + ["--out", str(tmp_path / "a")]) == 0
+    assert (tmp_path / "a" / "records" / "ProstateX-0218.tfrecord").stat().st_mtime_ns == kept
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["skipped"] == {}
+
+
+def test_empty_input_folder_is_fatal(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    assert cli.main(["--images", str(tmp_path / "images"), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert "empty input folder" in capsys.readouterr().err
+
+
+def test_volume_file_input_and_changed_parameters(sample_dir, tmp_path):
+    _, masks, series = _copy_patient(sample_dir, tmp_path / "src")
+    (tmp_path / "vol").mkdir()
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(series)))
+    sitk.WriteImage(reader.Execute(), str(tmp_path / "vol" / "ProstateX-0000.nii.gz"))
+    m = prepare_cohort(tmp_path / "vol", tmp_path / "out", masks=masks, config=FAST, progress=False)
+    e = m.patients["ProstateX-0000"]
+    assert e.details["choice"] == "volume file" and e.labelled
+    assert e.details["mask"]["volume_ml_prepared"] == pytest.approx(44.3, rel=0.05)
+    with pytest.raises(ValueError, match="different parameters; use --overwrite"):
+        prepare_cohort(tmp_path / "vol", tmp_path / "out", masks=masks, config=PrepConfig(n4=False, smoothing_sigma=2))

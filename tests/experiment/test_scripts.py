@@ -1,0 +1,123 @@
+"""End-to-end: crossval -> tables -> figures on a tiny built-in cohort; resume, refusal, hold-out.
+
+Slow (a few minutes of CPU): tiny U-Net (filters 4, 8), 32 px, 1 epoch, one attacked ε.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tfrobseg.dataset.manifest import Manifest
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["--model", "unet", "--epsilons", "0.5", "--max-epochs", "1", "--filters", "4,8",
+        "--image-size", "32", "--no-xla", "--no-progress", "--seed", "0"]
+METRIC_COLUMNS = {"phase", "model", "loss", "fold", "attack", "attack_loss", "patient_id", "epsilon", "dice",
+                  "hd95", "assd", "empty_pred", "empty_gt", "psnr", "ssim", "rmse", "spacing_z", "spacing_y",
+                  "spacing_x", "n_slices"}
+
+pytestmark = pytest.mark.slow
+
+
+def _run(script, *args, check=True):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, str(REPO / script), *map(str, args)], capture_output=True, encoding="utf-8",
+                          errors="replace", check=False,
+                          cwd=REPO, env=env, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_crossval_resume_refuse_tables_figures(tiny_cohort, tmp_path):
+    out = tmp_path / "res"
+    base = ["--data", tiny_cohort, "--out", out, "--loss", "bce,dice", "--folds", "0,1", *TINY]
+    # 1) Stop after the first unit (as an interruption would), and leave a half-written second unit.
+    _run("experiments/crossval.py", *base, "--max-units", "1", "--no-tables")
+    markers = sorted(out.glob("crossval/*/*/*/DONE.json"))
+    assert [m.parent.relative_to(out).as_posix() for m in markers] == ["crossval/unet/bce/fold0"]
+    first_mtime = markers[0].stat().st_mtime_ns
+    half = out / "crossval/unet/bce/fold1"
+    half.mkdir(parents=True)
+    (half / "history.csv").write_text("epoch,loss\n1,0.9\n")
+
+    # 2) The re-run, with two worker processes (the built-in preset's default), skips the finished
+    #    unit, restarts the interrupted one and completes the grid.
+    proc = _run("experiments/crossval.py", *base, "--jobs", "2")
+    assert len(list(out.glob("crossval/*/*/*/DONE.json"))) == 4
+    assert markers[0].stat().st_mtime_ns == first_mtime
+    log = (out / "log.txt").read_text(encoding="utf-8")
+    assert log.count("start crossval/unet/bce/fold0") == 1
+    assert "skip crossval/unet/bce/fold0 (complete)" in log
+    assert "crossval/unet/bce/fold1 was interrupted earlier: restarting it from scratch" in log
+    assert log.count("queued crossval/") == 3 and log.count("done crossval/") == 4  # 1 before, 3 by the workers
+    assert "Tables:" in proc.stdout and "Combined results:" in proc.stdout
+
+    # Per-unit outputs and the combined CSV.
+    unit = out / "crossval/unet/dice/fold1"
+    for name in ("metrics.csv", "config.json", "history.csv", "best.keras", "DONE.json"):
+        assert (unit / name).is_file(), name
+    m = pd.read_csv(unit / "metrics.csv")
+    assert METRIC_COLUMNS <= set(m.columns)
+    cfg = json.loads((unit / "config.json").read_text(encoding="utf-8"))
+    assert sorted(m["epsilon"].unique()) == [0.0, 0.5]
+    assert len(m) == 2 * len(cfg["patients"]["eval"])
+    assert set(m["patient_id"]) == set(cfg["patients"]["eval"])
+    assert not set(cfg["patients"]["eval"]) & set(cfg["patients"]["train"])
+    assert cfg["seed"] == 0 and cfg["settings"]["manifest_sha256"] and cfg["versions"]["tensorflow"]
+    assert (m["spacing_y"] == 0.5 * 256 / 32).all()  # resampled to 32 px: spacing scaled
+    combined = pd.read_csv(out / "results_crossval.csv")
+    assert len(combined) == sum(len(pd.read_csv(p)) for p in out.glob("crossval/*/*/*/metrics.csv"))
+
+    # 3) Different settings into the same folder are refused; nothing is deleted.
+    refused = _run("experiments/crossval.py", *base[:-1], "1", check=False)  # --seed 1
+    assert refused.returncode == 2 and "refused" in refused.stderr and "seed" in refused.stderr
+    assert len(list(out.glob("crossval/*/*/*/DONE.json"))) == 4
+
+    # 4) Tables and figures from the results folder.
+    _run("experiments/tables.py", "--results", out)
+    for name in ("table_I.md", "table_I.tex", "table_I.csv", "table_III_vs_published.md", "table_III_clean.csv"):
+        assert (out / "tables" / name).is_file(), name
+    t3 = pd.read_csv(out / "tables/table_III.csv")
+    assert list(t3.columns[:4]) == ["Loss Function", "DC", "HD95 (mm)", "ASD (mm)"]
+    assert list(t3["Loss Function"]) == ["BCE", "Dice"]
+    proc = _run("figures/make_figures.py", "--results", out)
+    figs = out / "figures"
+    for name in ("robustness_crossval_per_model.png", "robustness_crossval_per_loss.pdf"):
+        assert (figs / name).is_file(), name
+    assert list(figs.glob("fallback_unet_*.png"))  # the study's figure models were not run
+    assert "skipped: Figure 1" in proc.stdout
+
+
+def test_holdout_with_split_file(tiny_cohort, tmp_path):
+    ok = Manifest.read(tiny_cohort).ok_patients
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ok[:2], "val": [], "test": ok[2:3]}))
+    out = tmp_path / "hold"
+    _run("experiments/holdout.py", "--data", tiny_cohort, "--out", out, "--split", split, "--loss", "bce", *TINY)
+    m = pd.read_csv(out / "holdout/unet/bce/holdout/metrics.csv")
+    assert set(m["patient_id"]) == {ok[2]} and set(m["fold"]) == {-1}
+    assert (out / "tables/table_II.md").is_file() and (out / "tables/table_IV.md").is_file()
+
+
+def test_holdout_on_the_real_sample(sample_dir, tmp_path):
+    # Train on ProstateX-0000, attack ProstateX-0001: metrics carry the real spacing (3.0, 0.5, 0.5).
+    data = tmp_path / "px"
+    _run("data_prep/prostatex.py", "--images", sample_dir / "images", "--masks", sample_dir / "masks/whole_gland",
+         "--image-list", sample_dir / "image_list.csv", "--out", data, "--no-n4", "--workers", "2", "--quiet")
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["ProstateX-0000"], "val": [], "test": ["ProstateX-0001"]}))
+    out = tmp_path / "res"
+    _run("experiments/holdout.py", "--data", data, "--split", split, "--out", out, "--model", "unet", "--loss", "dice",
+         "--epsilons", "0.5", "--max-epochs", "1", "--filters", "4,8", "--no-xla", "--no-progress")
+    m = pd.read_csv(out / "holdout/unet/dice/holdout/metrics.csv")
+    assert set(m["patient_id"]) == {"ProstateX-0001"} and sorted(m["epsilon"]) == [0.0, 0.5]
+    assert (m[["spacing_z", "spacing_y", "spacing_x"]].to_numpy() == [3.0, 0.5, 0.5]).all()
+    cfg = json.loads((out / "holdout/unet/dice/holdout/config.json").read_text(encoding="utf-8"))
+    assert cfg["patients"] == {"train": ["ProstateX-0000"], "val": [], "eval": ["ProstateX-0001"]}
+    assert (m["n_slices"] == 19).all() and m["hd95"].notna().all()

@@ -1,0 +1,124 @@
+"""tfrobseg.experiment.settings and the command line: the study's protocol, the built-in preset, options."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tfrobseg import study
+from tfrobseg.experiment import cli
+from tfrobseg.experiment import settings as S
+from tfrobseg.training import TrainConfig
+
+
+def test_parser_defaults_are_the_study():
+    args = cli.build_parser("crossval").parse_args([])
+    assert args.model == "all" and args.loss == "all" and args.attack == "fgsm" and args.attack_loss == "same"
+    assert args.epsilons == study.EPSILONS and args.batch_size == 4
+    assert args.xla is None and args.precision is None  # resolved at run time (GPU / preset)
+    with pytest.raises(SystemExit):
+        cli.build_parser("crossval").parse_args(["--epsilons", "-0.1"])
+    assert cli.build_parser("holdout").parse_args(["--split", "x.json"]).split == "x.json"
+
+
+# --------------------------------------------------------------------------- study defaults and presets
+STUDY_PROTOCOL = {  # Apostolidis et al., II-H, and our documented choices where the paper is silent
+    "learning_rate": 1e-4, "batch_size": 4, "max_epochs": 150, "plateau_patience": 2, "plateau_factor": 0.5,
+    "min_learning_rate": 1e-6, "early_stopping_patience": 10,
+}
+
+
+def _settings(data_dir, argv=(), phase="crossval", preset=None, has_gpu=False):
+    args = cli.build_parser(phase).parse_args(list(argv))
+    return S.resolve_settings(args, Path(data_dir), preset, has_gpu=has_gpu)
+
+
+def test_study_run_resolves_to_the_paper_protocol(tiny_cohort):
+    settings, jobs = _settings(tiny_cohort, ["--data", str(tiny_cohort)])
+    assert {k: getattr(settings.train, k) for k in STUDY_PROTOCOL} == STUDY_PROTOCOL
+    assert settings.epsilons == (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    assert settings.filters == (16, 32, 64, 128, 256) and settings.image_size == 256
+    assert (settings.attack, settings.attack_loss, settings.threshold) == ("fgsm", "same", 0.5)
+    assert settings.preset is None and jobs == 1 and settings.train.xla is True
+    assert settings.train.precision == "float32" and settings.train.strategy == "auto" and settings.train.seed == 0
+    assert _settings(tiny_cohort, has_gpu=True)[0].train.precision == "mixed_float16"
+    # The study's values are TrainConfig's own defaults: one home.
+    assert {k: getattr(TrainConfig(precision="float32"), k) for k in STUDY_PROTOCOL} == STUDY_PROTOCOL
+
+
+def test_settings_defaults_and_fingerprint(tiny_cohort):
+    # Settings built in code (not from the command line) default to the study's protocol too.
+    required = dict(data_dir=str(tiny_cohort), manifest_sha256="abc", split_file="s.json", split_sha256=None,
+                    epsilons=(0.0, 0.5), attack="fgsm", attack_loss="same", filters=(16, 32), image_size=256)
+    settings = S.Settings(**required, train=TrainConfig(precision="float32"))
+    assert {k: getattr(settings.train, k) for k in STUDY_PROTOCOL} == STUDY_PROTOCOL
+    assert settings.threshold == 0.5 and settings.preset is None
+    fp = settings.fingerprint()
+    assert fp["data_dir"] == str(Path(tiny_cohort).resolve()) and "split_file" not in fp
+    assert fp["epsilons"] == [0.0, 0.5] and fp["train"]["plateau_factor"] == 0.5 and json.loads(json.dumps(fp)) == fp
+    # The training configuration is fingerprinted as a whole, and the record reads back equal.
+    other = S.Settings(**required, train=TrainConfig(precision="float32", plateau_factor=0.1))
+    assert other.fingerprint() != fp
+    assert S.Settings.from_json(settings.to_json()) == settings
+    assert settings.attack_loss_for("dice") == "dice"
+    assert S.Settings(**{**required, "attack_loss": "bce"}, train=settings.train).attack_loss_for("dice") == "bce"
+
+
+def test_holdout_split_file_is_part_of_the_settings(tiny_cohort, tmp_path):
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["Synthetic-0002"], "test": ["Synthetic-0003"]}))
+    settings, _ = _settings(tiny_cohort, ["--split", str(split)], phase="holdout")
+    assert settings.split_file == str(split) and len(settings.split_sha256) == 64
+    assert _settings(tiny_cohort, phase="holdout")[0].split_file is None
+
+
+def test_builtin_preset_choices_and_overrides(tiny_cohort):
+    settings, jobs = _settings(tiny_cohort, preset="builtin")
+    t = settings.train
+    assert (t.max_epochs, t.learning_rate, settings.filters, settings.image_size, jobs) == (
+        40, 1e-3, (8, 16, 32, 64, 128), 64, 2)
+    assert t.early_stopping_patience == 10 and settings.preset == "builtin"
+    assert t.xla is False and _settings(tiny_cohort, preset="builtin", has_gpu=True)[0].train.xla is True
+    # What the user gives always wins over the preset.
+    argv = ["--max-epochs", "3", "--learning-rate", "0.5", "--filters", "4,8", "--image-size", "32", "--jobs", "1",
+            "--early-stopping-patience", "2", "--xla", "--epsilons", "0.3,0.1", "--strategy", "mirrored"]
+    settings, jobs = _settings(tiny_cohort, argv, preset="builtin")
+    t = settings.train
+    assert (t.max_epochs, t.learning_rate, settings.filters, settings.image_size, jobs) == (3, 0.5, (4, 8), 32, 1)
+    assert t.early_stopping_patience == 2 and t.xla is True and settings.epsilons == (0.0, 0.1, 0.3)
+    assert (t.strategy, t.seed, t.precision) == ("mirrored", 0, "float32")
+
+
+def test_default_data_is_the_builtin_cohort(tmp_path, monkeypatch, capsys):
+    import tfrobseg.dataset.synthetic
+
+    calls = []
+
+    def fake_prepare(out_dir, **kwargs):
+        calls.append(out_dir)
+        Path(out_dir).mkdir(parents=True)
+        (Path(out_dir) / "manifest.json").write_text("{}")
+        return Path(out_dir)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tfrobseg.dataset.synthetic, "prepare_builtin", fake_prepare)
+    assert S.resolve_data(None) == (Path("data/builtin"), "builtin")
+    assert calls == ["data/builtin"] and "preparing the built-in synthetic cohort" in capsys.readouterr().out
+    assert S.resolve_data(None) == (Path("data/builtin"), "builtin") and len(calls) == 1  # prepared once
+    assert S.default_out_dir(None, Path("data/builtin"), "builtin") == Path("results/builtin")
+    assert S.default_out_dir(None, Path("/x/px_prepared"), None) == Path("results/px_prepared")
+    assert S.default_out_dir("r", Path("data/builtin"), "builtin") == Path("r")
+    with pytest.raises(SystemExit, match="no manifest"):
+        S.resolve_data(str(tmp_path / "nothing"))
+
+
+@pytest.mark.parametrize("argv, ok", [(["--image-size", "16"], True), (["--image-size", "15"], False),
+                                      (["--batch-size", "1", "--max-epochs", "1"], True), (["--batch-size", "0"], False),
+                                      (["--max-epochs", "0"], False),
+                                      (["--learning-rate", "-1"], False)])
+def test_settings_bounds(tiny_cohort, argv, ok):
+    if ok:
+        assert _settings(tiny_cohort, argv)[0]
+    else:
+        with pytest.raises(SystemExit):
+            _settings(tiny_cohort, argv)

@@ -1,0 +1,13 @@
+"""The study's experiments: settings, units and their records, the results folder, the runner, the grid.
+
+* :mod:`~tfrobseg.experiment.settings`: :class:`Settings` (embeds the training configuration) and
+  how command-line options and the built-in preset resolve into it.
+* :mod:`~tfrobseg.experiment.units`: grid units, their patients and their record (``config.json``).
+* :mod:`~tfrobseg.experiment.store`: the results folder (fingerprint, markers, collecting metrics).
+* :mod:`~tfrobseg.experiment.scoring`: per-patient 3D metrics from the attack stream.
+* :mod:`~tfrobseg.experiment.runner`: one unit, data → train → attack and score → record.
+* :mod:`~tfrobseg.experiment.grid` and :mod:`~tfrobseg.experiment.cli`: a phase's grid and its command line.
+
+This package imports nothing by itself, so the reporting code can read unit records without
+loading the runner.
+"""

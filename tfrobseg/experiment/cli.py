@@ -1,0 +1,199 @@
+"""Command line of ``experiments/crossval.py`` and ``experiments/holdout.py``.
+
+Options are checked before any work or folder is created; the run's settings are resolved once
+(:mod:`tfrobseg.experiment.settings`) and the grid is run by :func:`tfrobseg.experiment.grid.run_grid`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from tfrobseg import study
+from tfrobseg.errors import SettingsMismatchError
+from tfrobseg.experiment.settings import (
+    BUILTIN_DATA,
+    BUILTIN_PRESET,
+    Settings,
+    default_out_dir,
+    resolve_data,
+    resolve_settings,
+)
+from tfrobseg.experiment.units import make_grid, parse_shard, select_shard
+from tfrobseg.training.config import PRECISIONS, STRATEGIES
+
+__all__ = ["build_parser", "main"]
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not vals or any(v < 0 or not np.isfinite(v) for v in vals):
+        raise argparse.ArgumentTypeError(f"epsilons must be finite and >= 0, got {text!r}")
+    return vals
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals or any(v <= 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return vals
+
+
+def build_parser(phase: str) -> argparse.ArgumentParser:
+    from tfrobseg.attacks import ATTACKS
+
+    what = ("3-fold cross-validation (Tables I, III)" if phase == "crossval"
+            else "hold-out retraining and test-set attack (Tables II, IV)")
+    p = argparse.ArgumentParser(
+        prog=f"experiments/{phase}.py",
+        description=f"Apostolidis et al. {what}: train each model x loss, attack at every eps, score in 3D.",
+    )
+    p.add_argument("--model", default="all", help="model name, comma list, or 'all' (the study's five)")
+    p.add_argument("--loss", default="all", help="loss name, comma list, or 'all' (the study's six)")
+    if phase == "crossval":
+        p.add_argument("--folds", type=str, default=None, help="held-out fold indices, 0-based, e.g. 0,1,2 (default: all)")
+    else:
+        p.add_argument("--split", default=None, help="JSON file with train/val/test patient lists (default: the manifest's split)")
+    p.add_argument("--epsilons", type=_floats, default=study.EPSILONS,
+                   help="attack strengths in z-score units (default 0,0.1,...,1.0; the clean 0 is always added)")
+    p.add_argument("--attack", choices=tuple(ATTACKS), default="fgsm")
+    p.add_argument("--attack-loss", default="same", help="'same' (the training loss, as in the study) or a loss name")
+    p.add_argument("--data", default=None, help=f"prepared data folder (default: the built-in cohort in {BUILTIN_DATA}, prepared if absent)")
+    p.add_argument("--out", default=None, help="results folder (default: results/builtin or results/<data folder name>)")
+    p.add_argument("--max-epochs", type=int, default=None,
+                   help=f"epoch cap (study: {study.MAX_EPOCHS}; built-in preset: {BUILTIN_PRESET['max_epochs']})")
+    p.add_argument("--batch-size", type=int, default=study.BATCH_SIZE)
+    p.add_argument("--learning-rate", type=float, default=None, help=f"initial Adam learning rate (study: {study.LEARNING_RATE:g})")
+    p.add_argument("--filters", type=_ints, default=None,
+                   help=f"filters per level (default {','.join(map(str, study.FILTERS))}; built-in preset "
+                        f"{','.join(map(str, BUILTIN_PRESET['filters']))})")
+    p.add_argument("--image-size", type=int, default=None,
+                   help=f"in-plane size fed to the networks (default: as prepared, 256; built-in preset {BUILTIN_PRESET['image_size']})")
+    p.add_argument("--early-stopping-patience", type=int, default=None,
+                   help=f"epochs without val-loss improvement (default {study.EARLY_STOPPING_PATIENCE})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shard", default=None, help="i/n: run the i-th of n disjoint parts of the grid (cluster job arrays)")
+    p.add_argument("--overwrite", action="store_true", help="delete results made with other settings in --out")
+    p.add_argument("--precision", choices=PRECISIONS, default=None, help="default: mixed_float16 with a GPU, float32 otherwise")
+    p.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None,
+                   help="XLA-compile training and attack steps (default on; the built-in preset turns it off on a CPU-only machine)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help=f"units computed at once in worker processes (default 1; built-in preset {BUILTIN_PRESET['jobs']})")
+    p.add_argument("--strategy", choices=STRATEGIES, default="auto",
+                   help="distribution strategy (auto: MultiWorker from TF_CONFIG, Mirrored with >1 GPU)")
+    p.add_argument("--max-units", type=int, default=None, help="compute at most N units in this call, then stop")
+    p.add_argument("--no-tables", action="store_true", help="do not write the tables at the end")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def _names(text: str, all_names: Sequence[str], kind: str, known: Sequence[str]) -> list[str]:
+    if text == "all":
+        return list(all_names)
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise SystemExit(f"unknown {kind}(s) {bad}; choose from {', '.join(known)} or 'all'")
+    return names
+
+
+def _folds(text: str | None, n_folds: int) -> list[int]:
+    if text is None:
+        return list(range(n_folds))
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"--folds expects comma-separated fold indices, got {text!r}") from None
+    if not vals or any(not 0 <= v < n_folds for v in vals):
+        raise SystemExit(f"--folds {text!r}: indices must be in 0..{n_folds - 1}")
+    return vals
+
+
+def _has_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def _check_names(args: argparse.Namespace) -> tuple[list[str], list[str], tuple[int, int]]:
+    """Model and loss names and the shard, checked before anything is prepared or created."""
+    from tfrobseg import losses, models
+
+    model_names = _names(args.model, study.MODELS, "model", models.MODEL_NAMES)
+    loss_names = _names(args.loss, study.LOSSES, "loss", losses.LOSS_NAMES)
+    if args.attack_loss != "same" and args.attack_loss not in losses.LOSS_NAMES:
+        raise SystemExit(f"unknown --attack-loss {args.attack_loss!r}; 'same' or one of {', '.join(losses.LOSS_NAMES)}")
+    try:
+        return model_names, loss_names, parse_shard(args.shard)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+def _describe(phase: str, settings: Settings, jobs: int, models: list[str], losses: list[str], folds: list,
+              n_units: int, out_dir: Path) -> None:
+    t = settings.train
+    if settings.preset:
+        print("Built-in cohort preset (override with the options): "
+              f"max_epochs={t.max_epochs}, learning_rate={t.learning_rate:g}, filters={settings.filters}, "
+              f"image_size={settings.image_size} (prepared slices are resampled, in-plane spacing scaled "
+              f"accordingly), jobs={jobs}, xla={'on' if t.xla else 'off (CPU: compile time exceeds the gain)'}.",
+              flush=True)
+    print(f"{phase}: models {models} x losses {losses} x folds {folds if phase == 'crossval' else ['hold-out']}"
+          f" -> {n_units} unit(s) in this shard; eps {list(settings.epsilons)}; attack {settings.attack} "
+          f"(loss: {settings.attack_loss}); precision {t.precision}; XLA {'on' if t.xla else 'off'}; "
+          f"seed {t.seed}; results in {out_dir}", flush=True)
+
+
+def _write_tables(out_dir: Path) -> None:
+    from tfrobseg.experiment.store import collect_metrics
+    from tfrobseg.reporting.tables import write_tables
+
+    written = write_tables(collect_metrics(out_dir), out_dir / "tables")
+    print(f"Tables: {out_dir / 'tables'} ({len(written.paths)} files; overview {written.overview})", flush=True)
+    for path in written.study_tables:
+        print(path.read_text(encoding="utf-8"), flush=True)
+
+
+def main(phase: str, argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point of ``experiments/crossval.py`` / ``experiments/holdout.py``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # The tables contain "±" and "ε": never crash on a terminal / log with a non-UTF-8 encoding.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace")
+    args = build_parser(phase).parse_args(argv)
+    model_names, loss_names, shard = _check_names(args)
+    data_dir, preset = resolve_data(args.data)
+    out_dir = default_out_dir(args.out, data_dir, preset)
+    settings, jobs = resolve_settings(args, data_dir, preset, has_gpu=_has_gpu())
+    from tfrobseg.dataset.manifest import Manifest
+    from tfrobseg.experiment.grid import run_grid
+
+    folds: list[int | None] = list(_folds(args.folds, Manifest.read(data_dir).n_folds)) if phase == "crossval" else [None]
+    n_units = len(select_shard(make_grid(phase, model_names, loss_names, folds), shard))
+    _describe(phase, settings, jobs, model_names, loss_names, folds, n_units, out_dir)
+    t0 = time.perf_counter()
+    try:
+        combined = run_grid(phase, settings, out_dir, models=model_names, losses=loss_names, folds=folds, shard=shard,
+                            overwrite=args.overwrite, max_units=args.max_units, jobs=jobs, progress=not args.no_progress)
+    except SettingsMismatchError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    print(f"{phase} finished in {time.perf_counter() - t0:.0f} s.", flush=True)
+    print(f"Per-unit results: {out_dir}/{phase}/<model>/<loss>/<fold>/metrics.csv", flush=True)
+    if not combined.empty:
+        print(f"Combined results: {out_dir / f'results_{phase}.csv'} ({len(combined)} rows)", flush=True)
+        if not args.no_tables:
+            _write_tables(out_dir)
+    return 0

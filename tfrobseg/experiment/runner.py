@@ -1,0 +1,132 @@
+"""One unit of the study, in four steps: data → train → attack and score → record.
+
+* data: the unit's patients (:func:`~tfrobseg.experiment.units.unit_patients`) as ``tf.data``
+  datasets at the run's input size;
+* train: :func:`tfrobseg.training.train_model` under the run's :class:`~tfrobseg.training.TrainConfig`
+  (early stopping on the validation split), writing ``best.keras`` and ``history.csv``;
+* attack and score: every slice of the evaluation patients at every ε
+  (:func:`tfrobseg.attacks.attack_dataset`), each patient scored in 3D
+  (:mod:`tfrobseg.experiment.scoring`);
+* record: ``metrics.csv`` (one row per patient × ε), ``config.json``
+  (:class:`~tfrobseg.experiment.units.UnitRecord`) and, last, the completion marker.
+
+No mid-training resume: a unit is short next to a run, and restarting an interrupted unit from
+scratch keeps the seeded result identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tfrobseg.dataset.manifest import Manifest
+from tfrobseg.experiment import store
+from tfrobseg.experiment.settings import Settings
+from tfrobseg.experiment.units import Unit, UnitPatients, UnitRecord, load_split, unit_patients
+from tfrobseg.io import atomic_write_csv, environment_versions
+
+__all__ = ["run_unit"]
+
+
+@dataclass
+class UnitData:
+    """A unit's datasets: ``(x, y)`` batches to train and validate on, slice dicts to attack."""
+
+    patients: UnitPatients
+    train: Any
+    val: Any | None
+    eval: Any
+
+
+def load_data(unit: Unit, settings: Settings) -> UnitData:
+    """Step 1: the unit's patients and datasets."""
+    split = load_split(settings.split_file) if settings.split_file else None
+    patients = unit_patients(unit, Manifest.read(settings.data_dir), split)
+    if not patients.train or not patients.eval:
+        raise ValueError(f"unit {unit.uid}: empty training ({len(patients.train)}) or evaluation "
+                         f"({len(patients.eval)}) set")
+    return unit_datasets(settings, patients)
+
+
+def unit_datasets(settings: Settings, patients: UnitPatients) -> UnitData:
+    """Training batches shuffled (seeded), validation and evaluation in patient and slice order."""
+    from tfrobseg.dataset.pipeline import make_dataset, to_xy
+
+    def dataset(ids: list[str], shuffle: bool) -> Any:
+        return make_dataset(settings.data_dir, ids, batch_size=settings.train.batch_size, shuffle=shuffle,
+                            seed=settings.train.seed, image_size=settings.image_size)
+
+    val = dataset(patients.val, False).map(to_xy) if patients.val else None
+    return UnitData(patients, dataset(patients.train, True).map(to_xy), val, dataset(patients.eval, False))
+
+
+def train(unit: Unit, settings: Settings, data: UnitData, unit_dir: Path, progress: bool, position: int) -> Any:
+    """Step 2: build and fit the unit's network; returns the :class:`~tfrobseg.training.TrainResult`."""
+    from tfrobseg import models
+    from tfrobseg.losses import get_loss
+    from tfrobseg.training import train_model
+
+    shape = (settings.image_size, settings.image_size, 1)
+    return train_model(
+        lambda: models.build_model(unit.model, input_shape=shape, filters=settings.filters),
+        get_loss(unit.loss), data.train, data.val, config=settings.train, out_dir=unit_dir,
+        progress=progress, desc=f"train {unit.uid}", position=position,
+    )
+
+
+def attack_and_score(unit: Unit, settings: Settings, model: Any, eval_ds: Any, progress: bool,
+                     position: int) -> pd.DataFrame:
+    """Step 3: attack every evaluation slice at every ε and score each patient in 3D."""
+    from tfrobseg.attacks import attack_dataset
+    from tfrobseg.experiment.scoring import evaluate_attack_stream, iter_with_count, load_volumes
+    from tfrobseg.losses import get_loss
+
+    attack_loss = settings.attack_loss_for(unit.loss)
+    volumes = load_volumes(eval_ds)
+    total = sum(v.n_slices for v in volumes.values()) * len(settings.epsilons)
+    stream = attack_dataset(model, eval_ds, list(settings.epsilons), attack=settings.attack,
+                            loss=get_loss(attack_loss), batch_size=settings.train.batch_size, return_images=True,
+                            jit_compile=settings.train.xla)
+    extra = {"phase": unit.phase, "model": unit.model, "loss": unit.loss,
+             "fold": -1 if unit.fold is None else unit.fold, "attack": settings.attack, "attack_loss": attack_loss}
+    return evaluate_attack_stream(iter_with_count(stream, total, f"attack {unit.uid}", progress, position), volumes,
+                                  threshold=settings.threshold, extra=extra)
+
+
+def record(unit: Unit, settings: Settings, out_dir: Path, data: UnitData, result: Any, metrics: pd.DataFrame,
+           seconds: dict[str, float]) -> None:
+    """Step 4: ``metrics.csv``, ``config.json`` and, last, the completion marker."""
+    import keras
+
+    atomic_write_csv(unit.directory(out_dir) / store.METRICS_NAME, metrics)
+    training = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+                "best_val_loss": result.best_val_loss, "seconds": result.seconds, "strategy": result.strategy,
+                "replicas": result.replicas, "params": int(result.model.count_params())}
+    UnitRecord(unit, settings, data.patients, training, seconds, versions=environment_versions(),
+               keras_dtype_policy=keras.mixed_precision.dtype_policy().name).write(out_dir)
+    store.write_marker(unit, out_dir, {"seconds": seconds["total"], "rows": len(metrics)})
+
+
+def run_unit(unit: Unit, settings: Settings, out_dir: str | os.PathLike, *, progress: bool = True,
+             position: int = 0) -> pd.DataFrame:
+    """Train, attack and score one unit; writes its files and marker, returns its metrics."""
+    import keras
+
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    unit_dir = unit.directory(out_dir)
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    data = load_data(unit, settings)
+    result = train(unit, settings, data, unit_dir, progress, position)
+    t_train = time.perf_counter() - t0
+    metrics = attack_and_score(unit, settings, result.model, data.eval, progress, position)
+    total = time.perf_counter() - t0
+    record(unit, settings, out_dir, data, result, metrics,
+           {"train": t_train, "attack_and_metrics": total - t_train, "total": total})
+    keras.backend.clear_session()
+    return metrics

@@ -1,0 +1,82 @@
+"""Callbacks of the training protocol: learning-rate plateau and early stopping, history, progress.
+
+``history.csv`` is rewritten atomically after every epoch, so an interrupted training still leaves
+its curve behind.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import keras
+import pandas as pd
+
+from tfrobseg.io import atomic_write_csv
+from tfrobseg.training.config import TrainConfig
+
+__all__ = ["HistoryCSV", "TqdmProgress", "protocol_callbacks"]
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """Rewrite ``history.csv`` atomically after every epoch (loss, val_loss, lr, seconds)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.rows: list[dict[str, float]] = []
+        self._t0 = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        row = {"epoch": epoch + 1}
+        row.update({k: float(v) for k, v in (logs or {}).items()})
+        row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        row["seconds"] = time.perf_counter() - self._t0
+        self.rows.append(row)
+        atomic_write_csv(self.path, pd.DataFrame(self.rows))
+
+
+class TqdmProgress(keras.callbacks.Callback):
+    """A tqdm bar over epochs with the latest loss / val_loss / learning rate as postfix."""
+
+    def __init__(self, max_epochs: int, desc: str = "train", position: int = 0) -> None:
+        super().__init__()
+        self.max_epochs = max_epochs
+        self.desc = desc
+        self.position = position
+        self.bar = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(
+            total=self.max_epochs, desc=self.desc, unit="epoch", leave=False, dynamic_ncols=True, position=self.position
+        )
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        self.bar.set_postfix({k: f"{float(v):.4f}" for k, v in logs.items() if k in ("loss", "val_loss")})
+        self.bar.update(1)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def protocol_callbacks(config: TrainConfig, monitor: str = "val_loss") -> list[keras.callbacks.Callback]:
+    """[ReduceLROnPlateau, EarlyStopping] of the protocol: reduce by ``plateau_factor`` after
+    ``plateau_patience`` stale epochs down to ``min_learning_rate``; stop after
+    ``early_stopping_patience`` stale epochs and restore the best weights."""
+    return [
+        keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor,
+            factor=config.plateau_factor,
+            patience=config.plateau_patience,
+            min_lr=config.min_learning_rate,
+        ),
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience, restore_best_weights=True),
+    ]
