@@ -8,8 +8,6 @@ level ``i`` exposes its coefficients as the layer ``attention{i}_coefficients``;
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import keras
 
 from tfrobseg.models.blocks import (
@@ -17,26 +15,13 @@ from tfrobseg.models.blocks import (
     double_conv,
     skeleton_model,
 )
-from tfrobseg.models.defaults import (
-    ACTIVATION,
-    FILTERS,
-    INPUT_SHAPE,
-    NORMALIZATION,
-    make_config,
-)
+from tfrobseg.models.defaults import BuildConfig
+from tfrobseg.models.registry import register_model
 
 
-def build_attention_unet(
-    input_shape: Sequence[int | None] = INPUT_SHAPE,
-    *,
-    filters: Sequence[int] = FILTERS,
-    activation: str = ACTIVATION,
-    normalization: str = NORMALIZATION,
-    n_classes: int = 1,
-    output: str = "probabilities",
-) -> keras.Model:
-    """Build an Attention U-Net; arguments as in :func:`tfrobseg.models.build_model`."""
-    cfg = make_config(input_shape, filters, activation, normalization, n_classes, output)
+@register_model("attention_unet", display_name="Attention U-Net")
+def build_attention_unet(cfg: BuildConfig) -> keras.Model:
+    """Build an Attention U-Net: U-Net with an additive attention gate on every skip."""
     return skeleton_model("attention_unet", cfg, double_conv, gate=attention_gate)
 
 

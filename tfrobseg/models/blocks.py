@@ -2,7 +2,7 @@
 
 Every block is a function ``block(x, filters, cfg, name) -> tensor`` over Keras functional tensors. Layer
 names follow one scheme so that the parameter counts of the models can be compared component by component
-(``tests/test_models.py`` does): ``enc{i}``/``bottleneck``/``dec{i}`` for the level blocks,
+(``tests/models/test_model_parameters.py`` does): ``enc{i}``/``bottleneck``/``dec{i}`` for the level blocks,
 ``enc{i}_pool``, ``dec{i}_up``, ``dec{i}_concat`` for the skeleton, ``attention{i}_*`` for attention gates,
 ``vit_*`` for the transformer bottleneck, ``*_shortcut_*`` for residual projections, ``logits`` and
 ``probabilities`` for the head.
@@ -24,11 +24,17 @@ from tfrobseg.models.layers import (
 Block = Callable[..., "keras.KerasTensor"]
 
 
-def conv_norm_act(x, filters: int, cfg: BuildConfig, name: str, *, activate: bool = True):
-    """``kernel_size`` conv ("same") -> normalization -> activation; the conv has a bias only without a norm."""
+def conv_norm_act(
+    x, filters: int, cfg: BuildConfig, name: str, *, kernel_size: int | None = None, activate: bool = True
+):
+    """Conv ("same") -> normalization -> activation; the conv has a bias only without a norm.
+
+    ``kernel_size`` defaults to ``cfg.kernel_size``; ``activate=False`` stops after the normalization
+    (the residual shortcut projection). Layers: ``{name}_conv``, ``{name}_norm``, ``{name}_act``.
+    """
     x = keras.layers.Conv2D(
         filters,
-        cfg.kernel_size,
+        cfg.kernel_size if kernel_size is None else kernel_size,
         padding="same",
         use_bias=cfg.normalization == "none",
         kernel_initializer=cfg.kernel_initializer,
@@ -56,16 +62,8 @@ def residual_block(x, filters: int, cfg: BuildConfig, name: str):
     present because every level changes the width (input channels -> ``filters``).
     """
     y = double_conv(x, filters, cfg, name)
-    shortcut = keras.layers.Conv2D(
-        filters,
-        1,
-        use_bias=cfg.normalization == "none",
-        kernel_initializer=cfg.kernel_initializer,
-        name=f"{name}_shortcut_conv",
-    )(x)
-    norm = make_normalization(cfg.normalization, filters, name=f"{name}_shortcut_norm")
-    if norm is not None:
-        shortcut = norm(shortcut)
+    # "same" padding changes nothing for a 1x1 kernel: the shortcut keeps the size like the main path.
+    shortcut = conv_norm_act(x, filters, cfg, f"{name}_shortcut", kernel_size=1, activate=False)
     return keras.layers.Add(name=f"{name}_add")([y, shortcut])
 
 

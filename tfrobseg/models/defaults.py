@@ -1,4 +1,4 @@
-"""Shared architecture defaults and argument validation for every model builder.
+"""Shared architecture defaults and the validated configuration every model builder receives.
 
 The study (Apostolidis et al., Sec. II-H) fixes "encoder-decoder depth, number of filters per level and
 activation functions" across the five models so that only each model's own component differs. Those shared
@@ -6,7 +6,7 @@ choices live here, in one place, and every builder reads them from here.
 
 Defaults and why:
 
-* ``FILTERS = (16, 32, 64, 128, 256)`` - five levels (four poolings), doubling per level as in
+* ``FILTERS`` (:data:`tfrobseg.study.FILTERS`) - five levels (four poolings), doubling per level as in
   Ronneberger's U-Net but starting at 16 instead of 64, the budget Wang & Xu use for the same U-Net family
   on MRI; depth = ``len(filters)``.
 * ``KERNEL_SIZE = 3`` - Ronneberger's 3x3 convolutions, "same" padding so any size divisible by
@@ -27,7 +27,10 @@ from dataclasses import dataclass
 
 import keras
 
-FILTERS: tuple[int, ...] = (16, 32, 64, 128, 256)
+from tfrobseg import study
+
+#: The study's filters per level (stated once, in :mod:`tfrobseg.study`), the builders' default.
+FILTERS: tuple[int, ...] = study.FILTERS
 INPUT_SHAPE: tuple[int, int, int] = (256, 256, 1)
 KERNEL_SIZE: int = 3
 ACTIVATION: str = "relu"
@@ -43,7 +46,14 @@ MAX_GROUPS: int = 8
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """Validated common arguments of every builder (see :func:`make_config`)."""
+    """The arguments shared by every builder, validated when the config is made.
+
+    :func:`tfrobseg.models.build_model` makes one and hands it to the registered builder, so a builder
+    never sees an invalid value. Construction normalises ``filters`` and ``input_shape`` to tuples and
+    raises ``ValueError`` naming the bad argument: spatial sizes must be divisible by 2^(depth-1) (one
+    halving per pooling), ``filters`` positive integers with at least two levels, ``normalization`` one of
+    :data:`NORMALIZATIONS`, ``output`` one of :data:`OUTPUTS`, ``activation`` a Keras activation name.
+    """
 
     input_shape: tuple[int | None, int | None, int]
     filters: tuple[int, ...]
@@ -54,31 +64,34 @@ class BuildConfig:
     kernel_size: int = KERNEL_SIZE
     kernel_initializer: str = KERNEL_INITIALIZER
 
+    def __post_init__(self) -> None:
+        # Frozen: the normalised tuples can only be stored through object.__setattr__.
+        object.__setattr__(self, "filters", _checked_filters(self.filters))
+        object.__setattr__(self, "input_shape", _checked_input_shape(self.input_shape, self.filters))
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
+        if not isinstance(self.n_classes, int) or self.n_classes < 1:
+            raise ValueError(f"n_classes must be a positive integer, got {self.n_classes!r}")
+        _check_activation(self.activation)
+
     @property
     def depth(self) -> int:
         return len(self.filters)
 
 
-def make_config(
-    input_shape: Sequence[int | None] = INPUT_SHAPE,
-    filters: Sequence[int] = FILTERS,
-    activation: str = ACTIVATION,
-    normalization: str = NORMALIZATION,
-    n_classes: int = 1,
-    output: str = "probabilities",
-) -> BuildConfig:
-    """Validate the arguments shared by all builders and freeze them into a :class:`BuildConfig`.
-
-    Raises ``ValueError`` naming the bad argument: spatial sizes must be divisible by 2^(depth-1) (one
-    halving per pooling), ``filters`` positive integers with at least two levels, ``normalization`` one of
-    :data:`NORMALIZATIONS`, ``output`` one of :data:`OUTPUTS`, ``activation`` a Keras activation name.
-    """
+def _checked_filters(filters: Sequence[int]) -> tuple[int, ...]:
     try:
         filters = tuple(int(f) for f in filters)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"filters must be a sequence of positive integers, got {filters!r}") from exc
     if len(filters) < 2 or any(f < 1 for f in filters):
         raise ValueError(f"filters must hold at least two positive integers (depth >= 2), got {filters!r}")
+    return filters
+
+
+def _checked_input_shape(input_shape: Sequence[int | None], filters: tuple[int, ...]) -> tuple:
     input_shape = tuple(input_shape)
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (height, width, channels), got {input_shape!r}")
@@ -94,12 +107,10 @@ def make_config(
                 f"input {axis} {size!r} must be a positive multiple of 2^(depth-1) = {factor} "
                 f"for depth {len(filters)} (filters={filters})"
             )
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-    if output not in OUTPUTS:
-        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
-    if not isinstance(n_classes, int) or n_classes < 1:
-        raise ValueError(f"n_classes must be a positive integer, got {n_classes!r}")
+    return input_shape
+
+
+def _check_activation(activation: str) -> None:
     # A name (not a callable) keeps the model serializable with safe_mode on.
     known = isinstance(activation, str)
     if known:
@@ -109,14 +120,6 @@ def make_config(
             known = False
     if not known:
         raise ValueError(f"unknown activation {activation!r}: give a Keras activation name such as 'relu'")
-    return BuildConfig(
-        input_shape=(height, width, channels),
-        filters=filters,
-        activation=activation,
-        normalization=normalization,
-        n_classes=n_classes,
-        output=output,
-    )
 
 
 def group_count(channels: int) -> int:

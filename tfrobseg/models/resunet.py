@@ -7,29 +7,14 @@ block is the U-Net double conv plus a 1x1 projection shortcut added to its outpu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import keras
 
 from tfrobseg.models.blocks import residual_block, skeleton_model
-from tfrobseg.models.defaults import (
-    ACTIVATION,
-    FILTERS,
-    INPUT_SHAPE,
-    NORMALIZATION,
-    make_config,
-)
+from tfrobseg.models.defaults import BuildConfig
+from tfrobseg.models.registry import register_model
 
 
-def build_resunet(
-    input_shape: Sequence[int | None] = INPUT_SHAPE,
-    *,
-    filters: Sequence[int] = FILTERS,
-    activation: str = ACTIVATION,
-    normalization: str = NORMALIZATION,
-    n_classes: int = 1,
-    output: str = "probabilities",
-) -> keras.Model:
-    """Build a ResU-Net; arguments as in :func:`tfrobseg.models.build_model`."""
-    cfg = make_config(input_shape, filters, activation, normalization, n_classes, output)
+@register_model("resunet", display_name="ResU-Net")
+def build_resunet(cfg: BuildConfig) -> keras.Model:
+    """Build a ResU-Net: U-Net with a residual block at every level."""
     return skeleton_model("resunet", cfg, residual_block)

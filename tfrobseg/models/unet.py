@@ -6,29 +6,14 @@ feature map of each level is concatenated with the up-sampled decoder features; 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import keras
 
 from tfrobseg.models.blocks import double_conv, skeleton_model
-from tfrobseg.models.defaults import (
-    ACTIVATION,
-    FILTERS,
-    INPUT_SHAPE,
-    NORMALIZATION,
-    make_config,
-)
+from tfrobseg.models.defaults import BuildConfig
+from tfrobseg.models.registry import register_model
 
 
-def build_unet(
-    input_shape: Sequence[int | None] = INPUT_SHAPE,
-    *,
-    filters: Sequence[int] = FILTERS,
-    activation: str = ACTIVATION,
-    normalization: str = NORMALIZATION,
-    n_classes: int = 1,
-    output: str = "probabilities",
-) -> keras.Model:
-    """Build a U-Net; arguments as in :func:`tfrobseg.models.build_model`."""
-    cfg = make_config(input_shape, filters, activation, normalization, n_classes, output)
+@register_model("unet", display_name="U-Net")
+def build_unet(cfg: BuildConfig) -> keras.Model:
+    """Build a U-Net: the shared skeleton with Ronneberger's double conv as every level block."""
     return skeleton_model("unet", cfg, double_conv)

@@ -13,32 +13,16 @@ Xu evaluate UNet++ under FGSM without deep supervision, hence the default.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import keras
 
 from tfrobseg.models.blocks import double_conv, segmentation_head, up_conv
-from tfrobseg.models.defaults import (
-    ACTIVATION,
-    FILTERS,
-    INPUT_SHAPE,
-    NORMALIZATION,
-    make_config,
-)
+from tfrobseg.models.defaults import BuildConfig
+from tfrobseg.models.registry import register_model
 
 
-def build_unet_plus_plus(
-    input_shape: Sequence[int | None] = INPUT_SHAPE,
-    *,
-    filters: Sequence[int] = FILTERS,
-    activation: str = ACTIVATION,
-    normalization: str = NORMALIZATION,
-    n_classes: int = 1,
-    output: str = "probabilities",
-    deep_supervision: bool = False,
-) -> keras.Model:
+@register_model("unet_plus_plus", display_name="UNet++")
+def build_unet_plus_plus(cfg: BuildConfig, *, deep_supervision: bool = False) -> keras.Model:
     """Build a UNet++; ``deep_supervision=True`` gives one output per nested decoder column."""
-    cfg = make_config(input_shape, filters, activation, normalization, n_classes, output)
     depth = cfg.depth
     inputs = keras.Input(cfg.input_shape, name="image")
     nodes: list[list] = [[] for _ in range(depth)]

@@ -10,7 +10,6 @@ the transformer sees 16 x 16 = 256 tokens) so the transformer adds 0.36 M parame
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 
 import keras
 
@@ -19,23 +18,14 @@ from tfrobseg.models.blocks import (
     skeleton_model,
     vit_bottleneck,
 )
-from tfrobseg.models.defaults import (
-    ACTIVATION,
-    FILTERS,
-    INPUT_SHAPE,
-    NORMALIZATION,
-    make_config,
-)
+from tfrobseg.models.defaults import BuildConfig
+from tfrobseg.models.registry import register_model
 
 
+@register_model("unet_vit", display_name="UNet-ViT")
 def build_unet_vit(
-    input_shape: Sequence[int | None] = INPUT_SHAPE,
+    cfg: BuildConfig,
     *,
-    filters: Sequence[int] = FILTERS,
-    activation: str = ACTIVATION,
-    normalization: str = NORMALIZATION,
-    n_classes: int = 1,
-    output: str = "probabilities",
     patch_size: int = 1,
     embed_dim: int = 128,
     num_heads: int = 4,
@@ -43,8 +33,7 @@ def build_unet_vit(
     mlp_dim: int = 256,
     dropout: float = 0.0,
 ) -> keras.Model:
-    """Build a UNet-ViT; the transformer options are the keyword arguments after ``output``."""
-    cfg = make_config(input_shape, filters, activation, normalization, n_classes, output)
+    """Build a UNet-ViT; the keyword arguments configure the bottleneck transformer (module docstring)."""
     for arg, value in (("patch_size", patch_size), ("embed_dim", embed_dim), ("num_heads", num_heads),
                        ("num_layers", num_layers), ("mlp_dim", mlp_dim)):
         if not isinstance(value, int) or value < 1:

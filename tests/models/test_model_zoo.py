@@ -1,0 +1,158 @@
+"""Every registered model: output shape and range, gradients, saving, XLA, mixed precision, training."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from model_helpers import FILTERS, SIZE, SMALL, batch, small_model
+
+from tfrobseg.models import MODEL_NAMES, build_model
+
+
+@pytest.fixture
+def mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_output_shape_range_and_sizes(name):
+    model = small_model(name)
+    out = model(batch(), training=False).numpy()
+    assert model.name == name
+    assert out.shape == (2, SIZE, SIZE, 1) and out.dtype == np.float32
+    assert np.all(out >= 0) and np.all(out <= 1) and np.ptp(out) > 0
+    # Any size divisible by 2^(depth-1) = 4 works, including non-square ones.
+    other = build_model(name, (24, 40, 2), filters=FILTERS, n_classes=3, **SMALL.get(name, {}))
+    x = np.random.default_rng(1).normal(size=(1, 24, 40, 2)).astype("float32")
+    probs = other(x, training=False).numpy()
+    assert probs.shape == (1, 24, 40, 3)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)  # softmax head for n_classes > 1
+
+
+@pytest.mark.parametrize("name", ["unet", "attention_unet", "recurrent_unet"])
+def test_dynamic_input_size(name):
+    model = build_model(name, (None, None, 1), filters=FILTERS)
+    for size in (16, 24):
+        assert model(batch(1, size), training=False).shape == (1, size, size, 1)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_gradients_reach_every_weight(name):
+    model = small_model(name)
+    x = batch()
+    y = (batch(seed=1) > 0).astype("float32")
+    with tf.GradientTape() as tape:
+        loss = keras.losses.binary_crossentropy(y, model(x, training=True))
+        loss = tf.reduce_mean(loss)
+    grads = tape.gradient(loss, model.trainable_weights)
+    dead = [w.path for w, g in zip(model.trainable_weights, grads) if g is None or not np.any(g.numpy())]
+    assert not dead, f"{name}: no gradient reaches {dead}"
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_keras_round_trip_identical(name, tmp_path):
+    model = small_model(name)
+    x = batch(seed=2)
+    model(x, training=True)  # moves the batch-norm statistics away from their initial values
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)  # no custom_objects
+    assert [type(layer) for layer in loaded.layers] == [type(layer) for layer in model.layers]
+    np.testing.assert_array_equal(loaded(x, training=False).numpy(), model(x, training=False).numpy())
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_runs_under_xla(name):
+    model = small_model(name)
+    x = batch(seed=3)
+    compiled = tf.function(lambda t: model(t, training=False), jit_compile=True)
+    # XLA fuses and reorders float32 arithmetic: equal up to rounding, not bit-identical.
+    np.testing.assert_allclose(compiled(x).numpy(), model(x, training=False).numpy(), rtol=1e-3, atol=5e-4)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_mixed_float16(name, mixed_precision):
+    model = build_model(name, (SIZE, SIZE, 1), filters=FILTERS, **SMALL.get(name, {}))
+    assert any(layer.compute_dtype == "float16" for layer in model.layers)
+    assert model.get_layer("logits").compute_dtype == "float32"
+    out = model(batch(), training=False)
+    assert out.dtype == tf.float32
+    assert np.all(np.isfinite(out.numpy())) and np.all((out.numpy() >= 0) & (out.numpy() <= 1))
+
+
+def test_logits_output_matches_probabilities():
+    probs_model = build_model("attention_unet", (SIZE, SIZE, 1), filters=FILTERS)
+    logit_model = build_model("attention_unet", (SIZE, SIZE, 1), filters=FILTERS, output="logits")
+    logit_model.set_weights(probs_model.get_weights())
+    x = batch()
+    np.testing.assert_allclose(
+        tf.sigmoid(logit_model(x, training=False)).numpy(), probs_model(x, training=False).numpy(), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("normalization", ["group", "instance", "none"])
+def test_other_normalizations(normalization):
+    model = build_model("resunet", (SIZE, SIZE, 1), filters=FILTERS, normalization=normalization)
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert "BatchNormalization" not in kinds
+    assert ("GroupNormalization" in kinds) == (normalization != "none")
+    assert model.get_layer("enc0_1_conv").use_bias == (normalization == "none")
+    assert model(batch(), training=False).shape == (2, SIZE, SIZE, 1)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def toy_batch(n: int = 2, size: int = 64, seed: int = 0):
+    """Two-class toy batch: bright disks (foreground) on a noisy background."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    masks = []
+    for _ in range(n):
+        cy, cx = rng.uniform(20, 44, 2)
+        radius = rng.uniform(8, 14)
+        masks.append(((yy - cy) ** 2 + (xx - cx) ** 2 < radius**2).astype("float32"))
+    y = np.stack(masks)[..., None]
+    return (y + rng.normal(0, 0.5, y.shape)).astype("float32"), y
+
+
+def hard_dice(prob: np.ndarray, gt: np.ndarray) -> float:
+    pred = prob > 0.5
+    return 2 * np.logical_and(pred, gt > 0).sum() / (pred.sum() + (gt > 0).sum())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_overfits_toy_batch(name):
+    """Each model fits a two-image toy batch to Dice > 0.9 within 80 Adam steps (BCE + soft Dice).
+
+    Group norm keeps train and inference behaviour identical, so the Dice is that of the inference output.
+    """
+    keras.utils.set_random_seed(0)
+    model = build_model(name, (64, 64, 1), filters=FILTERS, normalization="group", **SMALL.get(name, {}))
+    x, y = toy_batch()
+    optimizer = keras.optimizers.Adam(1e-2)
+    bce = keras.losses.BinaryCrossentropy()
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            prob = model(x, training=True)
+            soft_dice = (2 * tf.reduce_sum(prob * y) + 1) / (tf.reduce_sum(prob) + tf.reduce_sum(y) + 1)
+            loss = bce(y, prob) + 1 - soft_dice
+        optimizer.apply(tape.gradient(loss, model.trainable_weights), model.trainable_weights)
+
+    scores = []
+    for _ in range(8):
+        for _ in range(10):
+            step()
+        scores.append(hard_dice(model(x, training=False).numpy(), y))
+        if scores[-1] > 0.9:
+            break
+    assert scores[-1] > 0.9, f"{name}: Dice every 10 steps {np.round(scores, 3)}"
