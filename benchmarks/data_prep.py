@@ -13,22 +13,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 import numpy as np
 import SimpleITK as sitk
 
-from tfrobseg.dicom import read_series
-from tfrobseg.discovery import choose_t2_series, find_patients, patient_series
-from tfrobseg.prepare import PrepConfig, prepare_cohort
-from tfrobseg.preprocessing import n4_bias_correction
+from tfrobseg.dataset.config import PrepConfig
+from tfrobseg.dataset.dicom import read_series
+from tfrobseg.dataset.discovery import choose_t2_series, find_patients, patient_series
+from tfrobseg.dataset.prepare import prepare_cohort
+from tfrobseg.dataset.preprocessing import n4_bias_correction
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -43,8 +42,8 @@ def time_cohort(sample: Path, workers: int, config: PrepConfig) -> float:
                            image_list=sample / "image_list.csv", config=config, workers=workers,
                            progress=False, log=lambda s: None)
         elapsed = time.perf_counter() - t0
-    assert not m["skipped"], m["skipped"]
-    return elapsed / len(m["patients"])
+    assert not m.skipped, m.skipped
+    return elapsed / len(m.patients)
 
 
 def main() -> None:

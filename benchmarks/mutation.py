@@ -7,8 +7,9 @@ that should notice it (``pytest -x`` in a subprocess; a failing test "kills" the
 * ``known``: the nine one-line wiring bugs of issue 10 (batch-norm mode of the sweep, the
   compiled-gradient cache, fold roles, z-score order, monitored quantity, plateau factor, attack
   loss, i-FGSM step, PSNR/SSIM data range). Each must be killed.
-* ``mutants``: mutants generated from the AST of the wiring functions (the experiment runner, the
-  attack runner and its compiled-function cache, training, evaluation, tables) with the usual
+* ``mutants``: mutants generated from the AST of the wiring functions (experiment settings, units
+  and runner, the input pipeline, the attack runner and its compiled-function cache, training,
+  scoring, tables) with the usual
   operators: comparison and boolean operators flipped, ``True``/``False`` swapped, numbers changed,
   arithmetic swapped, ``not`` dropped, keyword strings altered, ``return x`` turned into
   ``return None``. Log and error-message text is not mutated (no test should pin prose).
@@ -19,7 +20,7 @@ thread pools do not survive a fork. Too slow for CI (minutes per module); run it
 changing the wiring, and record the score in ``docs/testing.md``.
 
     python benchmarks/mutation.py known
-    python benchmarks/mutation.py mutants --jobs 2 [--module protocol ...] [--list]
+    python benchmarks/mutation.py mutants --jobs 2 [--module runner ...] [--list]
 """
 
 from __future__ import annotations
@@ -55,11 +56,21 @@ class Target:
 
 
 TARGETS = {
-    "protocol": Target(
-        "tfrobseg/protocol.py",
-        ("DEFAULT_EPSILONS", "STUDY_FILTERS", "BUILTIN_PRESET", "Settings", "resize_element", "make_unit_datasets",
-         "unit_patients", "train_config", "run_unit", "default_out_dir", "resolve_settings"),
-        ("tests/test_protocol.py",),
+    "settings": Target(
+        "tfrobseg/experiment/settings.py", ("BUILTIN_PRESET", "Settings", "default_out_dir", "resolve_settings"),
+        ("tests/experiment/test_settings.py",),
+    ),
+    "units": Target(
+        "tfrobseg/experiment/units.py", ("load_split", "unit_patients", "UnitRecord"),
+        ("tests/experiment/test_units.py", "tests/experiment/test_runner.py"),
+    ),
+    "runner": Target(
+        "tfrobseg/experiment/runner.py", ("load_data", "unit_datasets", "train", "attack_and_score", "record", "run_unit"),
+        ("tests/experiment/test_runner.py",),
+    ),
+    "pipeline": Target(
+        "tfrobseg/dataset/pipeline.py", ("make_dataset", "resize_element"),
+        ("tests/dataset/test_resize.py", "tests/dataset/test_pipeline.py", "tests/experiment/test_runner.py"),
     ),
     "attack_runner": Target(
         "tfrobseg/attacks/runner.py", ("_rebatch", "_pad", "_attack_batch", "attack_dataset"),
@@ -74,16 +85,21 @@ TARGETS = {
         ("tests/test_attack_runner.py", "tests/test_attacks.py"), "not trained and not every_model and not targeted and not float16 and not target_helpers",
     ),
     "training": Target(
-        "tfrobseg/training.py", ("TrainConfig", "protocol_callbacks", "train_model"),
-        ("tests/test_training.py",), "not mirrored",
+        "tfrobseg/training/fit.py", ("train_model",), ("tests/training/test_fit.py",), "not mirrored",
     ),
-    "evaluation": Target(
-        "tfrobseg/evaluation.py", ("load_volumes", "volume_metrics", "evaluate_attack_stream"),
-        ("tests/test_evaluation.py",),
+    "train_config": Target(
+        "tfrobseg/training/config.py", ("TrainConfig",), ("tests/training/test_fit.py",), "not mirrored",
+    ),
+    "callbacks": Target(
+        "tfrobseg/training/callbacks.py", ("protocol_callbacks",), ("tests/training/test_fit.py",), "not mirrored",
+    ),
+    "scoring": Target(
+        "tfrobseg/experiment/scoring.py", ("load_volumes", "volume_metrics", "evaluate_attack_stream"),
+        ("tests/experiment/test_scoring.py",),
     ),
     "tables": Target(
-        "tfrobseg/tables.py", ("cell_means", "summarize_table", "most_robust_loss"),
-        ("tests/test_tables.py", "tests/test_stats.py"),
+        "tfrobseg/reporting/tables.py", ("cell_means", "summarize_table", "most_robust_loss"),
+        ("tests/reporting/test_tables.py", "tests/reporting/test_stats.py"),
     ),
 }
 
@@ -109,35 +125,35 @@ KNOWN = (
     Mutant("gradient cache ignores the attack loss", "tfrobseg/attacks/gradient.py",
            "key = (kind, None if loss is None else _loss_key(loss), bool(jit_compile))", "key = (kind, bool(jit_compile))",
            ("tests/test_attacks.py", "tests/test_attack_runner.py")),
-    Mutant("cross-validation swaps the fold roles", "tfrobseg/protocol.py",
-           'data.split_patients(manifest, "train", exclude_fold=unit.fold),\n        val,\n        '
-           'data.split_patients(manifest, "train", fold=unit.fold),',
-           'data.split_patients(manifest, "train", fold=unit.fold),\n        val,\n        '
-           'data.split_patients(manifest, "train", exclude_fold=unit.fold),',
-           ("tests/test_protocol.py",)),
-    Mutant("z-score after smoothing", "tfrobseg/prepare.py",
+    Mutant("cross-validation swaps the fold roles", "tfrobseg/experiment/units.py",
+           'UnitPatients(manifest.patients_of("train", exclude_fold=unit.fold), val,\n'
+           '                        manifest.patients_of("train", fold=unit.fold))',
+           'UnitPatients(manifest.patients_of("train", fold=unit.fold), val,\n'
+           '                        manifest.patients_of("train", exclude_fold=unit.fold))',
+           ("tests/experiment/test_units.py", "tests/experiment/test_runner.py")),
+    Mutant("z-score after smoothing", "tfrobseg/dataset/prepare.py",
            "smoothed = pp.gaussian_smooth(z, config.smoothing_sigma, unit=config.smoothing_unit,\n"
            "                                  spacing_yx=config.spacing_xyz[1::-1])",
            "smoothed = pp.zscore(pp.gaussian_smooth(volume, config.smoothing_sigma, unit=config.smoothing_unit,\n"
            "                                  spacing_yx=config.spacing_xyz[1::-1]))",
-           ("tests/test_prepare.py",)),
-    Mutant("callbacks watch loss, not val_loss", "tfrobseg/training.py",
-           'monitor = "val_loss" if val_data is not None else "loss"', 'monitor = "loss"', ("tests/test_training.py",)),
-    Mutant("protocol plateau factor 0.1", "tfrobseg/protocol.py",
-           "plateau_factor: float = 0.5", "plateau_factor: float = 0.1", ("tests/test_protocol.py",)),
-    Mutant("protocol always attacks with BCE", "tfrobseg/protocol.py",
-           "attack=settings.attack, loss=get_loss(attack_loss),", 'attack=settings.attack, loss=get_loss("bce"),',
-           ("tests/test_protocol.py",)),
+           ("tests/dataset/test_prepare.py",)),
+    Mutant("callbacks watch loss, not val_loss", "tfrobseg/training/fit.py",
+           'monitor = "val_loss" if val_data is not None else "loss"', 'monitor = "loss"',
+           ("tests/training/test_fit.py",)),
+    Mutant("protocol plateau factor 0.1", "tfrobseg/study.py",
+           "PLATEAU_FACTOR: float = 0.5", "PLATEAU_FACTOR: float = 0.1", ("tests/experiment/test_settings.py",)),
+    Mutant("protocol always attacks with BCE", "tfrobseg/experiment/runner.py",
+           "loss=get_loss(attack_loss),", 'loss=get_loss("bce"),', ("tests/experiment/test_runner.py",)),
     Mutant("i-FGSM default step 2 eps / steps", "tfrobseg/attacks/iterative.py",
            'alpha = eps / steps if alpha is None else check_epsilon(alpha, "alpha")\n    if eps == 0:\n'
            '        return tf.convert_to_tensor(x, tf.float32)\n    return iterate(\n        model, x, y,',
            'alpha = 2 * eps / steps if alpha is None else check_epsilon(alpha, "alpha")\n    if eps == 0:\n'
            '        return tf.convert_to_tensor(x, tf.float32)\n    return iterate(\n        model, x, y,',
            ("tests/test_attacks.py",)),
-    Mutant("PSNR/SSIM range of the adversarial volume", "tfrobseg/evaluation.py",
+    Mutant("PSNR/SSIM range of the adversarial volume", "tfrobseg/experiment/scoring.py",
            "data_range = float(volume.image.max() - volume.image.min()) or 1.0",
            "data_range = float(adversarial.max() - adversarial.min()) or 1.0",
-           ("tests/test_evaluation.py",)),
+           ("tests/experiment/test_scoring.py",)),
 )
 
 
@@ -324,7 +340,7 @@ def run(mutants: list[Mutant], jobs: int, timeout: int, report: Path | None, fir
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CI="", TFROBSEG_SAMPLE=str(SHARED / "data" / "prostatex-sample"))
     # One prepared tiny cohort for every run (the fixture reuses it: preparation is idempotent).
     env["TFROBSEG_TEST_COHORT"] = str(work / "cohort")
-    subprocess.run([sys.executable, "-c", "import sys; from tfrobseg.synthetic import prepare_builtin; "
+    subprocess.run([sys.executable, "-c", "import sys; from tfrobseg.dataset.synthetic import prepare_builtin; "
                     "prepare_builtin(sys.argv[1], n_patients=6, seed=0)", env["TFROBSEG_TEST_COHORT"]],
                    cwd=REPO, env=env, check=True, capture_output=True)
     slots = [_copy_repo(work / f"slot{i}") for i in range(jobs)]

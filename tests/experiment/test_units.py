@@ -73,3 +73,19 @@ def test_grid_and_shards():
             units.parse_shard(bad)
     with pytest.raises(ValueError):
         units.make_grid("test", ["unet"], ["bce"], [0])
+
+
+def test_a_record_of_an_earlier_version_still_reads():
+    # tfrobseg 0.1 wrote the training fields beside the other settings and again under "train_config".
+    train = {"learning_rate": 1e-3, "batch_size": 4, "max_epochs": 40, "plateau_patience": 2, "plateau_factor": 0.5,
+             "min_learning_rate": 1e-6, "early_stopping_patience": 10, "precision": "float32", "xla": False,
+             "strategy": "auto", "seed": 0}
+    settings = {**{k: v for k, v in train.items() if k != "strategy"}, "data_dir": "/d", "manifest_sha256": "m",
+                "split_sha256": None, "epsilons": [0.0, 0.5], "attack": "fgsm", "attack_loss": "same",
+                "filters": [8, 16], "image_size": 64, "threshold": 0.5, "preset": "builtin"}
+    old = {"unit": "crossval/unet/bce/fold0", "phase": "crossval", "model": "unet", "loss": "bce", "fold": 0,
+           "settings": settings, "train_config": train, "patients": {"train": ["A"], "val": [], "eval": ["B"]},
+           "training": {"epochs_run": 3}, "seconds": {"total": 1.0}}
+    record = units.UnitRecord.from_json(old)
+    assert record.settings.train.learning_rate == 1e-3 and record.settings.filters == (8, 16)
+    assert record.settings.split_file is None and record.attack_loss == "bce" and record.patients.eval == ["B"]

@@ -142,7 +142,13 @@ class UnitRecord:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> UnitRecord:
-        return cls(unit=Unit(d["phase"], d["model"], d["loss"], d["fold"]), settings=Settings.from_json(d["settings"]),
+        settings = d["settings"]
+        if "train" not in settings:
+            # Records written before Settings embedded the training configuration (tfrobseg 0.1
+            # results folders): the training fields sat beside the others, copied in "train_config".
+            train = d["train_config"]
+            settings = {**{k: v for k, v in settings.items() if k not in train}, "train": train, "split_file": None}
+        return cls(unit=Unit(d["phase"], d["model"], d["loss"], d["fold"]), settings=Settings.from_json(settings),
                    patients=UnitPatients(**d["patients"]), training=d["training"], seconds=d["seconds"],
                    versions=d.get("versions", {}), keras_dtype_policy=d.get("keras_dtype_policy", "float32"))
 
