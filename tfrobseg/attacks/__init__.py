@@ -2,7 +2,9 @@
 
 All attacks take a Keras model returning probabilities, a float32 batch ``(B, H, W, C)`` in model
 input units and the loss target; ε is in input units (or a fraction with ``relative_to``), and the
-attack loss is a :func:`tfrobseg.losses.get_loss` name or any callable ``(y_true, y_pred)``.
+attack loss is a :func:`tfrobseg.losses.get_loss` name or any callable ``(y_true, y_pred)``. The
+options shared by the gradient attacks are those of :class:`AttackOptions`; :data:`ATTACKS` maps
+every attack name of :func:`attack_dataset` to how it runs on a batch.
 """
 
 from tfrobseg.attacks.budget import RELATIVE_TO, epsilon_scale
@@ -13,22 +15,24 @@ from tfrobseg.attacks.gradient import (
     predict,
     resolve_loss,
 )
-from tfrobseg.attacks.iterative import (
+from tfrobseg.attacks.iterative import ifgsm, targeted_ifgsm
+from tfrobseg.attacks.noise import sign_noise
+from tfrobseg.attacks.params import AttackOptions
+from tfrobseg.attacks.pgd import pgd
+from tfrobseg.attacks.runner import ATTACKS, BatchAttack, attack_dataset
+from tfrobseg.attacks.targets import (
     background_target,
     foreground_target,
-    ifgsm,
     make_target,
     shifted_target,
-    targeted_ifgsm,
 )
-from tfrobseg.attacks.noise import sign_noise
-from tfrobseg.attacks.pgd import pgd
-from tfrobseg.attacks.runner import ATTACKS, attack_dataset
 
 __all__ = [
     "ATTACKS",
     "DEFAULT_LOSS_SCALE",
     "RELATIVE_TO",
+    "AttackOptions",
+    "BatchAttack",
     "attack_dataset",
     "background_target",
     "epsilon_scale",

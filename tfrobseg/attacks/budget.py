@@ -44,10 +44,29 @@ def check_epsilons(epsilons: Sequence[float]) -> list[float]:
     return values
 
 
-def epsilon_scale(x: tf.Tensor, relative_to: str | None) -> tf.Tensor:
-    """Per-image factor turning a (relative) ε into input units, shaped ``(B, 1, …, 1)``."""
+def check_relative_to(relative_to: str | None) -> str | None:
+    """Validate the ε convention: one of :data:`RELATIVE_TO`."""
     if relative_to not in RELATIVE_TO:
         raise ValueError(f"relative_to must be one of {RELATIVE_TO}, got {relative_to!r}")
+    return relative_to
+
+
+def check_clip(clip: tuple[float, float] | None) -> tuple[float, float] | None:
+    """Validate the valid input range: ``None`` (unbounded) or a pair ``(lo, hi)`` with ``lo < hi``."""
+    if clip is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in clip)
+    except (TypeError, ValueError):
+        raise ValueError(f"clip must be None or a pair (lo, hi), got {clip!r}") from None
+    if not lo < hi:
+        raise ValueError(f"clip must satisfy lo < hi, got {clip!r}")
+    return lo, hi
+
+
+def epsilon_scale(x: tf.Tensor, relative_to: str | None) -> tf.Tensor:
+    """Per-image factor turning a (relative) ε into input units, shaped ``(B, 1, …, 1)``."""
+    relative_to = check_relative_to(relative_to)
     x = tf.convert_to_tensor(x, tf.float32)
     if x.shape.rank is None or x.shape.rank < 2:
         raise ValueError(f"x must be a batch (B, H, W, C), got shape {x.shape}")
@@ -61,15 +80,21 @@ def epsilon_scale(x: tf.Tensor, relative_to: str | None) -> tf.Tensor:
 
 def clip_bounds(clip: tuple[float, float] | None) -> tuple[tf.Tensor, tf.Tensor]:
     """``(lo, hi)`` as float32 tensors; ``None`` means unbounded (±inf leaves values untouched)."""
+    clip = check_clip(clip)
     if clip is None:
         return tf.constant(-math.inf), tf.constant(math.inf)
-    try:
-        lo, hi = (float(v) for v in clip)
-    except (TypeError, ValueError):
-        raise ValueError(f"clip must be None or a pair (lo, hi), got {clip!r}") from None
-    if not lo < hi:
-        raise ValueError(f"clip must satisfy lo < hi, got {clip!r}")
-    return tf.constant(lo, tf.float32), tf.constant(hi, tf.float32)
+    return tf.constant(clip[0], tf.float32), tf.constant(clip[1], tf.float32)
+
+
+def signed_step(
+    x: tf.Tensor, eps: float, direction: tf.Tensor, clip: tuple[float, float] | None, relative_to: str | None
+) -> tf.Tensor:
+    """``clip(x + ε · direction)``: one step of size ε (per image, see ``relative_to``) along a ±1 direction.
+
+    FGSM steps along the gradient sign, the sign-noise control along a random sign.
+    """
+    lo, hi = clip_bounds(clip)
+    return tf.clip_by_value(x + eps * epsilon_scale(x, relative_to) * direction, lo, hi)
 
 
 def project(x: tf.Tensor, delta: tf.Tensor, eps: tf.Tensor, lo: tf.Tensor, hi: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

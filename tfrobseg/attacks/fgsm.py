@@ -13,6 +13,7 @@ prediction is the gradient's own forward pass. The study's grid is ε ∈ {0.1, 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -22,27 +23,13 @@ from tfrobseg.attacks.budget import (
     check_epsilons,
     clip_bounds,
     epsilon_scale,
+    signed_step,
 )
-from tfrobseg.attacks.gradient import (
-    DEFAULT_LOSS_SCALE,
-    LossLike,
-    compiled,
-    gradient_sign,
-)
+from tfrobseg.attacks.gradient import compiled
+from tfrobseg.attacks.params import AttackOptions, check_forward_batch
 
 
-def fgsm(
-    model: keras.Model,
-    x: tf.Tensor,
-    y: tf.Tensor,
-    eps: float,
-    *,
-    loss: LossLike = "bce",
-    clip: tuple[float, float] | None = None,
-    relative_to: str | None = None,
-    loss_scale: float = DEFAULT_LOSS_SCALE,
-    jit_compile: bool = True,
-) -> tf.Tensor:
+def fgsm(model: keras.Model, x: tf.Tensor, y: tf.Tensor, eps: float, **options: Any) -> tf.Tensor:
     """One-step FGSM: ``x + ε · sign(∇ₓ L(model(x), y))``, clipped to ``clip``.
 
     Args:
@@ -50,22 +37,18 @@ def fgsm(
         x: clean images, in model input units (z-scores in the study).
         y: true masks (the loss's ``y_true``).
         eps: attack strength ≥ 0, in input units, or a fraction when ``relative_to`` is set.
-        loss: attack loss name (``tfrobseg.losses.get_loss``) or callable ``(y_true, y_pred)``.
-        clip: optional valid input range ``(lo, hi)`` of the adversarial image.
-        relative_to: ``None`` (absolute ε), ``"range"`` or ``"max"``; see :mod:`.budget`.
-        loss_scale: loss multiplier protecting float16 gradients; the sign is unaffected.
-        jit_compile: XLA-compile the gradient.
+        **options: the :class:`~tfrobseg.attacks.params.AttackOptions`: ``loss`` (default
+            ``"bce"``), ``clip``, ``relative_to``, ``loss_scale``, ``jit_compile``.
 
     Returns:
         The float32 adversarial batch. ``eps = 0`` returns ``x`` unchanged (no attack).
     """
-    eps = check_epsilon(eps)
+    eps, checked = check_epsilon(eps), AttackOptions.of(**options)
     x = tf.convert_to_tensor(x, tf.float32)
     if eps == 0:
         return x
-    lo, hi = clip_bounds(clip)
-    sign, _ = gradient_sign(model, x, y, loss=loss, loss_scale=loss_scale, jit_compile=jit_compile)
-    return tf.clip_by_value(x + eps * epsilon_scale(x, relative_to) * sign, lo, hi)
+    sign, _ = checked.gradient_sign(model, x, y)
+    return signed_step(x, eps, sign, checked.clip, checked.relative_to)
 
 
 def _build_sweep_forward(model: keras.Model, loss_fn: None, jit_compile: bool) -> Callable:
@@ -86,13 +69,9 @@ def fgsm_sweep(
     y: tf.Tensor,
     epsilons: Sequence[float],
     *,
-    loss: LossLike = "bce",
-    clip: tuple[float, float] | None = None,
     return_images: bool = False,
-    relative_to: str | None = None,
     forward_batch: int | None = None,
-    loss_scale: float = DEFAULT_LOSS_SCALE,
-    jit_compile: bool = True,
+    **options: Any,
 ) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
     """FGSM predictions for every ε of a grid, from a single input gradient.
 
@@ -101,7 +80,7 @@ def fgsm_sweep(
     the model together. Entries with ε = 0 reuse the clean prediction of the gradient's forward pass.
 
     Args:
-        model, x, y, loss, clip, relative_to, loss_scale, jit_compile: as in :func:`fgsm`.
+        model, x, y, **options: as in :func:`fgsm`.
         epsilons: the ε grid (e.g. ``[0.1, 0.2, …, 1.0]``), each ≥ 0.
         return_images: also return the adversarial images.
         forward_batch: bound on images per forward call, to bound memory; ``None`` sends all
@@ -111,19 +90,18 @@ def fgsm_sweep(
         Predictions shaped ``(E, B, H, W, C)`` (float32 probabilities), and with ``return_images``
         the pair ``(predictions, adversarial)`` with adversarial images shaped ``(E, B, H, W, C)``.
     """
-    eps_values = check_epsilons(epsilons)
-    if forward_batch is not None and (not isinstance(forward_batch, int) or forward_batch < 1):
-        raise ValueError(f"forward_batch must be a positive int or None, got {forward_batch!r}")
+    eps_values, forward_batch = check_epsilons(epsilons), check_forward_batch(forward_batch)
+    checked = AttackOptions.of(**options)
     x = tf.convert_to_tensor(x, tf.float32)
-    lo, hi = clip_bounds(clip)
-    sign, clean = gradient_sign(model, x, y, loss=loss, loss_scale=loss_scale, jit_compile=jit_compile)
+    lo, hi = clip_bounds(checked.clip)
+    sign, clean = checked.gradient_sign(model, x, y)
 
     batch = int(x.shape[0])
     attacked = [i for i, e in enumerate(eps_values) if e > 0]
     per_call = len(attacked) if forward_batch is None else max(1, forward_batch // batch)
     per_call = max(1, min(per_call, len(attacked)))
-    scale = epsilon_scale(x, relative_to)
-    forward = compiled(model, "sweep_forward", None, jit_compile, _build_sweep_forward)
+    scale = epsilon_scale(x, checked.relative_to)
+    forward = compiled(model, "sweep_forward", None, checked.jit_compile, _build_sweep_forward)
 
     preds: list[tf.Tensor | None] = [clean if e == 0 else None for e in eps_values]
     images: list[tf.Tensor | None] = [x if e == 0 else None for e in eps_values]

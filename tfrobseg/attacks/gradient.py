@@ -24,7 +24,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from tfrobseg.losses import get_loss
+from tfrobseg.losses import LOSS_NAMES, get_loss
 
 LossLike = str | Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
@@ -36,6 +36,25 @@ _COMPILED: weakref.WeakKeyDictionary[keras.Model, collections.OrderedDict] = wea
 _MAX_PER_MODEL = 16
 
 
+def check_loss(loss: LossLike) -> LossLike:
+    """Validate an attack loss: a :func:`tfrobseg.losses.get_loss` name or a callable ``(y_true, y_pred)``."""
+    if callable(loss):
+        return loss
+    if not isinstance(loss, str):
+        # ValueError, like every bad argument in tfrobseg (the contract), not TypeError.
+        raise ValueError(f"loss must be a loss name or a callable(y_true, y_pred), got {type(loss).__name__}")  # noqa: TRY004
+    if loss not in LOSS_NAMES:
+        raise ValueError(f"unknown attack loss {loss!r}; valid names: {', '.join(LOSS_NAMES)}")
+    return loss
+
+
+def check_loss_scale(loss_scale: float) -> float:
+    """Validate the loss multiplier: a number > 0."""
+    if isinstance(loss_scale, bool) or not isinstance(loss_scale, (int, float)) or not loss_scale > 0:
+        raise ValueError(f"loss_scale must be positive, got {loss_scale!r}")
+    return float(loss_scale)
+
+
 def resolve_loss(loss: LossLike) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     """Return the attack loss as a callable ``loss(y_true, y_pred)``.
 
@@ -43,12 +62,8 @@ def resolve_loss(loss: LossLike) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     ``(y_true, y_pred) -> tensor`` is returned unchanged. The attack loss need not be the training
     loss: Wang & Xu found BCE attacks stronger than attacks with the (Dice + focal) training loss.
     """
-    if callable(loss):
-        return loss
-    if not isinstance(loss, str):
-        # ValueError, like every bad argument in tfrobseg (the contract), not TypeError.
-        raise ValueError(f"loss must be a loss name or a callable(y_true, y_pred), got {type(loss).__name__}")  # noqa: TRY004
-    return get_loss(loss)
+    loss = check_loss(loss)
+    return loss if callable(loss) else get_loss(loss)
 
 
 def _loss_key(loss: LossLike) -> object:
@@ -114,8 +129,8 @@ def gradient_sign(
         ``(sign, prediction)``: float32 tensors shaped like ``x`` and like the model output. The
         prediction is the inference-mode (``training=False``) output, the ε = 0 prediction.
     """
-    if not loss_scale > 0:
-        raise ValueError(f"loss_scale must be positive, got {loss_scale}")
+    loss_scale = check_loss_scale(loss_scale)
+    check_loss(loss)
     fn = compiled(model, "gradient_sign", loss, jit_compile, _build_gradient_sign)
     x = tf.convert_to_tensor(x, tf.float32)
     y = tf.convert_to_tensor(y, tf.float32)

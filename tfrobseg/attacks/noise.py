@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfrobseg.attacks.budget import check_epsilon, clip_bounds, epsilon_scale
+from tfrobseg.attacks.budget import (
+    check_clip,
+    check_epsilon,
+    check_relative_to,
+    signed_step,
+)
+from tfrobseg.attacks.params import check_seed
 
 
 def stateless_seed(seed: int | tuple[int, int]) -> tf.Tensor:
     """A stateless-RNG seed from an int or a pair (e.g. ``(seed, batch_number)``)."""
-    if isinstance(seed, int) and not isinstance(seed, bool):
-        seed = (seed, 0)
-    try:
-        pair = [int(s) for s in seed]
-    except (TypeError, ValueError):
-        raise ValueError(f"seed must be an int or a pair of ints, got {seed!r}") from None
-    if len(pair) != 2:
-        raise ValueError(f"seed must be an int or a pair of ints, got {seed!r}")
-    return tf.constant(pair, tf.int64)
+    return tf.constant(check_seed(seed), tf.int64)
 
 
 def sign_noise(
@@ -38,11 +36,11 @@ def sign_noise(
 
     ε, ``clip`` and ``relative_to`` mean what they mean for :func:`tfrobseg.attacks.fgsm`.
     """
-    eps = check_epsilon(eps)
+    eps, seed_pair = check_epsilon(eps), stateless_seed(seed)
+    clip, relative_to = check_clip(clip), check_relative_to(relative_to)
     x = tf.convert_to_tensor(x, tf.float32)
     if eps == 0:
         return x
-    lo, hi = clip_bounds(clip)
-    bits = tf.random.stateless_uniform(tf.shape(x), seed=stateless_seed(seed), minval=0, maxval=2, dtype=tf.int32)
+    bits = tf.random.stateless_uniform(tf.shape(x), seed=seed_pair, minval=0, maxval=2, dtype=tf.int32)
     sign = tf.cast(2 * bits - 1, tf.float32)
-    return tf.clip_by_value(x + eps * epsilon_scale(x, relative_to) * sign, lo, hi)
+    return signed_step(x, eps, sign, clip, relative_to)

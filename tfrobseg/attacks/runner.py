@@ -9,7 +9,8 @@ batch of results is held at a time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -19,11 +20,77 @@ import tensorflow as tf
 from tfrobseg.attacks.budget import check_epsilons
 from tfrobseg.attacks.fgsm import fgsm_sweep
 from tfrobseg.attacks.gradient import LossLike, predict
-from tfrobseg.attacks.iterative import ifgsm, make_target, targeted_ifgsm
+from tfrobseg.attacks.iterative import ifgsm, targeted_ifgsm
 from tfrobseg.attacks.noise import sign_noise
+from tfrobseg.attacks.params import check_params, keyword_options
 from tfrobseg.attacks.pgd import pgd
+from tfrobseg.attacks.targets import TargetLike, make_target
 
-ATTACKS = ("fgsm", "ifgsm", "targeted_ifgsm", "pgd", "noise")
+#: ``run(model, x, y, epsilons, batch_number, **options) -> (predictions, adversarial)``, both ``(E, B, H, W, C)``.
+BatchRun = Callable[..., tuple[tf.Tensor, tf.Tensor]]
+
+
+@dataclass(frozen=True)
+class BatchAttack:
+    """How :func:`attack_dataset` applies one attack to a padded batch, for every ε.
+
+    Attributes:
+        run: ``run(model, x, y, epsilons, batch_number, **options)`` returns the predictions and
+            the adversarial images, both ``(E, B, H, W, C)``; ``batch_number`` seeds the random ones.
+        options: the keyword arguments it takes (cf. ART's ``attack_params``).
+    """
+
+    run: BatchRun
+    options: frozenset[str]
+
+
+def _fgsm(model: keras.Model, x: tf.Tensor, y: tf.Tensor, epsilons: list[float], batch_number: int,
+          **options: Any) -> tuple[tf.Tensor, tf.Tensor]:
+    # The gradient sign does not depend on ε: one gradient per batch serves the whole grid.
+    return fgsm_sweep(model, x, y, epsilons, return_images=True, **options)
+
+
+def _each_epsilon(attack: Callable[..., tf.Tensor]) -> BatchRun:
+    """A :data:`BatchRun` from a one-ε ``attack(model, x, y, eps, batch_number, **options)``:
+    every ε in turn, then one forward call for all adversarial copies."""
+
+    def run(model: keras.Model, x: tf.Tensor, y: tf.Tensor, epsilons: list[float], batch_number: int,
+            **options: Any) -> tuple[tf.Tensor, tf.Tensor]:
+        stacked = tf.stack([attack(model, x, y, eps, batch_number, **options) for eps in epsilons])
+        flat = tf.reshape(stacked, [-1] + x.shape[1:].as_list())
+        preds = predict(model, flat, jit_compile=options.get("jit_compile", True))
+        return tf.reshape(preds, [len(epsilons), x.shape[0]] + preds.shape[1:].as_list()), stacked
+
+    return run
+
+
+def _ifgsm(model, x, y, eps, batch_number, **options):
+    return ifgsm(model, x, y, eps, **options)
+
+
+def _targeted_ifgsm(model, x, y, eps, batch_number, *, target: TargetLike = "background", **options):
+    return targeted_ifgsm(model, x, make_target(y, target), eps, **options)
+
+
+def _pgd(model, x, y, eps, batch_number, *, seed: int = 0, **options):
+    # A different stateless stream per batch, reproducible from the user's seed.
+    return pgd(model, x, y, eps, seed=(seed, batch_number), **options)
+
+
+def _noise(model, x, y, eps, batch_number, *, seed: int = 0, jit_compile: bool = True, **options):
+    # No gradient here: jit_compile only concerns the prediction of the noisy images (_each_epsilon).
+    return sign_noise(x, eps, seed=(seed, batch_number), **options)
+
+
+#: Every attack of :func:`attack_dataset`, by name: the one list of attack names (the command line
+#: offers ``tuple(ATTACKS)``) and the runner's only dispatch.
+ATTACKS: dict[str, BatchAttack] = {
+    "fgsm": BatchAttack(_fgsm, keyword_options(fgsm_sweep) - {"return_images"}),
+    "ifgsm": BatchAttack(_each_epsilon(_ifgsm), keyword_options(ifgsm)),
+    "targeted_ifgsm": BatchAttack(_each_epsilon(_targeted_ifgsm), keyword_options(targeted_ifgsm) | {"target"}),
+    "pgd": BatchAttack(_each_epsilon(_pgd), keyword_options(pgd)),
+    "noise": BatchAttack(_each_epsilon(_noise), keyword_options(sign_noise) | {"jit_compile"}),
+}
 
 
 def _rebatch(dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
@@ -46,41 +113,25 @@ def _pad(tensor: tf.Tensor, batch_size: int) -> tf.Tensor:
     return tf.concat([tensor, tf.zeros([missing] + tensor.shape[1:].as_list(), tensor.dtype)], axis=0)
 
 
-def _attack_batch(
-    model: keras.Model,
-    x: tf.Tensor,
-    y: tf.Tensor,
-    epsilons: list[float],
-    attack: str,
-    loss: LossLike,
-    batch_number: int,
-    kwargs: dict[str, Any],
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Predictions and adversarial images ``(E, B, H, W, C)`` for one padded batch."""
-    if attack == "fgsm":
-        return fgsm_sweep(model, x, y, epsilons, loss=loss, return_images=True, **kwargs)
-    jit = kwargs.get("jit_compile", True)
-    images = []
-    for eps in epsilons:
-        if attack == "ifgsm":
-            adv = ifgsm(model, x, y, eps, loss=loss, **kwargs)
-        elif attack == "targeted_ifgsm":
-            options = dict(kwargs)
-            target = make_target(y, options.pop("target", "background"))
-            adv = targeted_ifgsm(model, x, target, eps, loss=loss, **options)
-        elif attack == "pgd":
-            options = dict(kwargs)
-            # A different stateless stream per batch, reproducible from the user's seed.
-            options["seed"] = (int(options.pop("seed", 0)), batch_number)
-            adv = pgd(model, x, y, eps, loss=loss, **options)
-        else:
-            options = {k: v for k, v in kwargs.items() if k in ("clip", "relative_to")}
-            adv = sign_noise(x, eps, seed=(int(kwargs.get("seed", 0)), batch_number), **options)
-        images.append(adv)
-    stacked = tf.stack(images)
-    flat = tf.reshape(stacked, [-1] + x.shape[1:].as_list())
-    preds = predict(model, flat, jit_compile=jit)
-    return tf.reshape(preds, [len(epsilons), x.shape[0]] + preds.shape[1:].as_list()), stacked
+def _check_call(attack: str, loss: LossLike, batch_size: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Validate a whole :func:`attack_dataset` call before any work; returns the attack's options.
+
+    ``loss`` joins the options of the attacks that take one (all but ``"noise"``).
+    """
+    if attack not in ATTACKS:
+        raise ValueError(f"attack must be one of {tuple(ATTACKS)}, got {attack!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    taken = ATTACKS[attack].options
+    unknown = sorted(set(kwargs) - taken)
+    if unknown:
+        raise ValueError(f"attack {attack!r} takes no argument {', '.join(unknown)}; it takes {', '.join(sorted(taken))}")
+    options = {"loss": loss, **kwargs} if "loss" in taken else dict(kwargs)
+    check_params(**options)
+    seed = options.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int: batch b of the dataset uses the random stream (seed, b), got {seed!r}")  # noqa: TRY004
+    return options
 
 
 def attack_dataset(
@@ -96,35 +147,52 @@ def attack_dataset(
 ) -> Iterator[dict[str, Any]]:
     """Yield one result per slice per ε: the prediction under attack, with patient id and slice index.
 
+    Every argument is checked when this is called, before the dataset is read.
+
     Args:
         model: Keras model returning probabilities.
         dataset: :func:`tfrobseg.data.make_dataset` dataset; the attack's ``y`` is ``element["mask"]``.
         epsilons: ε values (input units, or fractions with ``relative_to``); 0 gives the clean result.
-        attack: ``"fgsm"`` (one gradient per batch via :func:`fgsm_sweep`), ``"ifgsm"``,
-            ``"targeted_ifgsm"`` (``target=`` ``"background"`` (default), ``"foreground"``, a pixel
-            shift or a callable, see :func:`make_target`), ``"pgd"`` or ``"noise"`` (sign noise).
+        attack: a name in :data:`ATTACKS`: ``"fgsm"`` (one gradient per batch via :func:`fgsm_sweep`),
+            ``"ifgsm"``, ``"targeted_ifgsm"`` (``target=`` ``"background"`` (default),
+            ``"foreground"``, a pixel shift or a callable, see :func:`make_target`), ``"pgd"`` or
+            ``"noise"`` (sign noise).
         loss: attack loss name or callable (may differ from the training loss).
         batch_size: fixed batch size of every model call; the last batch is padded to it.
         return_images: also yield the clean ``image`` and the ``adversarial`` image.
         **attack_kwargs: passed to the attack (``clip``, ``relative_to``, ``steps``, ``alpha``,
-            ``seed``, ``jit_compile``, ``loss_scale``, ``forward_batch`` …).
+            ``seed`` (an int; batch b uses the stream ``(seed, b)``), ``jit_compile``,
+            ``loss_scale``, ``forward_batch`` …); :data:`ATTACKS` says which each attack takes.
 
     Yields:
         ``{"patient_id": str, "slice_index": int, "epsilon": float, "prediction": (H, W, C) float32}``
         plus ``"image"`` and ``"adversarial"`` when ``return_images``; slices in dataset order, the
         ε values of a slice in the order given.
+
+    Raises:
+        ValueError: an unknown attack, an argument the attack does not take, or an invalid value.
     """
-    if attack not in ATTACKS:
-        raise ValueError(f"attack must be one of {ATTACKS}, got {attack!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    options = _check_call(attack, loss, batch_size, attack_kwargs)
     eps_values = check_epsilons(epsilons)
+    batches = _rebatch(dataset, batch_size)
+    return _results(model, batches, eps_values, ATTACKS[attack].run, batch_size, return_images, options)
+
+
+def _results(
+    model: keras.Model,
+    batches: tf.data.Dataset,
+    eps_values: list[float],
+    run: BatchRun,
+    batch_size: int,
+    return_images: bool,
+    options: dict[str, Any],
+) -> Iterator[dict[str, Any]]:
     counter = 0
-    for batch_number, element in enumerate(_rebatch(dataset, batch_size)):
+    for batch_number, element in enumerate(batches):
         n = int(element["image"].shape[0])
         x = _pad(tf.cast(element["image"], tf.float32), batch_size)
         y = _pad(tf.cast(element["mask"], tf.float32), batch_size)
-        preds, adv = _attack_batch(model, x, y, eps_values, attack, loss, batch_number, attack_kwargs)
+        preds, adv = run(model, x, y, eps_values, batch_number, **options)
         preds = preds.numpy()[:, :n]
         if return_images:
             adv, clean = adv.numpy()[:, :n], x.numpy()[:n]

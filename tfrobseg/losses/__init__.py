@@ -1,7 +1,8 @@
 """Segmentation losses of the study and its related work, as Keras 3 losses.
 
 Every loss is a plain function returning per-sample values (shape (B,)) plus a
-``keras.losses.Loss`` subclass registered for serialization under the package name
+``keras.losses.Loss`` subclass (:class:`~tfrobseg.losses.wrapper.SegmentationLoss`) that stores
+the function's keyword arguments and is registered for serialization under the package name
 ``tfrobseg`` (so compiled models saved to ``.keras`` load without ``custom_objects``).
 Call convention: ``loss(y_true, y_pred)`` with ``y_true`` (B, H, W, 1) — or (B, H, W, 2)
 (expert, second reader) for ``ag_bce`` and ``adaptive_focal`` — and ``y_pred``
@@ -13,8 +14,9 @@ the default reduction is the mean of the per-sample values over the batch.
 
 from __future__ import annotations
 
-import keras
+from typing import Any
 
+from tfrobseg import study
 from tfrobseg.losses.adaptive import (
     AdaptiveTverskyCELoss,
     AdaptiveTverskyCEWeighting,
@@ -44,46 +46,37 @@ from tfrobseg.losses.distillation import (
     soft_dice_distillation_loss,
 )
 from tfrobseg.losses.overlap import DiceLoss, TverskyLoss, dice_loss, tversky_loss
+from tfrobseg.losses.wrapper import SegmentationLoss
 
-_REGISTRY: dict[str, type[keras.losses.Loss]] = {
-    "bce": BCELoss,
-    "dice": DiceLoss,
-    "tversky": TverskyLoss,
-    "bce_dice": BCEDiceLoss,
-    "bce_tversky": BCETverskyLoss,
-    "dice_tversky": DiceTverskyLoss,
-    "focal": FocalLoss,
-    "dice_focal": DiceFocalLoss,
-    "adaptive_tversky_ce": AdaptiveTverskyCELoss,
-    "ag_bce": AGBCELoss,
-    "adaptive_focal": AdaptiveFocalLoss,
-    "soft_dice_distillation": SoftDiceDistillationLoss,
-}
+#: Every registered loss with its display name, in registry order; the study's six display names
+#: match the loss column of ../shared/reference/published_tables.csv.
+_LOSSES: tuple[tuple[type[SegmentationLoss], str], ...] = (
+    (BCELoss, "BCE"),
+    (DiceLoss, "Dice"),
+    (TverskyLoss, "Tversky"),
+    (BCEDiceLoss, "BCE-Dice"),
+    (BCETverskyLoss, "BCE-Tversky"),
+    (DiceTverskyLoss, "Dice-Tversky"),
+    (FocalLoss, "Focal"),
+    (DiceFocalLoss, "Dice-Focal"),
+    (AdaptiveTverskyCELoss, "Adaptive TverskyCE"),
+    (AGBCELoss, "AG-BCE"),
+    (AdaptiveFocalLoss, "Adaptive Focal"),
+    (SoftDiceDistillationLoss, "Soft-Dice Distillation"),
+)
+_REGISTRY: dict[str, type[SegmentationLoss]] = {cls.default_name: cls for cls, _ in _LOSSES}
 
 #: Every loss name accepted by :func:`get_loss`.
 LOSS_NAMES: tuple[str, ...] = tuple(_REGISTRY)
-#: The six losses of the study (Apostolidis et al., Sec. II-D).
-STUDY_LOSSES: tuple[str, ...] = ("bce", "dice", "tversky", "bce_dice", "bce_tversky", "dice_tversky")
+#: The six losses of the study (Apostolidis et al., Sec. II-D), in the order of its tables.
+STUDY_LOSSES: tuple[str, ...] = study.LOSSES
 #: Names that take a two-channel y_true (expert, second reader).
-SECOND_READER_LOSSES: tuple[str, ...] = ("ag_bce", "adaptive_focal")
-#: Display names; the study's six match the loss column of ../shared/reference/published_tables.csv.
-LOSS_DISPLAY_NAMES: dict[str, str] = {
-    "bce": "BCE",
-    "dice": "Dice",
-    "tversky": "Tversky",
-    "bce_dice": "BCE-Dice",
-    "bce_tversky": "BCE-Tversky",
-    "dice_tversky": "Dice-Tversky",
-    "focal": "Focal",
-    "dice_focal": "Dice-Focal",
-    "adaptive_tversky_ce": "Adaptive TverskyCE",
-    "ag_bce": "AG-BCE",
-    "adaptive_focal": "Adaptive Focal",
-    "soft_dice_distillation": "Soft-Dice Distillation",
-}
+SECOND_READER_LOSSES: tuple[str, ...] = (AGBCELoss.default_name, AdaptiveFocalLoss.default_name)
+#: Display names of every registered loss.
+LOSS_DISPLAY_NAMES: dict[str, str] = {cls.default_name: display for cls, display in _LOSSES}
 
 
-def get_loss(name: str, **kwargs) -> keras.losses.Loss:
+def get_loss(name: str, **kwargs: Any) -> SegmentationLoss:
     """Instantiate the loss registered as ``name`` with constructor keyword arguments ``kwargs``.
 
     Raises:
@@ -113,6 +106,7 @@ __all__ = [
     "DiceLoss",
     "DiceTverskyLoss",
     "FocalLoss",
+    "SegmentationLoss",
     "SoftDiceDistillationLoss",
     "TverskyLoss",
     "adaptive_focal_loss",

@@ -9,16 +9,14 @@ Every loss in :mod:`tfrobseg.losses` follows the same conventions:
 * Inputs are cast to float32 before any arithmetic, so a ``mixed_float16`` model still gets
   a float32 loss (half precision sums over 65k pixels lose too many digits).
 * The functional forms return one value per sample, shape ``(B,)``; the
-  :class:`keras.losses.Loss` classes then apply the Keras reduction, whose default
-  ``"sum_over_batch_size"`` is the mean over the batch.
+  :class:`keras.losses.Loss` classes (:mod:`tfrobseg.losses.wrapper`) then apply the Keras
+  reduction, whose default ``"sum_over_batch_size"`` is the mean over the batch.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
-import keras
 from keras import ops
 
 #: Clipping bound for probabilities before a logarithm (same value as ``keras.backend.epsilon()``).
@@ -62,11 +60,13 @@ def check_same_shape(y_true, y_pred, what: str = "y_true") -> None:
 
 
 def split_readers(y_true, y_pred):
-    """Split a two-reader target (B, ..., 2) into the expert mask and the second-reader mask.
+    """The expert mask, the second-reader mask and ``y_pred`` of a two-reader target, all float32.
 
-    Channel 0 is the expert (reference) mask, channel 1 the second reader; both keep a
-    trailing channel axis of size 1 so they line up with a single-channel ``y_pred``.
+    ``y_true`` is (B, ..., 2): channel 0 the expert (reference) mask, channel 1 the second
+    reader; both masks keep a trailing channel axis of size 1 so they line up with the
+    single-channel ``y_pred``.
     """
+    y_true, y_pred = to_float32(y_true, y_pred)
     if y_true.shape[-1] != 2:
         raise ValueError(
             "annotation-guided losses expect y_true with 2 channels (expert, second reader) "
@@ -75,7 +75,7 @@ def split_readers(y_true, y_pred):
     if y_pred.shape[-1] != 1:
         raise ValueError(f"annotation-guided losses expect a single-channel y_pred, got shape {tuple(y_pred.shape)}")
     check_same_shape(y_true[..., :1], y_pred)
-    return y_true[..., 0:1], y_true[..., 1:2]
+    return y_true[..., 0:1], y_true[..., 1:2], y_pred
 
 
 def class_mean(per_class, *, include_background: bool, softmax: bool):
@@ -114,39 +114,8 @@ def check_finite(name: str, value, *, low: float | None = None, high: float | No
     return value
 
 
-def check_weights(names: Sequence[str], values: Sequence[float]) -> tuple[float, ...]:
-    """Weights of a compound loss: each finite and >= 0, not all zero."""
-    out = tuple(check_finite(n, v, low=0.0) for n, v in zip(names, values))
-    if not any(out):
-        raise ValueError(f"at least one of {', '.join(names)} must be > 0, got {out}")
-    return out
-
-
-def check_kernel_size(value) -> int:
+def check_kernel_size(name: str, value) -> int:
+    """Validate the side of a centred square (dilation) kernel: a positive odd int."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
-        raise ValueError(f"kernel_size must be a positive odd int (centred square), got {value!r}")
+        raise ValueError(f"{name} must be a positive odd int (centred square), got {value!r}")
     return value
-
-
-class SegmentationLoss(keras.losses.Loss):
-    """Base class: float32 computation, per-sample values, mean over the batch by default.
-
-    Subclasses implement :meth:`per_sample` (the functional form) and list their
-    hyper-parameters in :meth:`get_config`.
-    """
-
-    def __init__(self, *, name: str, reduction: str | None = DEFAULT_REDUCTION, from_logits: bool = False):
-        # dtype is pinned so that a mixed_float16 global policy never lowers the loss precision.
-        super().__init__(name=name, reduction=reduction, dtype="float32")
-        self.from_logits = check_bool("from_logits", from_logits)
-
-    def call(self, y_true, y_pred):
-        return self.per_sample(y_true, y_pred)
-
-    def per_sample(self, y_true, y_pred):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config["from_logits"] = self.from_logits
-        return config

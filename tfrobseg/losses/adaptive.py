@@ -21,12 +21,15 @@ device.
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import ops
 
-from tfrobseg.losses._common import DEFAULT_REDUCTION, check_finite
+from tfrobseg.losses._common import check_finite
 from tfrobseg.losses.crossentropy import bce_loss
-from tfrobseg.losses.overlap import SMOOTH, _RegionLoss, check_tversky, tversky_loss
+from tfrobseg.losses.overlap import SMOOTH, tversky_loss
+from tfrobseg.losses.wrapper import SegmentationLoss
 
 #: Paper 003 obtains its best results with α = β = 0.5 (Table 1), which is our default here.
 ADAPTIVE_ALPHA = 0.5
@@ -61,13 +64,13 @@ def next_tversky_weight(mean_tversky: float, mean_ce: float, current: float) -> 
     return current if total <= 0.0 else mean_tversky / total
 
 
-@keras.saving.register_keras_serializable(package="tfrobseg")
-class AdaptiveTverskyCELoss(_RegionLoss):
+class AdaptiveTverskyCELoss(SegmentationLoss, fn=tversky_ce_components, name="adaptive_tversky_ce"):
     """Adaptive TverskyCE loss of paper 003: w_T · Tversky(α, β) + (1 − w_T) · CE.
 
     Use it with :class:`AdaptiveTverskyCEWeighting` in ``fit`` so that w_T follows the
     previous epoch's component means; without the callback w_T stays at
-    ``initial_tversky_weight`` (0.5). The cross-entropy is binary (categorical with
+    ``initial_tversky_weight`` (0.5, keyword only, in [0, 1]). The other arguments are those of
+    :func:`tversky_ce_components`; the cross-entropy is binary (categorical with
     ``softmax=True``). Defaults: α = β = 0.5 (paper 003's best setting), s = 1.
     Reduction: per sample, then mean over the batch (default).
 
@@ -75,26 +78,21 @@ class AdaptiveTverskyCELoss(_RegionLoss):
         tversky_weight: non-trainable scalar ``keras.Variable`` holding the current w_T.
     """
 
-    def __init__(self, alpha: float = ADAPTIVE_ALPHA, beta: float = ADAPTIVE_BETA,
-                 initial_tversky_weight: float = 0.5, smooth: float = SMOOTH, from_logits: bool = False,
-                 softmax: bool = False, include_background: bool = True,
-                 reduction: str | None = DEFAULT_REDUCTION, name: str = "adaptive_tversky_ce"):
-        super().__init__(smooth=smooth, softmax=softmax, include_background=include_background,
-                         from_logits=from_logits, reduction=reduction, name=name)
-        self.alpha, self.beta = check_tversky(alpha, beta)
+    def __init__(self, *args: Any, initial_tversky_weight: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.initial_tversky_weight = check_finite("initial_tversky_weight", initial_tversky_weight,
                                                    low=0.0, high=1.0)
 
         def state(value, var_name):
-            return keras.Variable(value, dtype="float32", trainable=False, name=f"{name}_{var_name}")
+            return keras.Variable(value, dtype="float32", trainable=False, name=f"{self.name}_{var_name}")
 
         self.tversky_weight = state(self.initial_tversky_weight, "tversky_weight")
         self._tversky_sum = state(0.0, "tversky_sum")
         self._ce_sum = state(0.0, "ce_sum")
         self._count = state(0.0, "count")
 
-    def per_sample(self, y_true, y_pred):
-        lt, lce = tversky_ce_components(y_true, y_pred, alpha=self.alpha, beta=self.beta, **self.region_kwargs())
+    def call(self, y_true, y_pred):
+        lt, lce = self.fn(y_true, y_pred, **self._fn_kwargs)
         # Accumulate the epoch statistics; they are bookkeeping, not part of the gradient.
         self._tversky_sum.assign_add(ops.sum(ops.stop_gradient(lt)))
         self._ce_sum.assign_add(ops.sum(ops.stop_gradient(lce)))
@@ -123,10 +121,9 @@ class AdaptiveTverskyCELoss(_RegionLoss):
     def get_tversky_weight(self) -> float:
         return float(ops.convert_to_numpy(self.tversky_weight))
 
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(alpha=self.alpha, beta=self.beta, initial_tversky_weight=self.initial_tversky_weight)
-        return config
+    def get_config(self) -> dict[str, Any]:
+        # The one constructor argument that is not an option of the loss function.
+        return {**super().get_config(), "initial_tversky_weight": self.initial_tversky_weight}
 
 
 class AdaptiveTverskyCEWeighting(keras.callbacks.Callback):

@@ -15,22 +15,11 @@ whole expert mask; give such slices an expert copy as channel 1 to make every pi
 
 from __future__ import annotations
 
-import keras
 from keras import ops
 
-from tfrobseg.losses._common import (
-    DEFAULT_REDUCTION,
-    SegmentationLoss,
-    activate,
-    check_bool,
-    check_finite,
-    check_kernel_size,
-    check_weights,
-    non_batch_axes,
-    split_readers,
-    to_float32,
-)
+from tfrobseg.losses._common import activate, non_batch_axes, split_readers
 from tfrobseg.losses.crossentropy import FOCAL_GAMMA, pixel_bce, pixel_focal
+from tfrobseg.losses.wrapper import SegmentationLoss
 
 #: Hard / easy weights of AG-BCE (MicroSegNet's 4 : 1, as quoted by paper 004).
 HARD_WEIGHT = 4.0
@@ -70,8 +59,7 @@ def ag_bce_loss(y_true, y_pred, *, hard_weight: float = HARD_WEIGHT, easy_weight
     Returns:
         (B,) float32 per-sample loss.
     """
-    y_true, y_pred = to_float32(y_true, y_pred)
-    expert, second = split_readers(y_true, y_pred)
+    expert, second, y_pred = split_readers(y_true, y_pred)
     hard = hard_region(expert, second, kernel_size=kernel_size)
     weight = hard_weight * hard + easy_weight * (1.0 - hard)
     return ops.mean(weight * pixel_bce(expert, y_pred, from_logits=from_logits), axis=non_batch_axes(y_pred))
@@ -99,15 +87,9 @@ def adaptive_focal_loss(y_true, y_pred, *, gamma: float = FOCAL_GAMMA, kernel_si
     γ_adapt acts as a weight only: otherwise the network could lower the loss by shifting its
     mean prediction to rebalance the two terms instead of fitting the pixels.
 
-    Args:
-        y_true: (B, H, W, 2) expert and second-reader masks (see module docstring).
-        y_pred: (B, H, W, 1) probabilities, or logits with ``from_logits``.
-
-    Returns:
-        (B,) float32 per-sample loss.
+    ``y_true``, ``y_pred`` and the result are as in :func:`ag_bce_loss`.
     """
-    y_true, y_pred = to_float32(y_true, y_pred)
-    expert, second = split_readers(y_true, y_pred)
+    expert, second, y_pred = split_readers(y_true, y_pred)
     axes = non_batch_axes(y_pred)
     disagreement = hard_region(expert, second, kernel_size=1)
     hard = hard_region(expert, second, kernel_size=kernel_size)
@@ -122,53 +104,15 @@ def adaptive_focal_loss(y_true, y_pred, *, gamma: float = FOCAL_GAMMA, kernel_si
     return (gamma_adapt * hard_sum + easy_sum / gamma_adapt) / n_pixels
 
 
-@keras.saving.register_keras_serializable(package="tfrobseg")
-class AGBCELoss(SegmentationLoss):
+class AGBCELoss(SegmentationLoss, fn=ag_bce_loss, name="ag_bce"):
     """Annotation-guided BCE, W_hard / W_easy = 4 / 1; y_true = (expert, second reader) channels.
 
     See :func:`ag_bce_loss`. Reduction: per sample, then mean over the batch (default).
     """
 
-    def __init__(self, hard_weight: float = HARD_WEIGHT, easy_weight: float = EASY_WEIGHT, kernel_size: int = 1,
-                 from_logits: bool = False, reduction: str | None = DEFAULT_REDUCTION, name: str = "ag_bce"):
-        super().__init__(from_logits=from_logits, reduction=reduction, name=name)
-        self.hard_weight, self.easy_weight = check_weights(("hard_weight", "easy_weight"),
-                                                           (hard_weight, easy_weight))
-        self.kernel_size = check_kernel_size(kernel_size)
 
-    def per_sample(self, y_true, y_pred):
-        return ag_bce_loss(y_true, y_pred, hard_weight=self.hard_weight, easy_weight=self.easy_weight,
-                           kernel_size=self.kernel_size, from_logits=self.from_logits)
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(hard_weight=self.hard_weight, easy_weight=self.easy_weight, kernel_size=self.kernel_size)
-        return config
-
-
-@keras.saving.register_keras_serializable(package="tfrobseg")
-class AdaptiveFocalLoss(SegmentationLoss):
+class AdaptiveFocalLoss(SegmentationLoss, fn=adaptive_focal_loss, name="adaptive_focal"):
     """Adaptive focal loss of paper 004 (γ = 2, 3×3 dilation, γ_adapt ≥ 0.1); two-reader y_true.
 
     See :func:`adaptive_focal_loss`. Reduction: per sample, then mean over the batch (default).
     """
-
-    def __init__(self, gamma: float = FOCAL_GAMMA, kernel_size: int = ADAPTIVE_KERNEL_SIZE,
-                 min_gamma: float = MIN_GAMMA, stop_gradient_gamma: bool = True, from_logits: bool = False,
-                 reduction: str | None = DEFAULT_REDUCTION, name: str = "adaptive_focal"):
-        super().__init__(from_logits=from_logits, reduction=reduction, name=name)
-        self.gamma = check_finite("gamma", gamma, low=0.0)
-        self.kernel_size = check_kernel_size(kernel_size)
-        self.min_gamma = check_finite("min_gamma", min_gamma, low=0.0, low_inclusive=False)
-        self.stop_gradient_gamma = check_bool("stop_gradient_gamma", stop_gradient_gamma)
-
-    def per_sample(self, y_true, y_pred):
-        return adaptive_focal_loss(y_true, y_pred, gamma=self.gamma, kernel_size=self.kernel_size,
-                                   min_gamma=self.min_gamma, stop_gradient_gamma=self.stop_gradient_gamma,
-                                   from_logits=self.from_logits)
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(gamma=self.gamma, kernel_size=self.kernel_size, min_gamma=self.min_gamma,
-                      stop_gradient_gamma=self.stop_gradient_gamma)
-        return config

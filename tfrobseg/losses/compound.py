@@ -8,24 +8,15 @@ value of its own loss, so the sum is also per sample (mean over the batch by def
 
 from __future__ import annotations
 
-import keras
-
-from tfrobseg.losses._common import (
-    DEFAULT_REDUCTION,
-    SegmentationLoss,
-    check_finite,
-    check_weights,
-)
-from tfrobseg.losses.crossentropy import FOCAL_GAMMA, bce_loss, check_focal, focal_loss
+from tfrobseg.losses.crossentropy import FOCAL_GAMMA, bce_loss, focal_loss
 from tfrobseg.losses.overlap import (
     SMOOTH,
     TVERSKY_ALPHA,
     TVERSKY_BETA,
-    _RegionLoss,
-    check_tversky,
     dice_loss,
     tversky_loss,
 )
+from tfrobseg.losses.wrapper import SegmentationLoss
 
 #: Smoothing of the Dice term of the Dice + focal hybrid, as in paper 001 (Wang & Xu, Eq. 1).
 DICE_FOCAL_SMOOTH = 1e-6
@@ -73,123 +64,29 @@ def dice_focal_loss(y_true, y_pred, *, dice_weight: float = 1.0, focal_weight: f
             + focal_weight * focal_loss(y_true, y_pred, alpha=alpha, gamma=gamma, from_logits=from_logits))
 
 
-class _WeightedPair(_RegionLoss):
-    """A region loss with two exposed, validated term weights."""
-
-    weight_names: tuple[str, str] = ("", "")
-
-    def __init__(self, weights: tuple[float, float], **kwargs):
-        super().__init__(**kwargs)
-        w0, w1 = check_weights(self.weight_names, weights)
-        setattr(self, self.weight_names[0], w0)
-        setattr(self, self.weight_names[1], w1)
-
-    def weight_kwargs(self) -> dict:
-        return {n: getattr(self, n) for n in self.weight_names}
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(self.weight_kwargs())
-        return config
-
-
-@keras.saving.register_keras_serializable(package="tfrobseg")
-class BCEDiceLoss(_WeightedPair):
+class BCEDiceLoss(SegmentationLoss, fn=bce_dice_loss, name="bce_dice"):
     """BCE-Dice loss, w_bce · BCE + w_dice · Dice (defaults 0.5/0.5, s = 1); see :func:`bce_dice_loss`.
 
     Reduction: per sample, then mean over the batch (default).
     """
 
-    weight_names = ("bce_weight", "dice_weight")
 
-    def __init__(self, bce_weight: float = 0.5, dice_weight: float = 0.5, smooth: float = SMOOTH,
-                 from_logits: bool = False, softmax: bool = False, include_background: bool = True,
-                 reduction: str | None = DEFAULT_REDUCTION, name: str = "bce_dice"):
-        super().__init__((bce_weight, dice_weight), smooth=smooth, softmax=softmax,
-                         include_background=include_background, from_logits=from_logits,
-                         reduction=reduction, name=name)
-
-    def per_sample(self, y_true, y_pred):
-        return bce_dice_loss(y_true, y_pred, **self.weight_kwargs(), **self.region_kwargs())
-
-
-class _TverskyPair(_WeightedPair):
-    def __init__(self, weights, *, alpha: float, beta: float, **kwargs):
-        super().__init__(weights, **kwargs)
-        self.alpha, self.beta = check_tversky(alpha, beta)
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(alpha=self.alpha, beta=self.beta)
-        return config
-
-
-@keras.saving.register_keras_serializable(package="tfrobseg")
-class BCETverskyLoss(_TverskyPair):
+class BCETverskyLoss(SegmentationLoss, fn=bce_tversky_loss, name="bce_tversky"):
     """BCE-Tversky loss, w_bce · BCE + w_tversky · Tversky (0.5/0.5, α = 0.3, β = 0.7, s = 1).
 
     See :func:`bce_tversky_loss`. Reduction: per sample, then mean over the batch (default).
     """
 
-    weight_names = ("bce_weight", "tversky_weight")
 
-    def __init__(self, bce_weight: float = 0.5, tversky_weight: float = 0.5, alpha: float = TVERSKY_ALPHA,
-                 beta: float = TVERSKY_BETA, smooth: float = SMOOTH, from_logits: bool = False,
-                 softmax: bool = False, include_background: bool = True,
-                 reduction: str | None = DEFAULT_REDUCTION, name: str = "bce_tversky"):
-        super().__init__((bce_weight, tversky_weight), alpha=alpha, beta=beta, smooth=smooth, softmax=softmax,
-                         include_background=include_background, from_logits=from_logits,
-                         reduction=reduction, name=name)
-
-    def per_sample(self, y_true, y_pred):
-        return bce_tversky_loss(y_true, y_pred, alpha=self.alpha, beta=self.beta,
-                                **self.weight_kwargs(), **self.region_kwargs())
-
-
-@keras.saving.register_keras_serializable(package="tfrobseg")
-class DiceTverskyLoss(_TverskyPair):
+class DiceTverskyLoss(SegmentationLoss, fn=dice_tversky_loss, name="dice_tversky"):
     """Dice-Tversky loss, w_dice · Dice + w_tversky · Tversky (0.5/0.5, α = 0.3, β = 0.7, s = 1).
 
     See :func:`dice_tversky_loss`. Reduction: per sample, then mean over the batch (default).
     """
 
-    weight_names = ("dice_weight", "tversky_weight")
 
-    def __init__(self, dice_weight: float = 0.5, tversky_weight: float = 0.5, alpha: float = TVERSKY_ALPHA,
-                 beta: float = TVERSKY_BETA, smooth: float = SMOOTH, from_logits: bool = False,
-                 softmax: bool = False, include_background: bool = True,
-                 reduction: str | None = DEFAULT_REDUCTION, name: str = "dice_tversky"):
-        super().__init__((dice_weight, tversky_weight), alpha=alpha, beta=beta, smooth=smooth, softmax=softmax,
-                         include_background=include_background, from_logits=from_logits,
-                         reduction=reduction, name=name)
-
-    def per_sample(self, y_true, y_pred):
-        return dice_tversky_loss(y_true, y_pred, alpha=self.alpha, beta=self.beta,
-                                 **self.weight_kwargs(), **self.region_kwargs())
-
-
-@keras.saving.register_keras_serializable(package="tfrobseg")
-class DiceFocalLoss(SegmentationLoss):
+class DiceFocalLoss(SegmentationLoss, fn=dice_focal_loss, name="dice_focal"):
     """Dice + focal hybrid of paper 001 (weights 1/1, γ = 2, α = None, s = 1e-6); binary masks.
 
     See :func:`dice_focal_loss`. Reduction: per sample, then mean over the batch (default).
     """
-
-    def __init__(self, dice_weight: float = 1.0, focal_weight: float = 1.0, alpha: float | None = None,
-                 gamma: float = FOCAL_GAMMA, smooth: float = DICE_FOCAL_SMOOTH, from_logits: bool = False,
-                 reduction: str | None = DEFAULT_REDUCTION, name: str = "dice_focal"):
-        super().__init__(from_logits=from_logits, reduction=reduction, name=name)
-        self.dice_weight, self.focal_weight = check_weights(("dice_weight", "focal_weight"),
-                                                            (dice_weight, focal_weight))
-        self.alpha, self.gamma = check_focal(alpha, gamma)
-        self.smooth = check_finite("smooth", smooth, low=0.0)
-
-    def per_sample(self, y_true, y_pred):
-        return dice_focal_loss(y_true, y_pred, dice_weight=self.dice_weight, focal_weight=self.focal_weight,
-                               alpha=self.alpha, gamma=self.gamma, smooth=self.smooth, from_logits=self.from_logits)
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(dice_weight=self.dice_weight, focal_weight=self.focal_weight, alpha=self.alpha,
-                      gamma=self.gamma, smooth=self.smooth)
-        return config

@@ -7,20 +7,16 @@ come from the logits form (softplus / log-softmax), which never overflows.
 
 from __future__ import annotations
 
-import keras
 from keras import ops
 
 from tfrobseg.losses._common import (
-    DEFAULT_REDUCTION,
     EPSILON,
-    SegmentationLoss,
-    check_bool,
-    check_finite,
     check_same_shape,
     non_batch_axes,
     spatial_axes,
     to_float32,
 )
+from tfrobseg.losses.wrapper import SegmentationLoss
 
 #: Focal loss defaults of Lin et al. (2017), also the baseline of paper 004 (Thakur, Sec. 3.3.1).
 FOCAL_ALPHA = 0.25
@@ -90,51 +86,16 @@ def focal_loss(y_true, y_pred, *, alpha: float | None = FOCAL_ALPHA, gamma: floa
     return ops.mean(per_pixel, axis=non_batch_axes(y_pred))
 
 
-def check_focal(alpha, gamma) -> tuple[float | None, float]:
-    """Validate α ∈ [0, 1] (or None) and γ >= 0."""
-    if alpha is not None:
-        alpha = check_finite("alpha", alpha, low=0.0, high=1.0)
-    return alpha, check_finite("gamma", gamma, low=0.0)
-
-
-@keras.saving.register_keras_serializable(package="tfrobseg")
-class BCELoss(SegmentationLoss):
+class BCELoss(SegmentationLoss, fn=bce_loss, name="bce"):
     """Binary cross-entropy (categorical with ``softmax=True``); see :func:`bce_loss`.
 
     Reduction: per-sample mean over pixels, then mean over the batch (default). For
     equal-sized samples this equals ``keras.losses.BinaryCrossentropy``.
     """
 
-    def __init__(self, from_logits: bool = False, softmax: bool = False,
-                 reduction: str | None = DEFAULT_REDUCTION, name: str = "bce"):
-        super().__init__(from_logits=from_logits, reduction=reduction, name=name)
-        self.softmax = check_bool("softmax", softmax)
 
-    def per_sample(self, y_true, y_pred):
-        return bce_loss(y_true, y_pred, from_logits=self.from_logits, softmax=self.softmax)
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config["softmax"] = self.softmax
-        return config
-
-
-@keras.saving.register_keras_serializable(package="tfrobseg")
-class FocalLoss(SegmentationLoss):
+class FocalLoss(SegmentationLoss, fn=focal_loss, name="focal"):
     """Binary focal loss with α = 0.25, γ = 2 by default; see :func:`focal_loss`.
 
     Reduction: per-sample mean over pixels, then mean over the batch (default).
     """
-
-    def __init__(self, alpha: float | None = FOCAL_ALPHA, gamma: float = FOCAL_GAMMA, from_logits: bool = False,
-                 reduction: str | None = DEFAULT_REDUCTION, name: str = "focal"):
-        super().__init__(from_logits=from_logits, reduction=reduction, name=name)
-        self.alpha, self.gamma = check_focal(alpha, gamma)
-
-    def per_sample(self, y_true, y_pred):
-        return focal_loss(y_true, y_pred, alpha=self.alpha, gamma=self.gamma, from_logits=self.from_logits)
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(alpha=self.alpha, gamma=self.gamma)
-        return config

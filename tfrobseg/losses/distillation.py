@@ -19,17 +19,11 @@ T = 1 leaves the outputs unchanged; larger T flattens them towards 0.5 (or 1/C).
 
 from __future__ import annotations
 
-import keras
 from keras import ops
 
-from tfrobseg.losses._common import (
-    DEFAULT_REDUCTION,
-    EPSILON,
-    check_bool,
-    check_finite,
-    to_float32,
-)
-from tfrobseg.losses.overlap import SMOOTH, _RegionLoss, dice_loss
+from tfrobseg.losses._common import EPSILON, to_float32
+from tfrobseg.losses.overlap import SMOOTH, dice_loss
+from tfrobseg.losses.wrapper import SegmentationLoss
 
 #: Default distillation temperature. Paper 002 reports T from 20 to 5000; T = 1 is plain soft Dice.
 TEMPERATURE = 1.0
@@ -81,32 +75,9 @@ def soft_dice_distillation_loss(y_true, y_pred, *, temperature: float = TEMPERAT
                      include_background=include_background)
 
 
-@keras.saving.register_keras_serializable(package="tfrobseg")
-class SoftDiceDistillationLoss(_RegionLoss):
+class SoftDiceDistillationLoss(SegmentationLoss, fn=soft_dice_distillation_loss, name="soft_dice_distillation"):
     """Soft Dice between temperature-softened student and teacher outputs (paper 002).
 
     ``loss(teacher_output, student_output)``; see :func:`soft_dice_distillation_loss`.
     Defaults: T = 1, s = 1. Reduction: per sample, then mean over the batch (default).
     """
-
-    def __init__(self, temperature: float = TEMPERATURE, smooth: float = SMOOTH, from_logits: bool = False,
-                 teacher_from_logits: bool | None = None, soften_teacher: bool = True, softmax: bool = False,
-                 include_background: bool = True, reduction: str | None = DEFAULT_REDUCTION,
-                 name: str = "soft_dice_distillation"):
-        super().__init__(smooth=smooth, softmax=softmax, include_background=include_background,
-                         from_logits=from_logits, reduction=reduction, name=name)
-        self.temperature = check_finite("temperature", temperature, low=0.0, low_inclusive=False)
-        self.teacher_from_logits = (None if teacher_from_logits is None
-                                    else check_bool("teacher_from_logits", teacher_from_logits))
-        self.soften_teacher = check_bool("soften_teacher", soften_teacher)
-
-    def per_sample(self, y_true, y_pred):
-        return soft_dice_distillation_loss(
-            y_true, y_pred, temperature=self.temperature, teacher_from_logits=self.teacher_from_logits,
-            soften_teacher=self.soften_teacher, **self.region_kwargs())
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(temperature=self.temperature, teacher_from_logits=self.teacher_from_logits,
-                      soften_teacher=self.soften_teacher)
-        return config

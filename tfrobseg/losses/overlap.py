@@ -12,20 +12,16 @@ batch by default.
 
 from __future__ import annotations
 
-import keras
 from keras import ops
 
 from tfrobseg.losses._common import (
-    DEFAULT_REDUCTION,
-    SegmentationLoss,
     activate,
-    check_bool,
-    check_finite,
     check_same_shape,
     class_mean,
     spatial_axes,
     to_float32,
 )
+from tfrobseg.losses.wrapper import SegmentationLoss
 
 #: Default Tversky weights (Salehi et al. 2017): α weights false positives, β false negatives.
 #: The study (Apostolidis et al.) does not state its α/β, so we use the common recall-leaning
@@ -76,12 +72,9 @@ def dice_loss(y_true, y_pred, *, smooth: float = SMOOTH, from_logits: bool = Fal
     Returns:
         (B,) float32: per-sample loss, the mean of the per-channel Dice losses.
     """
-    y_true, y_pred = to_float32(y_true, y_pred)
-    check_same_shape(y_true, y_pred)
-    probs = activate(y_pred, from_logits=from_logits, softmax=softmax)
-    tp, fp, fn = soft_counts(y_true, probs)
-    per_class = 1.0 - tversky_index(tp, fp, fn, alpha=0.5, beta=0.5, smooth=smooth)
-    return class_mean(per_class, include_background=include_background, softmax=softmax)
+    # The Tversky index with α = β = 0.5 is the Dice coefficient, smoothing included.
+    return tversky_loss(y_true, y_pred, alpha=0.5, beta=0.5, smooth=smooth, from_logits=from_logits,
+                        softmax=softmax, include_background=include_background)
 
 
 def tversky_loss(y_true, y_pred, *, alpha: float = TVERSKY_ALPHA, beta: float = TVERSKY_BETA,
@@ -114,68 +107,15 @@ def tversky_loss(y_true, y_pred, *, alpha: float = TVERSKY_ALPHA, beta: float = 
     return class_mean(per_class, include_background=include_background, softmax=softmax)
 
 
-def check_tversky(alpha, beta) -> tuple[float, float]:
-    """Validate α, β ∈ [0, 1] with α + β > 0 (otherwise the index is constant)."""
-    alpha = check_finite("alpha", alpha, low=0.0, high=1.0)
-    beta = check_finite("beta", beta, low=0.0, high=1.0)
-    if alpha + beta == 0.0:
-        raise ValueError("alpha + beta must be > 0 (with both 0 the Tversky index is constant)")
-    return alpha, beta
-
-
-class _RegionLoss(SegmentationLoss):
-    """Holds the options shared by the region losses (smoothing, softmax, background)."""
-
-    def __init__(self, *, smooth: float, softmax: bool, include_background: bool, **kwargs):
-        super().__init__(**kwargs)
-        self.smooth = check_finite("smooth", smooth, low=0.0)
-        self.softmax = check_bool("softmax", softmax)
-        self.include_background = check_bool("include_background", include_background)
-
-    def region_kwargs(self) -> dict:
-        return {"smooth": self.smooth, "from_logits": self.from_logits, "softmax": self.softmax,
-                "include_background": self.include_background}
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(smooth=self.smooth, softmax=self.softmax, include_background=self.include_background)
-        return config
-
-
-@keras.saving.register_keras_serializable(package="tfrobseg")
-class DiceLoss(_RegionLoss):
+class DiceLoss(SegmentationLoss, fn=dice_loss, name="dice"):
     """Soft Dice loss, 1 − (2Σpg + s)/(Σp + Σg + s); see :func:`dice_loss`.
 
     Reduction: per-sample value, then ``reduction`` over the batch (default: mean).
     """
 
-    def __init__(self, smooth: float = SMOOTH, from_logits: bool = False, softmax: bool = False,
-                 include_background: bool = True, reduction: str | None = DEFAULT_REDUCTION, name: str = "dice"):
-        super().__init__(smooth=smooth, softmax=softmax, include_background=include_background,
-                         from_logits=from_logits, reduction=reduction, name=name)
 
-    def per_sample(self, y_true, y_pred):
-        return dice_loss(y_true, y_pred, **self.region_kwargs())
-
-
-@keras.saving.register_keras_serializable(package="tfrobseg")
-class TverskyLoss(_RegionLoss):
+class TverskyLoss(SegmentationLoss, fn=tversky_loss, name="tversky"):
     """Tversky loss, 1 − TP/(TP + αFP + βFN), α on FP and β on FN; see :func:`tversky_loss`.
 
     Defaults α = 0.3, β = 0.7, s = 1. Reduction: per sample, then mean over the batch.
     """
-
-    def __init__(self, alpha: float = TVERSKY_ALPHA, beta: float = TVERSKY_BETA, smooth: float = SMOOTH,
-                 from_logits: bool = False, softmax: bool = False, include_background: bool = True,
-                 reduction: str | None = DEFAULT_REDUCTION, name: str = "tversky"):
-        super().__init__(smooth=smooth, softmax=softmax, include_background=include_background,
-                         from_logits=from_logits, reduction=reduction, name=name)
-        self.alpha, self.beta = check_tversky(alpha, beta)
-
-    def per_sample(self, y_true, y_pred):
-        return tversky_loss(y_true, y_pred, alpha=self.alpha, beta=self.beta, **self.region_kwargs())
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(alpha=self.alpha, beta=self.beta)
-        return config

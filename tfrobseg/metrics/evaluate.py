@@ -12,7 +12,7 @@ import multiprocessing
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,7 @@ from .overlap import (
     sensitivity_from_counts,
     specificity_from_counts,
 )
-from .surface import surface_metrics
+from .surface import SurfaceMetricOptions, surface_metrics
 
 METRIC_KEYS = (
     "dice", "hd95", "assd", "hausdorff", "sensitivity", "specificity", "precision", "f2",
@@ -36,14 +36,7 @@ _CASE_ARRAY_KEYS = ("pred", "gt", "spacing")
 
 
 def evaluate_case(
-    pred: np.ndarray,
-    gt: np.ndarray,
-    spacing: SpacingLike = None,
-    *,
-    connectivity: int = 1,
-    hd95_convention: str = "pooled",
-    assd_convention: str = "pooled",
-    empty_distance: float | None = None,
+    pred: np.ndarray, gt: np.ndarray, spacing: SpacingLike = None, **options: Unpack[SurfaceMetricOptions]
 ) -> dict[str, Any]:
     """All metrics of one case (2-D or 3-D binary masks, ``spacing`` in array axis order).
 
@@ -51,16 +44,15 @@ def evaluate_case(
     (floats; distances in the units of ``spacing``) and the flags ``empty_pred`` / ``empty_gt``
     (bools) so that tables can count the cases where the empty-mask policy applied (both empty:
     Dice 1 and distances 0; exactly one empty: Dice 0 and distances = ``empty_distance``,
-    default the physical diagonal of the array). No value is ever NaN.
+    default the physical diagonal of the array). No value is ever NaN. ``options`` are those of
+    :func:`~tfrobseg.metrics.surface_metrics` (``connectivity``, ``hd95_convention``,
+    ``assd_convention``, ``empty_distance``).
     """
     pred, gt = as_mask_pair(pred, gt)
     counts = confusion(pred, gt)
     row: dict[str, Any] = {
         "dice": dice_from_counts(counts),
-        **surface_metrics(
-            pred, gt, spacing, connectivity=connectivity, hd95_convention=hd95_convention,
-            assd_convention=assd_convention, empty_distance=empty_distance,
-        ),
+        **surface_metrics(pred, gt, spacing, **options),
         "sensitivity": sensitivity_from_counts(counts),
         "specificity": specificity_from_counts(counts),
         "precision": precision_from_counts(counts),
@@ -102,7 +94,7 @@ def evaluate_cases(
     *,
     workers: int = 1,
     mp_context: str = "spawn",
-    **options: Any,
+    **options: Unpack[SurfaceMetricOptions],
 ) -> pd.DataFrame:
     """Evaluate many cases, optionally in parallel processes; one row per case, input order.
 
@@ -138,7 +130,7 @@ def evaluate_slices(
     spacing: SpacingLike = None,
     *,
     axis: int = 0,
-    **options: Any,
+    **options: Unpack[SurfaceMetricOptions],
 ) -> pd.DataFrame:
     """Per-slice 2-D metrics of a volume; one row per slice with a ``slice_index`` column.
 

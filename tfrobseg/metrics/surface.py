@@ -38,6 +38,7 @@ shared by HD95, ASSD and HD.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 import numpy as np
 from scipy.ndimage import (
@@ -50,6 +51,20 @@ from ._common import SpacingLike, as_mask, as_mask_pair, normalize_spacing
 
 HD95_CONVENTIONS = ("pooled", "max_directed")
 ASSD_CONVENTIONS = ("pooled", "mean_directed")
+
+
+class SurfaceOptions(TypedDict, total=False):
+    """Options of :func:`surface_metrics` that the single-metric functions pass on to it."""
+
+    connectivity: int
+    empty_distance: float | None
+
+
+class SurfaceMetricOptions(SurfaceOptions, total=False):
+    """Every keyword option of :func:`surface_metrics`, as :func:`~tfrobseg.metrics.evaluate_case` passes them on."""
+
+    hd95_convention: str
+    assd_convention: str
 
 
 @dataclass(frozen=True)
@@ -166,7 +181,9 @@ def surface_metrics(
     """HD95, ASSD and Hausdorff distance from one pair of distance transforms.
 
     Returns ``{"hd95": ..., "assd": ..., "hausdorff": ...}`` in the units of ``spacing``,
-    applying the empty-mask policy of the module docstring.
+    applying the empty-mask policy of the module docstring: ``empty_distance`` (default
+    :func:`worst_case_distance`) when exactly one mask is empty. ``connectivity`` selects the
+    structuring element of the surface erosion (1: face-connected, MedPy's default).
     """
     pred, gt = as_mask_pair(pred, gt)
     spacing_arr = normalize_spacing(spacing, pred.ndim)
@@ -193,56 +210,38 @@ def surface_metrics(
 
 
 def hd95(
-    pred: np.ndarray,
-    gt: np.ndarray,
-    spacing: SpacingLike = None,
-    *,
-    convention: str = "pooled",
-    connectivity: int = 1,
-    empty_distance: float | None = None,
+    pred: np.ndarray, gt: np.ndarray, spacing: SpacingLike = None, *, convention: str = "pooled",
+    **options: Unpack[SurfaceOptions],
 ) -> float:
     """95th-percentile Hausdorff distance (mm) between the surfaces of ``pred`` and ``gt``.
 
     HD95 = P95(d(∂P → ∂G) ∪ d(∂G → ∂P)) (``convention="pooled"``, MedPy 0.5 ``hd95``, the
     metric of Apostolidis et al. Tables I–IV), or max(P95(d(∂P → ∂G)), P95(d(∂G → ∂P)))
-    (``convention="max_directed"``, MONAI). ``spacing`` in array axis order.
+    (``convention="max_directed"``, MONAI). ``spacing`` in array axis order; ``options`` as in
+    :func:`surface_metrics`.
     """
-    return surface_metrics(
-        pred, gt, spacing, connectivity=connectivity, hd95_convention=convention,
-        empty_distance=empty_distance,
-    )["hd95"]
+    return surface_metrics(pred, gt, spacing, hd95_convention=convention, **options)["hd95"]
 
 
 def assd(
-    pred: np.ndarray,
-    gt: np.ndarray,
-    spacing: SpacingLike = None,
-    *,
-    convention: str = "pooled",
-    connectivity: int = 1,
-    empty_distance: float | None = None,
+    pred: np.ndarray, gt: np.ndarray, spacing: SpacingLike = None, *, convention: str = "pooled",
+    **options: Unpack[SurfaceOptions],
 ) -> float:
     """Average symmetric surface distance (mm), the "ASD" of Apostolidis et al.
 
     ``convention="pooled"`` (MedPy 0.5.2 ``assd``): mean of the concatenated distances,
     (Σ d(∂P → ∂G) + Σ d(∂G → ∂P)) / (|∂P| + |∂G|). ``convention="mean_directed"``: the mean
-    of the two directed means, ½ (mean d(∂P → ∂G) + mean d(∂G → ∂P)).
+    of the two directed means, ½ (mean d(∂P → ∂G) + mean d(∂G → ∂P)). ``options`` as in
+    :func:`surface_metrics`.
     """
-    return surface_metrics(
-        pred, gt, spacing, connectivity=connectivity, assd_convention=convention,
-        empty_distance=empty_distance,
-    )["assd"]
+    return surface_metrics(pred, gt, spacing, assd_convention=convention, **options)["assd"]
 
 
 def hausdorff(
-    pred: np.ndarray,
-    gt: np.ndarray,
-    spacing: SpacingLike = None,
-    *,
-    connectivity: int = 1,
-    empty_distance: float | None = None,
+    pred: np.ndarray, gt: np.ndarray, spacing: SpacingLike = None, **options: Unpack[SurfaceOptions]
 ) -> float:
-    """Symmetric Hausdorff distance (mm), max over both directed surface distances (MedPy ``hd``)."""
-    return surface_metrics(
-        pred, gt, spacing, connectivity=connectivity, empty_distance=empty_distance
-    )["hausdorff"]
+    """Symmetric Hausdorff distance (mm), max over both directed surface distances (MedPy ``hd``).
+
+    ``options`` as in :func:`surface_metrics`.
+    """
+    return surface_metrics(pred, gt, spacing, **options)["hausdorff"]

@@ -1,4 +1,4 @@
-"""Tests for tfrobseg.attacks.runner.attack_dataset on dict datasets shaped like tfrobseg.data's."""
+"""Tests for tfrobseg.attacks.runner: ATTACKS and attack_dataset on dict datasets shaped like tfrobseg.data's."""
 
 import keras
 import numpy as np
@@ -7,6 +7,7 @@ import tensorflow as tf
 from conftest import batch_norm_net
 
 from tfrobseg.attacks import (
+    ATTACKS,
     attack_dataset,
     background_target,
     fgsm,
@@ -154,6 +155,16 @@ def _padded_batches(n: int, batch_size: int):
         yield b, count, x, y
 
 
+#: Each attack called directly as the runner must call it on batch ``b``, with its defaults.
+DIRECT_CALLS = {
+    "ifgsm": lambda net, x, y, b: ifgsm(net, x, y, 0.3, jit_compile=False),
+    "targeted_ifgsm": lambda net, x, y, b: targeted_ifgsm(net, x, background_target(y), 0.3, loss="bce",
+                                                          jit_compile=False),
+    "pgd": lambda net, x, y, b: pgd(net, x, y, 0.3, seed=(0, b), jit_compile=False),
+    "noise": lambda net, x, y, b: sign_noise(x, 0.3, seed=(0, b)),
+}
+
+
 @pytest.mark.parametrize("attack", ["ifgsm", "targeted_ifgsm", "pgd", "noise"])
 def test_runner_runs_the_named_attack_with_its_defaults(net, attack):
     # Each name reaches its own attack: default steps and α, the "background" target, BCE, and
@@ -162,12 +173,7 @@ def test_runner_runs_the_named_attack_with_its_defaults(net, attack):
                                   jit_compile=False))
     expected = []
     for b, count, x, y in _padded_batches(5, 4):
-        adv = {
-            "ifgsm": lambda: ifgsm(net, x, y, 0.3, jit_compile=False),
-            "targeted_ifgsm": lambda: targeted_ifgsm(net, x, background_target(y), 0.3, loss="bce", jit_compile=False),
-            "pgd": lambda: pgd(net, x, y, 0.3, seed=(0, b), jit_compile=False),
-            "noise": lambda: sign_noise(x, 0.3, seed=(0, b)),
-        }[attack]()
+        adv = DIRECT_CALLS[attack](net, x, y, b)
         expected.append(adv.numpy()[:count])
     np.testing.assert_allclose(np.stack([r["adversarial"] for r in results]), np.concatenate(expected), atol=1e-6)
 
@@ -188,3 +194,74 @@ def test_batch_of_one_and_elements_without_ids(net):
     assert [r["slice_index"] for r in results] == [0, 1, 2] and {r["patient_id"] for r in results} == {""}
     np.testing.assert_allclose(np.stack([r["prediction"] for r in results]), net(image, training=False).numpy(),
                                atol=1e-5)
+
+
+# --- ATTACKS: the one list of names, each usable with its defaults ----------------------------
+
+
+def test_attacks_is_the_one_list_of_names():
+    assert tuple(ATTACKS) == ("fgsm", "ifgsm", "targeted_ifgsm", "pgd", "noise")
+    assert ATTACKS["fgsm"].options == {"forward_batch", "loss", "clip", "relative_to", "loss_scale", "jit_compile"}
+    assert {"target", "steps", "alpha"} <= ATTACKS["targeted_ifgsm"].options
+    assert {"seed", "random_start"} <= ATTACKS["pgd"].options
+    assert ATTACKS["noise"].options == {"seed", "clip", "relative_to", "jit_compile"}
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_every_attack_name_runs_with_default_arguments(net, attack):
+    # The command line offers tuple(ATTACKS) and passes only the name and the loss.
+    image, _, _, _ = slices(5)
+    results = list(attack_dataset(net, make_dataset(n=5), [0.0, 0.3], attack=attack, loss="dice",
+                                  return_images=True))
+    assert len(results) == 10
+    clean = net(image, training=False).numpy()
+    for k, r in enumerate(results):
+        dist = np.abs(r["adversarial"] - r["image"]).max()
+        if r["epsilon"] == 0:
+            assert dist == 0
+            np.testing.assert_allclose(r["prediction"], clean[k // 2], atol=1e-5)
+        else:
+            assert 0 < dist <= 0.3 + 1e-6
+
+
+def unreadable_dataset() -> tf.data.Dataset:
+    """A dataset with the runner's element structure whose reading fails: checks must come first."""
+
+    def fail():
+        raise AssertionError("the dataset was read before the arguments were checked")
+        yield  # a generator function, never reached
+
+    spec = tf.TensorSpec((SIZE, SIZE, 1), tf.float32)
+    return tf.data.Dataset.from_generator(fail, output_signature={"image": spec, "mask": spec})
+
+
+class UncallableModel:
+    """Stands in for the model: calling it fails the test."""
+
+    def __call__(self, *args, **kwargs):
+        raise AssertionError("the model was called before the arguments were checked")
+
+
+@pytest.mark.parametrize("attack, kwargs, match", [
+    ("ifgsm", {"steps": 0}, "steps"),
+    ("pgd", {"steps": 2.5}, "steps"),
+    ("ifgsm", {"alpha": -0.1}, "alpha"),
+    ("fgsm", {"clip": (1.0, -1.0)}, "clip"),
+    ("fgsm", {"relative_to": "median"}, "relative_to"),
+    ("noise", {"relative_to": "median"}, "relative_to"),
+    ("fgsm", {"forward_batch": 0}, "forward_batch"),
+    ("ifgsm", {"loss_scale": 0.0}, "loss_scale"),
+    ("pgd", {"seed": (1, 2)}, "seed must be an int"),
+    ("pgd", {"random_start": "no"}, "random_start"),
+    ("targeted_ifgsm", {"target": "everything"}, "target"),
+    ("fgsm", {"steps": 3}, "attack 'fgsm' takes no argument steps"),
+    ("noise", {"loss_scale": 2.0}, "attack 'noise' takes no argument loss_scale"),
+    ("ifgsm", {"stesp": 3}, "takes no argument stesp"),
+    ("fgsm", {"loss": "no_such_loss"}, "unknown attack loss"),
+])
+def test_bad_parameters_are_rejected_before_any_work(attack, kwargs, match):
+    loss = kwargs.pop("loss", "bce")
+    with pytest.raises(ValueError, match=match):
+        attack_dataset(UncallableModel(), unreadable_dataset(), [0.1], attack=attack, loss=loss, **kwargs)
+    with pytest.raises(ValueError, match="epsilons"):
+        attack_dataset(UncallableModel(), unreadable_dataset(), [0.1, -0.1], attack=attack)

@@ -1,38 +1,13 @@
-"""Training-level tests of tfrobseg.losses: short fits, the adaptive weighting callback, saved models."""
+"""Training-level tests of tfrobseg.losses: short fits of every loss, saved models."""
 
 import keras
 import numpy as np
 import pytest
-import scipy.ndimage as ndi
 import tensorflow as tf
+from loss_cases import tiny_model, toy_batch
 
 from tfrobseg import data, synthetic
 from tfrobseg import losses as L
-
-
-def tiny_model(size, *, logits=False, seed=0):
-    """Two 3x3 convolutions and a 1x1 head: enough to fit a mask, small enough for CPU tests."""
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((size, size, 1))
-    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
-    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(h)
-    outputs = keras.layers.Conv2D(1, 1, activation=None if logits else "sigmoid")(h)
-    return keras.Model(inputs, outputs)
-
-
-def toy_batch(n=4, size=32, seed=0):
-    """Noisy images of bright discs; second reader = expert mask dilated by one pixel."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    masks = []
-    for _ in range(n):
-        cy, cx = rng.uniform(size * 0.3, size * 0.7, 2)
-        r = rng.uniform(size * 0.12, size * 0.25)
-        masks.append(((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype(np.float32))
-    mask = np.stack(masks)[..., None]
-    image = (mask + 0.3 * rng.normal(size=mask.shape)).astype(np.float32)
-    second = ndi.binary_dilation(mask > 0, structure=np.ones((1, 3, 3, 1), bool)).astype(np.float32)
-    return image, mask, second
 
 
 def targets_for(name, mask, second):
@@ -70,37 +45,6 @@ def test_each_loss_decreases_on_toy_batch_with_logits_head(name):
     before, after = loss_before_after(name, image, targets_for(name, mask, second), logits=True)
     assert np.isfinite(before) and np.isfinite(after)
     assert after < before, (name, before, after)
-
-
-@pytest.mark.parametrize("jit_compile", [False, True])
-def test_adaptive_tversky_ce_weights_follow_previous_epoch(jit_compile):
-    image, mask, _ = toy_batch(n=8)
-    loss = L.AdaptiveTverskyCELoss()
-    model = tiny_model(32)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss, jit_compile=jit_compile)
-    history = model.fit(image, mask, batch_size=4, epochs=3, verbose=0, validation_data=(image[:4], mask[:4]),
-                        callbacks=[L.AdaptiveTverskyCEWeighting()]).history
-    for key in L.adaptive.LOG_KEYS:
-        assert len(history[key]) == 3, key
-    w, lt, lce = (np.array(history[k]) for k in ("w_tversky", "loss_tversky", "loss_ce"))
-    assert w[0] == pytest.approx(0.5)
-    np.testing.assert_allclose(np.array(history["w_ce"]), 1 - w, rtol=1e-6)
-    # w_T(t) = L_T(t-1) / (L_T(t-1) + L_CE(t-1)), from the logged previous-epoch means.
-    np.testing.assert_allclose(w[1:], lt[:-1] / (lt[:-1] + lce[:-1]), rtol=1e-5)
-    assert abs(w[1] - 0.5) > 1e-3  # the two components diverge from the start
-    # The compiled step really used the logged weights (train loss = weighted sum of the means).
-    np.testing.assert_allclose(history["loss"], w * lt + (1 - w) * lce, rtol=1e-4)
-    assert loss.get_tversky_weight() == pytest.approx(lt[-1] / (lt[-1] + lce[-1]), rel=1e-5)
-
-
-def test_adaptive_callback_needs_the_adaptive_loss():
-    model = tiny_model(16)
-    model.compile(optimizer="adam", loss=L.get_loss("dice"))
-    image, mask, _ = toy_batch(n=2, size=16)
-    with pytest.raises(ValueError, match="AdaptiveTverskyCELoss"):
-        model.fit(image, mask, epochs=1, verbose=0, callbacks=[L.AdaptiveTverskyCEWeighting()])
-    with pytest.raises(ValueError, match="AdaptiveTverskyCELoss or None"):
-        L.AdaptiveTverskyCEWeighting(loss=L.get_loss("dice"))
 
 
 @pytest.mark.parametrize("name", L.LOSS_NAMES)

@@ -1,0 +1,157 @@
+"""Attack parameters, validated by name once and before any work (cf. ART's ``_check_params``).
+
+Every attack checks all of its arguments before it touches the model, and
+:func:`tfrobseg.attacks.attack_dataset` checks the whole call before it reads the dataset, so a bad
+``steps`` or ``relative_to`` fails at once with a ValueError naming the argument instead of after
+a gradient has been computed. The options that every gradient attack shares travel as one
+validated :class:`AttackOptions`; :data:`PARAM_CHECKS` holds the rule of every parameter name.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from functools import partial
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfrobseg.attacks.budget import (
+    check_clip,
+    check_epsilon,
+    check_epsilons,
+    check_relative_to,
+)
+from tfrobseg.attacks.gradient import (
+    DEFAULT_LOSS_SCALE,
+    LossLike,
+    check_loss,
+    check_loss_scale,
+    gradient_sign,
+)
+from tfrobseg.attacks.targets import check_target
+
+
+def check_steps(steps: int) -> int:
+    """Validate the number of iterations (a positive int)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    return steps
+
+
+def check_alpha(alpha: float | None) -> float | None:
+    """Validate a step size: ``None`` (the attack's default) or a finite number ≥ 0."""
+    return None if alpha is None else check_epsilon(alpha, "alpha")
+
+
+def check_seed(seed: int | tuple[int, int]) -> tuple[int, int]:
+    """A stateless-RNG seed pair from an int ``s`` (meaning ``(s, 0)``) or a pair of ints."""
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return seed, 0
+    try:
+        pair = tuple(int(s) for s in seed)
+    except (TypeError, ValueError):
+        raise ValueError(f"seed must be an int or a pair of ints, got {seed!r}") from None
+    if len(pair) != 2:
+        raise ValueError(f"seed must be an int or a pair of ints, got {seed!r}")
+    return pair
+
+
+def check_flag(name: str, value: bool) -> bool:
+    """Validate a switch (a Python or NumPy bool)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a bool, got {value!r}")  # noqa: TRY004 - bad input is a ValueError
+    return bool(value)
+
+
+def check_forward_batch(forward_batch: int | None) -> int | None:
+    """Validate the bound on images per forward call: ``None`` (no bound) or a positive int."""
+    if forward_batch is not None and (
+        isinstance(forward_batch, bool) or not isinstance(forward_batch, int) or forward_batch < 1
+    ):
+        raise ValueError(f"forward_batch must be a positive int or None, got {forward_batch!r}")
+    return forward_batch
+
+
+#: The rule of every attack parameter, by name; each returns the normalised value or raises ValueError.
+PARAM_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "eps": check_epsilon,
+    "epsilons": check_epsilons,
+    "alpha": check_alpha,
+    "steps": check_steps,
+    "clip": check_clip,
+    "relative_to": check_relative_to,
+    "loss": check_loss,
+    "loss_scale": check_loss_scale,
+    "jit_compile": partial(check_flag, "jit_compile"),
+    "random_start": partial(check_flag, "random_start"),
+    "seed": check_seed,
+    "forward_batch": check_forward_batch,
+    "target": check_target,
+}
+
+
+def check_params(**params: Any) -> dict[str, Any]:
+    """Validate attack parameters by name; returns the normalised values.
+
+    Raises:
+        ValueError: a name without a rule in :data:`PARAM_CHECKS`, or an invalid value.
+    """
+    unknown = sorted(set(params) - set(PARAM_CHECKS))
+    if unknown:
+        raise ValueError(f"unknown attack argument(s) {', '.join(unknown)}; valid: {', '.join(PARAM_CHECKS)}")
+    return {name: PARAM_CHECKS[name](value) for name, value in params.items()}
+
+
+@dataclass(frozen=True)
+class AttackOptions:
+    """The options every gradient attack takes, validated on construction.
+
+    :func:`~tfrobseg.attacks.fgsm`, :func:`~tfrobseg.attacks.fgsm_sweep`,
+    :func:`~tfrobseg.attacks.ifgsm`, :func:`~tfrobseg.attacks.targeted_ifgsm` and
+    :func:`~tfrobseg.attacks.pgd` accept these as keyword arguments (``**options``).
+
+    Attributes:
+        loss: attack loss name (:func:`tfrobseg.losses.get_loss`) or callable ``(y_true, y_pred)``;
+            it need not be the training loss.
+        clip: valid input range ``(lo, hi)`` of the adversarial image; ``None`` leaves it unbounded.
+        relative_to: ``None`` (ε in input units), ``"range"`` or ``"max"``; see :mod:`.budget`.
+        loss_scale: loss multiplier protecting float16 gradients; the sign is unaffected.
+        jit_compile: XLA-compile the gradient.
+    """
+
+    loss: LossLike = "bce"
+    clip: tuple[float, float] | None = None
+    relative_to: str | None = None
+    loss_scale: float = DEFAULT_LOSS_SCALE
+    jit_compile: bool = True
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            object.__setattr__(self, field.name, PARAM_CHECKS[field.name](getattr(self, field.name)))
+
+    @classmethod
+    def of(cls, **options: Any) -> AttackOptions:
+        """The validated options from keyword arguments; an unknown name is a ValueError listing the valid ones."""
+        valid = [field.name for field in fields(cls)]
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown attack option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+        return cls(**options)
+
+    def gradient_sign(self, model: keras.Model, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """:func:`~tfrobseg.attacks.gradient_sign` with these options' loss, loss scale and compilation."""
+        return gradient_sign(model, x, y, loss=self.loss, loss_scale=self.loss_scale, jit_compile=self.jit_compile)
+
+
+def keyword_options(attack: Callable[..., Any]) -> frozenset[str]:
+    """The keyword arguments an attack function takes: its keyword-only parameters, and the
+    :class:`AttackOptions` fields when it forwards ``**options``."""
+    parameters = inspect.signature(attack).parameters.values()
+    names = {p.name for p in parameters if p.kind is p.KEYWORD_ONLY}
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        names |= {field.name for field in fields(AttackOptions)}
+    return frozenset(names)
