@@ -73,16 +73,16 @@ TARGETS = {
         ("tests/dataset/test_resize.py", "tests/dataset/test_pipeline.py", "tests/experiment/test_runner.py"),
     ),
     "attack_runner": Target(
-        "tfrobseg/attacks/runner.py", ("_rebatch", "_pad", "_attack_batch", "attack_dataset"),
-        ("tests/test_attack_runner.py",),
+        "tfrobseg/attacks/runner.py", ("_rebatch", "_pad", "_each_epsilon", "_check_call", "_results", "attack_dataset"),
+        ("tests/attacks/test_attack_runner.py",),
     ),
     "attack_cache": Target(
         "tfrobseg/attacks/gradient.py", ("_loss_key", "compiled", "_build_gradient_sign", "_build_predict"),
-        ("tests/test_attack_runner.py", "tests/test_attacks.py"), "not trained and not every_model and not targeted and not float16 and not target_helpers",
+        ("tests/attacks/test_attack_runner.py", "tests/attacks/test_attack_fgsm.py", "tests/attacks/test_attack_gradient.py"), "not trained and not every_model and not targeted and not float16 and not target_helpers",
     ),
     "sweep": Target(
         "tfrobseg/attacks/fgsm.py", ("_build_sweep_forward", "fgsm_sweep"),
-        ("tests/test_attack_runner.py", "tests/test_attacks.py"), "not trained and not every_model and not targeted and not float16 and not target_helpers",
+        ("tests/attacks/test_attack_runner.py", "tests/attacks/test_attack_fgsm.py", "tests/attacks/test_attack_gradient.py"), "not trained and not every_model and not targeted and not float16 and not target_helpers",
     ),
     "training": Target(
         "tfrobseg/training/fit.py", ("train_model",), ("tests/training/test_fit.py",), "not mirrored",
@@ -121,10 +121,10 @@ class Mutant:
 KNOWN = (
     Mutant("sweep forward in training mode", "tfrobseg/attacks/fgsm.py",
            "pred = tf.cast(model(flat, training=False), tf.float32)", "pred = tf.cast(model(flat, training=True), tf.float32)",
-           ("tests/test_attacks.py", "tests/test_attack_runner.py")),
+           ("tests/attacks/test_attack_fgsm.py", "tests/attacks/test_attack_gradient.py", "tests/attacks/test_attack_runner.py")),
     Mutant("gradient cache ignores the attack loss", "tfrobseg/attacks/gradient.py",
            "key = (kind, None if loss is None else _loss_key(loss), bool(jit_compile))", "key = (kind, bool(jit_compile))",
-           ("tests/test_attacks.py", "tests/test_attack_runner.py")),
+           ("tests/attacks/test_attack_fgsm.py", "tests/attacks/test_attack_gradient.py", "tests/attacks/test_attack_runner.py")),
     Mutant("cross-validation swaps the fold roles", "tfrobseg/experiment/units.py",
            'UnitPatients(manifest.patients_of("train", exclude_fold=unit.fold), val,\n'
            '                        manifest.patients_of("train", fold=unit.fold))',
@@ -145,11 +145,8 @@ KNOWN = (
     Mutant("protocol always attacks with BCE", "tfrobseg/experiment/runner.py",
            "loss=get_loss(attack_loss),", 'loss=get_loss("bce"),', ("tests/experiment/test_runner.py",)),
     Mutant("i-FGSM default step 2 eps / steps", "tfrobseg/attacks/iterative.py",
-           'alpha = eps / steps if alpha is None else check_epsilon(alpha, "alpha")\n    if eps == 0:\n'
-           '        return tf.convert_to_tensor(x, tf.float32)\n    return iterate(\n        model, x, y,',
-           'alpha = 2 * eps / steps if alpha is None else check_epsilon(alpha, "alpha")\n    if eps == 0:\n'
-           '        return tf.convert_to_tensor(x, tf.float32)\n    return iterate(\n        model, x, y,',
-           ("tests/test_attacks.py",)),
+           "step_factor=1.0, direction=1.0", "step_factor=2.0, direction=1.0",
+           ("tests/attacks/test_attack_iterative.py",)),
     Mutant("PSNR/SSIM range of the adversarial volume", "tfrobseg/experiment/scoring.py",
            "data_range = float(volume.image.max() - volume.image.min()) or 1.0",
            "data_range = float(adversarial.max() - adversarial.min()) or 1.0",

@@ -27,16 +27,18 @@ def process_map(
     initargs: tuple = (),
     ordered: bool = False,
     on_submit: Callable[[Any], None] | None = None,
+    start_method: str = "spawn",
 ) -> Iterator[tuple[Any, T]]:
-    """Yield ``(job, fn(job))`` computed in ``workers`` spawned processes.
+    """Yield ``(job, fn(job))`` computed in ``workers`` processes.
 
     Results come as they finish, or in job order with ``ordered``. ``fn``, the jobs and the
     results must be picklable; ``on_submit(job)`` is called as each job is queued.
+    ``start_method`` other than ``"spawn"`` is for callers that know no TensorFlow is loaded.
     """
     jobs = list(jobs)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context(start_method)
     with ProcessPoolExecutor(min(workers, max(len(jobs), 1)), mp_context=ctx, initializer=initializer,
                              initargs=initargs) as pool:
         futures = {}

@@ -1,4 +1,4 @@
-"""Tests for tfrobseg.attacks.runner: ATTACKS and attack_dataset on dict datasets shaped like tfrobseg.data's."""
+"""Tests for tfrobseg.attacks.runner: ATTACKS and attack_dataset on dict datasets shaped like tfrobseg.dataset.pipeline's."""
 
 import keras
 import numpy as np
@@ -41,7 +41,7 @@ def slices(n: int = 7):
 
 
 def make_dataset(batch: int | None = 3, n: int = 7) -> tf.data.Dataset:
-    """Like tfrobseg.data.make_dataset: batched dict elements, last batch partial."""
+    """Like tfrobseg.dataset.pipeline.make_dataset: batched dict elements, last batch partial."""
     image, mask, ids, index = slices(n)
     ds = tf.data.Dataset.from_tensor_slices(
         {"image": image, "mask": mask, "mask2": np.zeros_like(mask), "labelled": np.ones(n, bool),

@@ -48,3 +48,11 @@ def test_find_unit_prefers_the_lowest_complete_fold_with_a_model(tmp_path):
     finish(Unit("crossval", "unet", "bce", 2))
     finish(Unit("crossval", "unet", "bce", 1), model=False)
     assert store.find_unit(tmp_path, "unet", "bce") == tmp_path / "crossval/unet/bce/fold2"
+
+
+def test_refusal_names_the_nested_setting_that_differs(tmp_path):
+    store.check_settings(tmp_path, {"attack": "fgsm", "train": {"seed": 0, "max_epochs": 3}})
+    with pytest.raises(SettingsMismatchError, match=r"differing: train\.seed\)"):
+        store.check_settings(tmp_path, {"attack": "fgsm", "train": {"seed": 1, "max_epochs": 3}})
+    with pytest.raises(SettingsMismatchError, match=r"differing: attack, train\.max_epochs\)"):
+        store.check_settings(tmp_path, {"attack": "pgd", "train": {"seed": 0, "max_epochs": 4}})

@@ -6,8 +6,9 @@ import pytest
 import tensorflow as tf
 from loss_cases import tiny_model, toy_batch
 
-from tfrobseg import data, synthetic
 from tfrobseg import losses as L
+from tfrobseg.dataset import pipeline, synthetic
+from tfrobseg.dataset.manifest import Manifest
 
 
 def targets_for(name, mask, second):
@@ -66,14 +67,13 @@ def test_compiled_model_saved_and_loaded_without_custom_objects(name, tmp_path):
 # ----------------------------------------------------------------------------- built-in cohort
 @pytest.fixture(scope="module")
 def cohort_batch(tmp_path_factory):
-    """One 64x64-downsampled batch of the built-in synthetic cohort (tfrobseg.synthetic, issue 2)."""
+    """One 64x64-downsampled batch of the built-in synthetic cohort (tfrobseg.dataset.synthetic, issue 2)."""
     # Two patients keep the cohort preparation short; any labelled slices will do for a few steps.
     data_dir = synthetic.prepare_builtin(tmp_path_factory.mktemp("builtin") / "builtin", n_patients=2)
-    manifest = data.read_manifest(data_dir)
-    patients = data.split_patients(manifest, "all")
+    patients = Manifest.read(data_dir).patients_of("all")
     best = None
-    for element in data.make_dataset(data_dir, patients, batch_size=4).take(8):
-        image, y = data.to_xy(element, second_reader=True)
+    for element in pipeline.make_dataset(data_dir, patients, batch_size=4).take(8):
+        image, y = pipeline.to_xy(element, second_reader=True)
         if best is None or float(tf.reduce_sum(y[..., 0])) > float(tf.reduce_sum(best[1][..., 0])):
             best = (image, y)
     image, y = best

@@ -1,6 +1,6 @@
 """Attack a whole dataset slice by slice and ε by ε, streaming one fixed-size batch at a time.
 
-The dataset is a :func:`tfrobseg.data.make_dataset` dataset: dict elements with ``image`` and
+The dataset is a :func:`tfrobseg.dataset.pipeline.make_dataset` dataset: dict elements with ``image`` and
 ``mask`` ``(B, H, W, C)``, ``patient_id`` and ``slice_index`` (unbatched dict datasets work too).
 It is re-batched to ``batch_size`` and the last partial batch is padded with empty slices, so every
 call sees the same shape and XLA compiles once; the padding is dropped from the output. Only one
@@ -97,7 +97,7 @@ def _rebatch(dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
     spec = dataset.element_spec
     if not isinstance(spec, dict) or "image" not in spec or "mask" not in spec:
         keys = sorted(spec) if isinstance(spec, dict) else type(spec).__name__
-        raise ValueError(f"dataset elements must be dicts with 'image' and 'mask' (tfrobseg.data.make_dataset), got {keys}")
+        raise ValueError(f"dataset elements must be dicts with 'image' and 'mask' (tfrobseg.dataset.pipeline.make_dataset), got {keys}")
     rank = spec["image"].shape.rank
     if rank == 4:
         dataset = dataset.unbatch()
@@ -151,7 +151,7 @@ def attack_dataset(
 
     Args:
         model: Keras model returning probabilities.
-        dataset: :func:`tfrobseg.data.make_dataset` dataset; the attack's ``y`` is ``element["mask"]``.
+        dataset: :func:`tfrobseg.dataset.pipeline.make_dataset` dataset; the attack's ``y`` is ``element["mask"]``.
         epsilons: ε values (input units, or fractions with ``relative_to``); 0 gives the clean result.
         attack: a name in :data:`ATTACKS`: ``"fgsm"`` (one gradient per batch via :func:`fgsm_sweep`),
             ``"ifgsm"``, ``"targeted_ifgsm"`` (``target=`` ``"background"`` (default),

@@ -63,10 +63,7 @@ def check_settings(out_dir: str | os.PathLike, settings: Mapping[str, Any], *, o
         old = json.loads(run_file.read_text(encoding="utf-8"))
         if old.get("settings_hash") != digest:
             if not overwrite:
-                diff = sorted(
-                    k for k in set(old.get("settings", {})) | set(settings)
-                    if old.get("settings", {}).get(k) != json.loads(to_json(settings.get(k)))
-                )
+                diff = _differing(old.get("settings", {}), json.loads(to_json(settings)))
                 raise SettingsMismatchError(
                     f"{out} already holds results made with different settings (differing: "
                     f"{', '.join(diff) or 'unknown'}). Use another --out, or --overwrite to delete them."
@@ -76,6 +73,18 @@ def check_settings(out_dir: str | os.PathLike, settings: Mapping[str, Any], *, o
                     shutil.rmtree(out / phase)
     atomic_write_json(run_file, {"settings_hash": digest, "settings": settings})
     return digest
+
+
+def _differing(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the settings that differ (``train.seed``), nested settings included."""
+    names = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            names += _differing(a, b, f"{prefix}{key}.")
+        elif a != b:
+            names.append(f"{prefix}{key}")
+    return names
 
 
 def collect_metrics(out_dir: str | os.PathLike, phase: str | None = None) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 
 ``y_true`` layout for both losses: shape (B, H, W, 2) with channel 0 the expert
 (reference) mask and channel 1 the second reader's mask, both in {0, 1}; this is what
-``tfrobseg.data.to_xy(element, second_reader=True)`` produces. ``y_pred`` is (B, H, W, 1).
+``tfrobseg.dataset.pipeline.to_xy(element, second_reader=True)`` produces. ``y_pred`` is (B, H, W, 1).
 The prediction is always scored against the expert mask; the second reader only decides
 where the "hard" pixels are:
 

@@ -8,9 +8,7 @@ in slice order (:func:`stack_slices`) and evaluated as one 3-D volume with the v
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from typing import Any, Unpack
 
@@ -102,7 +100,7 @@ def evaluate_cases(
     (``patient_id``, ``epsilon``, ``model`` …) become leading columns. A ``(pred, gt[, spacing])``
     tuple is accepted too. ``options`` are passed to :func:`evaluate_case`.
 
-    ``workers > 1`` uses a ``ProcessPoolExecutor``; results keep the input order, so the output
+    ``workers > 1`` uses worker processes (:func:`tfrobseg.parallel.process_map`); results keep the input order, so the output
     is identical for any number of workers. ``spawn`` is the default start method because the
     caller usually has TensorFlow loaded, whose threads do not survive ``fork``.
     """
@@ -113,10 +111,10 @@ def evaluate_cases(
     if workers == 1 or len(items) <= 1:
         rows = [worker(item) for item in items]
     else:
-        context = multiprocessing.get_context(mp_context)
-        chunksize = max(1, len(items) // (4 * workers))
-        with ProcessPoolExecutor(max_workers=int(workers), mp_context=context) as pool:
-            rows = list(pool.map(worker, items, chunksize=chunksize))
+        from tfrobseg.parallel import process_map
+
+        rows = [row for _, row in process_map(worker, items, workers=int(workers), ordered=True,
+                                              start_method=mp_context)]
     if not rows:
         return pd.DataFrame(columns=list(METRIC_KEYS))
     frame = pd.DataFrame(rows)
