@@ -337,8 +337,9 @@ def run(mutants: list[Mutant], jobs: int, timeout: int, report: Path | None, fir
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CI="", TFROBSEG_SAMPLE=str(SHARED / "data" / "prostatex-sample"))
     # One prepared tiny cohort for every run (the fixture reuses it: preparation is idempotent).
     env["TFROBSEG_TEST_COHORT"] = str(work / "cohort")
-    subprocess.run([sys.executable, "-c", "import sys; from tfrobseg.dataset.synthetic import prepare_builtin; "
-                    "prepare_builtin(sys.argv[1], n_patients=6, seed=0)", env["TFROBSEG_TEST_COHORT"]],
+    prepare = ("import sys; from tfrobseg.dataset.synthetic import prepare_builtin; "
+               "prepare_builtin(sys.argv[1], n_patients=6, seed=0)")
+    subprocess.run([sys.executable, "-c", prepare, env["TFROBSEG_TEST_COHORT"]],
                    cwd=REPO, env=env, check=True, capture_output=True)
     slots = [_copy_repo(work / f"slot{i}") for i in range(jobs)]
     # Restore from the text as it was at the start, whatever happens to the checkout meanwhile.

@@ -48,8 +48,8 @@ def test_study_run_resolves_to_the_paper_protocol(tiny_cohort):
 
 def test_settings_defaults_and_fingerprint(tiny_cohort):
     # Settings built in code (not from the command line) default to the study's protocol too.
-    required = dict(data_dir=str(tiny_cohort), manifest_sha256="abc", split_file="s.json", split_sha256=None,
-                    epsilons=(0.0, 0.5), attack="fgsm", attack_loss="same", filters=(16, 32), image_size=256)
+    required = {"data_dir": str(tiny_cohort), "manifest_sha256": "abc", "split_file": "s.json", "split_sha256": None,
+                "epsilons": (0.0, 0.5), "attack": "fgsm", "attack_loss": "same", "filters": (16, 32), "image_size": 256}
     settings = S.Settings(**required, train=TrainConfig(precision="float32"))
     assert {k: getattr(settings.train, k) for k in STUDY_PROTOCOL} == STUDY_PROTOCOL
     assert settings.threshold == 0.5 and settings.preset is None

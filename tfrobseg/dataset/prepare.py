@@ -42,6 +42,8 @@ from tfrobseg.parallel import process_map
 __all__ = ["PreparedPatient", "find_mask", "prepare_cohort", "process_patient"]
 
 logger = logging.getLogger(__name__)
+#: The paper's preprocessing (frozen, so sharing it as a default is safe).
+PAPER_CONFIG = PrepConfig()
 
 
 def find_mask(folder: str | Path | None, patient_id: str) -> Path | None:
@@ -95,7 +97,7 @@ class PreparedPatient:
 
 
 def process_patient(source: PatientSource, *, mask_path: Path | None = None, mask2_path: Path | None = None,
-                    listed: tuple[str, int] | None = None, config: PrepConfig = PrepConfig()) -> PreparedPatient:
+                    listed: tuple[str, int] | None = None, config: PrepConfig = PAPER_CONFIG) -> PreparedPatient:
     """Run the preprocessing of one patient in memory; raises :class:`InputError` for bad input."""
     t0 = time.perf_counter()
     pid = source.patient_id
@@ -191,7 +193,7 @@ def prepare_cohort(
     masks: str | Path | None = None,
     second_masks: str | Path | None = None,
     image_list: str | Path | None = None,
-    config: PrepConfig = PrepConfig(),
+    config: PrepConfig = PAPER_CONFIG,
     workers: int = 1,
     overwrite: bool = False,
     strict: bool = False,

@@ -27,7 +27,13 @@ import pandas as pd
 from tfrobseg.dataset.manifest import Manifest
 from tfrobseg.experiment import store
 from tfrobseg.experiment.settings import Settings
-from tfrobseg.experiment.units import Unit, UnitPatients, UnitRecord, load_split, unit_patients
+from tfrobseg.experiment.units import (
+    Unit,
+    UnitPatients,
+    UnitRecord,
+    load_split,
+    unit_patients,
+)
 from tfrobseg.io import atomic_write_csv, environment_versions
 
 __all__ = ["run_unit"]
@@ -83,7 +89,11 @@ def attack_and_score(unit: Unit, settings: Settings, model: Any, eval_ds: Any, p
                      position: int) -> pd.DataFrame:
     """Step 3: attack every evaluation slice at every ε and score each patient in 3D."""
     from tfrobseg.attacks import attack_dataset
-    from tfrobseg.experiment.scoring import evaluate_attack_stream, iter_with_count, load_volumes
+    from tfrobseg.experiment.scoring import (
+        evaluate_attack_stream,
+        iter_with_count,
+        load_volumes,
+    )
     from tfrobseg.losses import get_loss
 
     attack_loss = settings.attack_loss_for(unit.loss)

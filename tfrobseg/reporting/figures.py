@@ -34,7 +34,12 @@ from tfrobseg import study
 from tfrobseg.experiment import store
 from tfrobseg.experiment.units import MARKER, UnitRecord
 from tfrobseg.io import atomic_write_text, save_figure
-from tfrobseg.reporting.tables import cell_means, display_names, most_robust_loss, study_order
+from tfrobseg.reporting.tables import (
+    cell_means,
+    display_names,
+    most_robust_loss,
+    study_order,
+)
 
 __all__ = ["OVERLAY_ALPHA", "OVERLAY_COLOURS", "attack_figure", "attack_slice", "load_unit_model", "make_figures",
            "overlay_rgba", "robustness_curves"]
