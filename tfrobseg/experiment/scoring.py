@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tfrobseg.metrics.evaluate import stack_slices
+
 
 @dataclass
 class PatientVolume:
@@ -79,8 +81,8 @@ def load_volumes(dataset: Iterable[Mapping[str, Any]]) -> dict[str, PatientVolum
         volumes[pid] = PatientVolume(
             patient_id=pid,
             slice_indices=order,
-            image=np.stack([per[k][0] for k in order]),
-            mask=np.stack([per[k][1] for k in order]),
+            image=stack_slices({k: image for k, (image, _) in per.items()}),
+            mask=stack_slices({k: mask for k, (_, mask) in per.items()}),
             spacing=spacing[pid],  # type: ignore[arg-type]
         )
     return volumes
@@ -152,8 +154,8 @@ def evaluate_attack_stream(
             missing = set(vol.slice_indices.tolist()) - set(per)
             if missing:
                 raise ValueError(f"patient {pid}, eps={eps}: slices {sorted(missing)} never predicted")
-            pred_vol = np.stack([per[k][0] for k in vol.slice_indices])
-            adv_vol = None if adv is None else np.stack([per[k][1] for k in vol.slice_indices])
+            pred_vol = stack_slices({k: p for k, (p, _) in per.items()})
+            adv_vol = None if adv is None else stack_slices({k: a for k, (_, a) in per.items()})
             row = {**(extra or {}), "patient_id": pid, "epsilon": eps, "n_slices": vol.n_slices}
             row.update(volume_metrics(pred_vol, vol, adv_vol))
             row["fg_voxels_pred"] = int(pred_vol.sum())

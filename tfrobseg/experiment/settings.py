@@ -124,8 +124,6 @@ def resolve_settings(args: Any, data_dir: Path, preset: str | None, *, has_gpu: 
     XLA defaults to on, except for the preset on a machine without a GPU (compiling a train step
     costs more than it saves there).
     """
-    study_train = TrainConfig(precision="float32")  # the study's values, as TrainConfig's defaults
-
     def pick(value: Any, key: str, study_value: Any) -> Any:
         if value is not None:
             return value
@@ -138,11 +136,11 @@ def resolve_settings(args: Any, data_dir: Path, preset: str | None, *, has_gpu: 
     xla = args.xla if args.xla is not None else not (preset and not has_gpu)
     try:
         train = TrainConfig(
-            learning_rate=pick(args.learning_rate, "learning_rate", study_train.learning_rate),
+            learning_rate=pick(args.learning_rate, "learning_rate", study.LEARNING_RATE),
             batch_size=args.batch_size,
-            max_epochs=pick(args.max_epochs, "max_epochs", study_train.max_epochs),
+            max_epochs=pick(args.max_epochs, "max_epochs", study.MAX_EPOCHS),
             early_stopping_patience=pick(args.early_stopping_patience, "early_stopping_patience",
-                                         study_train.early_stopping_patience),
+                                         study.EARLY_STOPPING_PATIENCE),
             precision=args.precision or default_precision(has_gpu),
             xla=bool(xla),
             strategy=args.strategy,
