@@ -3,24 +3,36 @@
 * :mod:`~tfrobseg.training.config`: :class:`TrainConfig` (the study's protocol as defaults).
 * :mod:`~tfrobseg.training.callbacks`: plateau / early stopping, ``history.csv``, progress bar.
 * :mod:`~tfrobseg.training.fit`: seeds, precision, distribution strategy and :func:`train_model`.
+
+The configuration is plain Python; the Keras parts load on first use (PEP 562 ``__getattr__``),
+so that reading a unit's record or resolving options does not start TensorFlow.
 """
 
-from tfrobseg.training.callbacks import HistoryCSV, TqdmProgress, protocol_callbacks
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from tfrobseg.training.config import (
     PRECISIONS,
     STRATEGIES,
     TrainConfig,
     default_precision,
 )
-from tfrobseg.training.fit import (
-    TrainResult,
-    get_strategy,
-    set_precision,
-    set_seed,
-    train_model,
-)
 
-__all__ = [
-    "PRECISIONS", "STRATEGIES", "HistoryCSV", "TqdmProgress", "TrainConfig", "TrainResult", "default_precision",
-    "get_strategy", "protocol_callbacks", "set_precision", "set_seed", "train_model",
+_LAZY = {
+    "HistoryCSV": "callbacks", "TqdmProgress": "callbacks", "protocol_callbacks": "callbacks",
+    "TrainResult": "fit", "get_strategy": "fit", "set_precision": "fit", "set_seed": "fit", "train_model": "fit",
+}
+
+__all__ = [  # noqa: RUF022 (the eager names, then the lazy ones in _LAZY's order)
+    "PRECISIONS", "STRATEGIES", "TrainConfig", "default_precision",
+    "HistoryCSV", "TqdmProgress", "protocol_callbacks",
+    "TrainResult", "get_strategy", "set_precision", "set_seed", "train_model",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"tfrobseg.training.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'tfrobseg.training' has no attribute {name!r}")
