@@ -9,8 +9,9 @@ where the "hard" pixels are:
     hard = expert XOR second reader  (computed as e + r − 2·e·r),
     easy = 1 − hard.
 
-A patient without a second reader has an all-zero channel 1, so its hard region is the
-whole expert mask; give such slices an expert copy as channel 1 to make every pixel "easy".
+For a slice without a second reader, ``to_xy`` repeats the expert mask in channel 1, so the readers
+agree and every pixel is "easy"; an all-zero channel 1 built by hand would instead make the whole
+expert mask "hard".
 """
 
 from __future__ import annotations
