@@ -17,6 +17,9 @@ HEAVY_FOR = {
     "tfrobseg.experiment.units": ["SimpleITK", "tensorflow"],
     "tfrobseg.experiment.settings": ["SimpleITK", "tensorflow"],
     "tfrobseg.study": ["numpy", "tensorflow"],
+    # --help of the scripts: TensorFlow's start-up lines would read like errors.
+    "tfrobseg.experiment.cli": ["tensorflow", "SimpleITK"],
+    "tfrobseg.dataset.cli": ["tensorflow", "SimpleITK"],
 }
 
 
@@ -27,3 +30,11 @@ def test_import_does_not_pull_in(module):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     loaded = set(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert not set(HEAVY_FOR[module]) & loaded, f"{module} imports {sorted(set(HEAVY_FOR[module]) & loaded)}"
+
+
+def test_an_unknown_attack_is_refused_naming_the_choices():
+    from tfrobseg.experiment import cli
+
+    args = cli.build_parser("crossval").parse_args(["--attack", "nope"])
+    with pytest.raises(SystemExit, match="unknown --attack 'nope'; choose from fgsm, ifgsm"):
+        cli._check_names(args)

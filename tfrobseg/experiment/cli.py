@@ -52,8 +52,8 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def build_parser(phase: str) -> argparse.ArgumentParser:
-    from tfrobseg.attacks import ATTACKS
-
+    """The options of a phase. Builds without TensorFlow, so ``--help`` starts no TensorFlow (its
+    start-up lines read like errors); ``--attack`` is checked against the attack mapping after parsing."""
     what = ("3-fold cross-validation (Tables I, III)" if phase == "crossval"
             else "hold-out retraining and test-set attack (Tables II, IV)")
     p = argparse.ArgumentParser(
@@ -68,7 +68,8 @@ def build_parser(phase: str) -> argparse.ArgumentParser:
         p.add_argument("--split", default=None, help="JSON file with train/val/test patient lists (default: the manifest's split)")
     p.add_argument("--epsilons", type=_floats, default=study.EPSILONS,
                    help="attack strengths in z-score units (default 0,0.1,...,1.0; the clean 0 is always added)")
-    p.add_argument("--attack", choices=tuple(ATTACKS), default="fgsm")
+    p.add_argument("--attack", default="fgsm",
+                   help="the study's fgsm, or another attack of tfrobseg.attacks.ATTACKS (docs/attacks.md)")
     p.add_argument("--attack-loss", default="same", help="'same' (the training loss, as in the study) or a loss name")
     p.add_argument("--data", default=None, help=f"prepared data folder (default: the built-in cohort in {BUILTIN_DATA}, prepared if absent)")
     p.add_argument("--out", default=None, help="results folder (default: results/builtin or results/<data folder name>)")
@@ -128,11 +129,14 @@ def _has_gpu() -> bool:
 
 
 def _check_names(args: argparse.Namespace) -> tuple[list[str], list[str], tuple[int, int]]:
-    """Model and loss names and the shard, checked before anything is prepared or created."""
+    """Model, loss and attack names and the shard, checked before anything is prepared or created."""
     from tfrobseg import losses, models
+    from tfrobseg.attacks import ATTACKS
 
     model_names = _names(args.model, study.MODELS, "model", models.MODEL_NAMES)
     loss_names = _names(args.loss, study.LOSSES, "loss", losses.LOSS_NAMES)
+    if args.attack not in ATTACKS:
+        raise SystemExit(f"unknown --attack {args.attack!r}; choose from {', '.join(ATTACKS)}")
     if args.attack_loss != "same" and args.attack_loss not in losses.LOSS_NAMES:
         raise SystemExit(f"unknown --attack-loss {args.attack_loss!r}; 'same' or one of {', '.join(losses.LOSS_NAMES)}")
     try:
