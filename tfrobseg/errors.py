@@ -1,8 +1,9 @@
-"""The package's own errors: a bad input file of one patient, and a results folder made with other settings."""
+"""The package's own errors: a bad input file of one patient, a results folder made with other settings, and a
+training run whose loss stopped being finite."""
 
 from __future__ import annotations
 
-__all__ = ["InputError", "SettingsMismatchError"]
+__all__ = ["InputError", "SettingsMismatchError", "TrainingDiverged", "UnitsFailed"]
 
 
 class InputError(ValueError):
@@ -17,3 +18,15 @@ class InputError(ValueError):
 
 class SettingsMismatchError(RuntimeError):
     """A results folder already holds a run made with different settings."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training (or validation) loss became NaN or infinite; the one-line message says where."""
+
+
+class UnitsFailed(RuntimeError):
+    """Units of a grid failed; the others completed. ``failures`` maps each unit id to its one-line reason."""
+
+    def __init__(self, failures: dict[str, str]):
+        self.failures = dict(failures)
+        super().__init__("; ".join(f"{uid}: {reason}" for uid, reason in self.failures.items()))

@@ -28,34 +28,54 @@ def process_map(
     ordered: bool = False,
     on_submit: Callable[[Any], None] | None = None,
     start_method: str = "spawn",
+    max_in_flight: int | None = None,
 ) -> Iterator[tuple[Any, T]]:
     """Yield ``(job, fn(job))`` computed in ``workers`` processes.
 
     Results come as they finish, or in job order with ``ordered``. ``fn``, the jobs and the
-    results must be picklable; ``on_submit(job)`` is called as each job is queued.
+    results must be picklable; ``on_submit(job)`` is called as each job is queued. With
+    ``max_in_flight = workers`` a job is queued only when a worker is free, so ``on_submit`` marks
+    its start (the experiment grid logs it so); by default every job is queued at once.
     ``start_method`` other than ``"spawn"`` is for callers that know no TensorFlow is loaded.
     """
     jobs = list(jobs)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if max_in_flight is not None and max_in_flight < 1:
+        raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+    limit = len(jobs) if max_in_flight is None else max_in_flight
     ctx = multiprocessing.get_context(start_method)
     with ProcessPoolExecutor(min(workers, max(len(jobs), 1)), mp_context=ctx, initializer=initializer,
                              initargs=initargs) as pool:
-        futures = {}
-        for job in jobs:
-            futures[pool.submit(fn, job)] = job
-            if on_submit is not None:
-                on_submit(job)
-        try:
-            if ordered:
-                for fut, job in futures.items():
-                    yield job, fut.result()
+        queue = iter(enumerate(jobs))
+        futures: dict[Any, tuple[int, Any]] = {}
+
+        def submit_next() -> None:
+            for index, job in queue:
+                futures[pool.submit(fn, job)] = (index, job)
+                if on_submit is not None:
+                    on_submit(job)
                 return
-            remaining = set(futures)
-            while remaining:
-                finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    yield futures[fut], fut.result()  # re-raises a worker's error here
+
+        try:
+            for _ in range(limit):
+                submit_next()
+            finished_early: dict[int, tuple[Any, T]] = {}
+            next_index = 0
+            while futures:
+                finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                # Job order among those that finished together, so that ``ordered`` never waits on itself.
+                for fut in sorted(finished, key=lambda f: futures[f][0]):
+                    index, job = futures.pop(fut)
+                    result = fut.result()  # re-raises a worker's error here
+                    submit_next()
+                    if not ordered:
+                        yield job, result
+                        continue
+                    finished_early[index] = (job, result)
+                    while next_index in finished_early:
+                        yield finished_early.pop(next_index)
+                        next_index += 1
         finally:
             for fut in futures:
                 fut.cancel()

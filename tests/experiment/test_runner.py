@@ -24,7 +24,7 @@ STUDY_PROTOCOL = {  # Apostolidis et al., II-H, and our documented choices where
 
 
 def _settings(data_dir, argv=(), phase="crossval"):
-    return resolve_settings(build_parser(phase).parse_args(list(argv)), Path(data_dir), None, has_gpu=False)
+    return resolve_settings(build_parser(phase).parse_args(list(argv)), Path(data_dir), None, gpus=0)
 
 
 # --------------------------------------------------------------------------- a unit, end to end in-process

@@ -54,9 +54,16 @@ def test_crossval_resume_refuse_tables_figures(tiny_cohort, tmp_path):
     log = (out / "log.txt").read_text(encoding="utf-8")
     assert log.count("start crossval/unet/bce/fold0") == 1
     assert "skip crossval/unet/bce/fold0 (complete)" in log
-    assert "crossval/unet/bce/fold1 was interrupted earlier: restarting it from scratch" in log
-    assert log.count("queued crossval/") == 3 and log.count("done crossval/") == 4  # 1 before, 3 by the workers
+    assert "crossval/unet/bce/fold1 was interrupted or failed earlier: restarting it from scratch" in log
+    assert log.count("start crossval/") == 4 and log.count("done crossval/") == 4  # 1 before, 3 by the workers
     assert "Tables:" in proc.stdout and "Combined results:" in proc.stdout
+
+    # The same grid in one call with one worker gives byte-identical numbers: a unit's result depends
+    # neither on --jobs, nor on the units run before it in the same process, nor on a resume.
+    sequential = tmp_path / "seq"
+    _run("experiments/crossval.py", *base[:3], sequential, *base[4:], "--jobs", "1", "--no-tables")
+    for path in sorted(out.glob("crossval/*/*/*/metrics.csv")):
+        assert path.read_bytes() == (sequential / path.relative_to(out)).read_bytes(), path
 
     # Per-unit outputs and the combined CSV.
     unit = out / "crossval/unet/dice/fold1"
@@ -92,6 +99,21 @@ def test_crossval_resume_refuse_tables_figures(tiny_cohort, tmp_path):
         assert (figs / name).is_file(), name
     assert list(figs.glob("fallback_unet_*.png"))  # the study's figure models were not run
     assert "skipped: Figure 1" in proc.stdout
+
+
+def test_a_diverging_unit_fails_by_name_without_a_marker(tiny_cohort, tmp_path):
+    # Learning rate 1e6: the ViT bottleneck's loss becomes NaN (measured: epoch 3, batch 5). The run must stop
+    # that unit, say which and why, exit non-zero and leave no completion marker.
+    out = tmp_path / "nan"
+    proc = _run("experiments/crossval.py", "--data", tiny_cohort, "--out", out, "--loss", "bce", "--folds", "0", *TINY,
+                "--model", "unet_vit", "--learning-rate", "1e6", "--max-epochs", "3", check=False)
+    unit = out / "crossval/unet_vit/bce/fold0"
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "failed: crossval/unet_vit/bce/fold0: the training loss became NaN at epoch" in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not (unit / "DONE.json").exists() and not (unit / "best.keras").exists()
+    failure = json.loads((unit / "FAILED.json").read_text(encoding="utf-8"))
+    assert "NaN" in failure["reason"] and "TrainingDiverged" in failure["details"]
 
 
 def test_holdout_with_split_file(tiny_cohort, tmp_path):

@@ -28,9 +28,9 @@ STUDY_PROTOCOL = {  # Apostolidis et al., II-H, and our documented choices where
 }
 
 
-def _settings(data_dir, argv=(), phase="crossval", preset=None, has_gpu=False):
+def _settings(data_dir, argv=(), phase="crossval", preset=None, gpus=0):
     args = cli.build_parser(phase).parse_args(list(argv))
-    return S.resolve_settings(args, Path(data_dir), preset, has_gpu=has_gpu)
+    return S.resolve_settings(args, Path(data_dir), preset, gpus=gpus)
 
 
 def test_study_run_resolves_to_the_paper_protocol(tiny_cohort):
@@ -40,8 +40,9 @@ def test_study_run_resolves_to_the_paper_protocol(tiny_cohort):
     assert settings.filters == (16, 32, 64, 128, 256) and settings.image_size == 256
     assert (settings.attack, settings.attack_loss, settings.threshold) == ("fgsm", "same", 0.5)
     assert settings.preset is None and jobs == 1 and settings.train.xla is True
-    assert settings.train.precision == "float32" and settings.train.strategy == "auto" and settings.train.seed == 0
-    assert _settings(tiny_cohort, has_gpu=True)[0].train.precision == "mixed_float16"
+    assert settings.train.precision == "float32" and settings.train.seed == 0
+    assert (settings.train.strategy, settings.replicas, settings.deterministic) == ("default", 1, False)
+    assert _settings(tiny_cohort, gpus=1)[0].train.precision == "mixed_float16"
     # The study's values are TrainConfig's own defaults: one home.
     assert {k: getattr(TrainConfig(precision="float32"), k) for k in STUDY_PROTOCOL} == STUDY_PROTOCOL
 
@@ -78,7 +79,7 @@ def test_builtin_preset_choices_and_overrides(tiny_cohort):
     assert (t.max_epochs, t.learning_rate, settings.filters, settings.image_size, jobs) == (
         40, 1e-3, (8, 16, 32, 64, 128), 64, 2)
     assert t.early_stopping_patience == 10 and settings.preset == "builtin"
-    assert t.xla is False and _settings(tiny_cohort, preset="builtin", has_gpu=True)[0].train.xla is True
+    assert t.xla is False and _settings(tiny_cohort, preset="builtin", gpus=1)[0].train.xla is True
     # What the user gives always wins over the preset.
     argv = ["--max-epochs", "3", "--learning-rate", "0.5", "--filters", "4,8", "--image-size", "32", "--jobs", "1",
             "--early-stopping-patience", "2", "--xla", "--epsilons", "0.3,0.1", "--strategy", "mirrored"]
@@ -87,6 +88,34 @@ def test_builtin_preset_choices_and_overrides(tiny_cohort):
     assert (t.max_epochs, t.learning_rate, settings.filters, settings.image_size, jobs) == (3, 0.5, (4, 8), 32, 1)
     assert t.early_stopping_patience == 2 and t.xla is True and settings.epsilons == (0.0, 0.1, 0.3)
     assert (t.strategy, t.seed, t.precision) == ("mirrored", 0, "float32")
+
+
+def test_threads_do_not_follow_jobs_and_execution_settings_are_fingerprinted(tiny_cohort, monkeypatch):
+    # Thread-pool sizes change a CPU's rounding, so a unit's threads must not follow --jobs (a resume
+    # with another --jobs would change its numbers); they follow the cores and the *default* jobs.
+    monkeypatch.setattr(S.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(S.os, "cpu_count", lambda: 8)
+    for preset, threads in ((None, 8), ("builtin", 4)):
+        assert {_settings(tiny_cohort, ["--jobs", j], preset=preset)[0].threads for j in ("1", "2", "3")} == {threads}
+    base = _settings(tiny_cohort)[0]
+    for argv, key in ((["--threads", "3"], "threads"), (["--deterministic"], "deterministic")):
+        changed = _settings(tiny_cohort, argv)[0]
+        assert changed.fingerprint() != base.fingerprint() and changed.fingerprint()[key] != base.fingerprint()[key]
+    assert _settings(tiny_cohort, ["--threads", "3", "--deterministic"])[0].to_json()["deterministic"] is True
+    with pytest.raises(SystemExit, match="--threads must be >= 1"):
+        _settings(tiny_cohort, ["--threads", "0"])
+
+
+def test_strategy_and_replicas_are_resolved_into_the_fingerprint(tiny_cohort, monkeypatch):
+    # "auto" means different strategies on different machines: the fingerprint holds what it became.
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    one, four = _settings(tiny_cohort, gpus=1)[0], _settings(tiny_cohort, gpus=4)[0]
+    assert (one.train.strategy, one.replicas) == ("default", 1) and (four.train.strategy, four.replicas) == ("mirrored", 4)
+    assert one.fingerprint()["replicas"] == 1 and four.fingerprint()["train"]["strategy"] == "mirrored"
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]},
+                                                "task": {"type": "chief", "index": 0}}))
+    multi = _settings(tiny_cohort, gpus=2)[0]
+    assert (multi.train.strategy, multi.replicas) == ("multiworker", 6)
 
 
 def test_default_data_is_the_builtin_cohort(tmp_path, monkeypatch, capsys):

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from tfrobseg import training
-from tfrobseg.training import TrainConfig, fit, protocol_callbacks, train_model
+from tfrobseg.training import TrainConfig, protocol_callbacks, train_model
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -101,10 +101,10 @@ def test_mixed_bfloat16_policy():
 def test_strategy_selection(monkeypatch):
     assert training.get_strategy("auto") is tf.distribute.get_strategy()
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}))
-    assert fit._tf_config_workers() == 2
+    assert training.config.tf_config_workers() == 2
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ValueError, match="TF_CONFIG"):
-        fit._tf_config_workers()
+        training.config.tf_config_workers()
     with pytest.raises(ValueError):
         training.get_strategy("tpu")
 
@@ -136,6 +136,81 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out == {"strategy": "MirroredStrategy", "replicas": 2, "epochs": 2}
     assert (tmp_path / "best.keras").is_file() and (tmp_path / "history.csv").is_file()
+
+
+def test_batch_norm_is_synchronised_across_replicas():
+    # Apostolidis' global batch of 4 split over 2 replicas: with per-replica statistics each would
+    # normalise over its own 2 slices and one step would differ from the single-device step.
+    script = textwrap.dedent(
+        """
+        import json
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import keras, numpy as np
+        from tfrobseg import models
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(4, 16, 16, 1)).astype("float32")
+        x[:2] += 3.0  # the replicas' halves have different statistics
+        ds = tf.data.Dataset.from_tensor_slices((x, (x > 1).astype("float32"))).batch(4)
+
+        def one_step(strategy):
+            keras.utils.set_random_seed(0)
+            with strategy.scope():
+                m = models.build_model("unet", input_shape=(16, 16, 1), filters=(4, 8))
+                m.compile(optimizer=keras.optimizers.SGD(0.1), loss="binary_crossentropy", jit_compile=False)
+            m.fit(ds, epochs=1, verbose=0, shuffle=False)
+            sync = sorted({l.synchronized for l in m.layers if isinstance(l, keras.layers.BatchNormalization)})
+            return np.concatenate([w.ravel() for w in m.get_weights()]), sync
+
+        single, sync_single = one_step(tf.distribute.get_strategy())
+        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+        mirrored, sync_mirrored = one_step(tf.distribute.MirroredStrategy(cpus))
+        print(json.dumps({"single": sync_single, "mirrored": sync_mirrored,
+                          "max_diff": float(np.abs(single - mirrored).max())}))
+        """
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False,
+                          cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["single"] == [False] and out["mirrored"] == [True]
+    assert out["max_diff"] < 1e-5  # measured 6e-8; per-replica statistics: 0.02
+
+
+def _nan_after(n_good: int, size: int = 16):
+    """4-slice batches whose batch ``n_good + 1`` holds a NaN label (a NaN image pixel could be
+    flushed to 0 by the ReLU)."""
+    x = np.random.default_rng(0).normal(size=(4 * (n_good + 2), size, size, 1)).astype("float32")
+    y = (x > 0).astype("float32")
+    y[4 * n_good, 0, 0, 0] = np.nan
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+
+
+def test_a_nan_loss_stops_training_and_raises_naming_where(tmp_path):
+    from tfrobseg.errors import TrainingDiverged
+
+    good = tf.data.Dataset.from_tensor_slices(
+        (np.ones((4, 16, 16, 1), "float32"), np.ones((4, 16, 16, 1), "float32"))).batch(4)
+    with pytest.raises(TrainingDiverged, match=r"^the training loss became NaN at epoch 1, batch 3 \(learning rate 0.01\)$"):
+        train_model(_tiny_model, "bce", _nan_after(2), good, config=TrainConfig(max_epochs=3, learning_rate=1e-2, xla=False),
+                    out_dir=tmp_path, progress=False)
+    assert not (tmp_path / "best.keras").exists()  # nothing to attack is left behind
+    # A finite training loss but a NaN validation loss stops after the first epoch.
+    with pytest.raises(TrainingDiverged, match=r"^the validation loss became NaN at epoch 1 "):
+        train_model(_tiny_model, "bce", good, _nan_after(0), config=TrainConfig(max_epochs=3, learning_rate=1e-2, xla=False),
+                    out_dir=tmp_path, progress=False)
+    assert len(pd.read_csv(tmp_path / "history.csv")) == 1
+
+
+def test_strategy_resolution_without_tensorflow():
+    resolve = training.resolve_strategy
+    assert resolve("auto", 0) == ("default", 1) and resolve("auto", 1) == ("default", 1)
+    assert resolve("auto", 4) == ("mirrored", 4) and resolve("mirrored", 0) == ("mirrored", 1)
+    assert resolve("auto", 2, workers=3) == ("multiworker", 6) and resolve("default", 8) == ("default", 1)
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        resolve("tpu", 1)
 
 
 def test_rising_val_loss_reduces_lr_to_the_floor_stops_early_and_restores_best(tmp_path):

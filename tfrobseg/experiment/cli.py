@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tfrobseg import study
-from tfrobseg.errors import SettingsMismatchError
+from tfrobseg.errors import SettingsMismatchError, UnitsFailed
 from tfrobseg.experiment.settings import (
     BUILTIN_DATA,
     BUILTIN_PRESET,
@@ -92,6 +92,11 @@ def build_parser(phase: str) -> argparse.ArgumentParser:
                    help="XLA-compile training and attack steps (default on; the built-in preset turns it off on a CPU-only machine)")
     p.add_argument("--jobs", type=int, default=None,
                    help=f"units computed at once in worker processes (default 1; built-in preset {BUILTIN_PRESET['jobs']})")
+    p.add_argument("--threads", type=int, default=None,
+                   help="TensorFlow threads of each unit's process (default: the cores, halved under the built-in "
+                        "preset; never derived from --jobs, so --jobs does not change the numbers)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="TensorFlow op determinism (tf.config.experimental.enable_op_determinism); recorded")
     p.add_argument("--strategy", choices=STRATEGIES, default="auto",
                    help="distribution strategy (auto: MultiWorker from TF_CONFIG, Mirrored with >1 GPU)")
     p.add_argument("--max-units", type=int, default=None, help="compute at most N units in this call, then stop")
@@ -122,10 +127,10 @@ def _folds(text: str | None, n_folds: int) -> list[int]:
     return vals
 
 
-def _has_gpu() -> bool:
+def _gpus() -> int:
     import tensorflow as tf
 
-    return bool(tf.config.list_physical_devices("GPU"))
+    return len(tf.config.list_physical_devices("GPU"))
 
 
 def _check_names(args: argparse.Namespace) -> tuple[list[str], list[str], tuple[int, int]]:
@@ -157,7 +162,8 @@ def _describe(phase: str, settings: Settings, jobs: int, models: list[str], loss
     print(f"{phase}: models {models} x losses {losses} x folds {folds if phase == 'crossval' else ['hold-out']}"
           f" -> {n_units} unit(s) in this shard; eps {list(settings.epsilons)}; attack {settings.attack} "
           f"(loss: {settings.attack_loss}); precision {t.precision}; XLA {'on' if t.xla else 'off'}; "
-          f"seed {t.seed}; results in {out_dir}", flush=True)
+          f"seed {t.seed}; strategy {t.strategy} ({settings.replicas} replica(s)); {settings.threads} thread(s) per unit"
+          f"{'; deterministic ops' if settings.deterministic else ''}; results in {out_dir}", flush=True)
 
 
 def _write_tables(out_dir: Path) -> None:
@@ -180,7 +186,7 @@ def main(phase: str, argv: Sequence[str] | None = None) -> int:
     model_names, loss_names, shard = _check_names(args)
     data_dir, preset = resolve_data(args.data)
     out_dir = default_out_dir(args.out, data_dir, preset)
-    settings, jobs = resolve_settings(args, data_dir, preset, has_gpu=_has_gpu())
+    settings, jobs = resolve_settings(args, data_dir, preset, gpus=_gpus())
     from tfrobseg.dataset.manifest import Manifest
     from tfrobseg.experiment.grid import run_grid
 
@@ -194,6 +200,13 @@ def main(phase: str, argv: Sequence[str] | None = None) -> int:
     except SettingsMismatchError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
+    except UnitsFailed as exc:
+        for uid, reason in exc.failures.items():
+            print(f"failed: {uid}: {reason}", file=sys.stderr)
+        print(f"{len(exc.failures)} unit(s) failed and have no completion marker (details in each unit's "
+              f"FAILED.json and {out_dir / 'log.txt'}); the completed units are kept, and a re-run retries "
+              "only the failed ones. No tables were written.", file=sys.stderr)
+        return 1
     print(f"{phase} finished in {time.perf_counter() - t0:.0f} s.", flush=True)
     print(f"Per-unit results: {out_dir}/{phase}/<model>/<loss>/<fold>/metrics.csv", flush=True)
     if not combined.empty:

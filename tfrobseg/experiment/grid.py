@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import os
 import time
+import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from tfrobseg.errors import UnitsFailed
 from tfrobseg.experiment import store
 from tfrobseg.experiment.settings import Settings
 from tfrobseg.experiment.units import Unit, make_grid, select_shard
@@ -38,9 +41,10 @@ def _log(out_dir: Path, message: str, quiet: bool = False) -> None:
         print(message, flush=True)
 
 
-def _worker_init(slots: Any, threads: int) -> None:
-    # Runs once per worker process: claim a terminal row for its progress bars and share the
-    # cores between the workers (TensorFlow's thread pools are fixed at its first use).
+def _worker_init(slots: Any, threads: int, deterministic: bool) -> None:
+    # Runs once per worker process, before TensorFlow starts: claim a terminal row for the progress
+    # bars, and fix the thread pools (their sizes change the floating-point results on a CPU) and
+    # op determinism to the run's settings, whatever the number of workers.
     global _WORKER_SLOT
     _WORKER_SLOT = int(slots.get())
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -48,19 +52,33 @@ def _worker_init(slots: Any, threads: int) -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
-def _timed_run(job: tuple[Unit, Settings, Path, bool], position: int = 0) -> tuple[pd.DataFrame, float]:
+@dataclass
+class _Outcome:
+    """What a worker sends back for a unit: its metrics, or the one-line reason it failed."""
+
+    metrics: pd.DataFrame | None
+    seconds: float
+    error: str | None = None
+
+
+def _worker_run(job: tuple[Unit, Settings, Path, bool]) -> _Outcome:
+    from tfrobseg.errors import TrainingDiverged
     from tfrobseg.experiment.runner import run_unit
 
     unit, settings, out_dir, progress = job
     t0 = time.perf_counter()
-    df = run_unit(unit, settings, out_dir, progress=progress, position=position)
-    return df, time.perf_counter() - t0
-
-
-def _worker_run(job: tuple[Unit, Settings, Path, bool]) -> tuple[pd.DataFrame, float]:
-    return _timed_run(job, position=_WORKER_SLOT + 1)
+    try:
+        metrics = run_unit(unit, settings, out_dir, progress=progress, position=_WORKER_SLOT)
+    except Exception as exc:  # noqa: BLE001 (one unit's failure must not take the others down: record, report)
+        reason = str(exc) if isinstance(exc, TrainingDiverged) else f"{type(exc).__name__}: {exc}"
+        reason = " ".join(reason.split())
+        store.write_failure(unit, out_dir, reason, traceback.format_exc())
+        return _Outcome(None, time.perf_counter() - t0, reason)
+    return _Outcome(metrics, time.perf_counter() - t0)
 
 
 def _unit_summary(df: pd.DataFrame) -> str:
@@ -82,34 +100,42 @@ def _units_to_compute(grid: list[Unit], out: Path, max_units: int | None, say) -
         say(f"computing {max_units} unit(s) in this call (--max-units)")
     for unit in todo:
         if store.reset_unit(unit, out):
-            say(f"[{grid.index(unit) + 1}/{len(grid)}] {unit.uid} was interrupted earlier: restarting it from scratch")
+            say(f"[{grid.index(unit) + 1}/{len(grid)}] {unit.uid} was interrupted or failed earlier: restarting it "
+                "from scratch")
     return todo
 
 
-def _compute(todo: list[Unit], settings: Settings, out: Path, jobs: int, progress: bool, say, tag) -> None:
-    """Compute the units, in this process or in ``jobs`` worker processes sharing the cores."""
-    if jobs == 1 or len(todo) <= 1:
-        for unit in todo:
-            say(f"{tag(unit)} start {unit.uid}")
-            df, seconds = _timed_run((unit, settings, out, progress))
-            say(f"{tag(unit)} done {unit.uid} in {seconds:.0f} s ({_unit_summary(df)})")
-        return
+def _compute(todo: list[Unit], settings: Settings, out: Path, jobs: int, progress: bool, say, tag) -> dict[str, str]:
+    """Compute the units in ``jobs`` worker processes; returns ``{unit id: reason}`` of those that failed.
+
+    Always in workers, even for ``jobs = 1``: every unit then runs with the same thread pools and
+    determinism settings (:attr:`Settings.threads`), which a process that already started
+    TensorFlow could not change, so its numbers do not depend on ``jobs``.
+    """
+    if not todo:
+        return {}
     import multiprocessing
 
     from tfrobseg.parallel import process_map
 
     jobs = min(jobs, len(todo))
+    failures = {}
     # A queue of terminal rows, one per worker, so that their progress bars do not overwrite each other.
     with multiprocessing.get_context("spawn").Manager() as manager:
         slots = manager.Queue()
         for slot in range(jobs):
             slots.put(slot)
-        threads = max(1, (os.cpu_count() or 1) // jobs)
         results = process_map(_worker_run, [(u, settings, out, progress) for u in todo], workers=jobs,
-                              initializer=_worker_init, initargs=(slots, threads),
-                              on_submit=lambda job: say(f"{tag(job[0])} queued {job[0].uid}"))
-        for job, (df, seconds) in results:
-            say(f"{tag(job[0])} done {job[0].uid} in {seconds:.0f} s ({_unit_summary(df)})")
+                              initializer=_worker_init, initargs=(slots, settings.threads, settings.deterministic),
+                              on_submit=lambda job: say(f"{tag(job[0])} start {job[0].uid}"), max_in_flight=jobs)
+        for job, outcome in results:
+            if outcome.error is None:
+                say(f"{tag(job[0])} done {job[0].uid} in {outcome.seconds:.0f} s ({_unit_summary(outcome.metrics)})")
+            else:
+                failures[job[0].uid] = outcome.error
+                say(f"{tag(job[0])} FAILED {job[0].uid} after {outcome.seconds:.0f} s: {outcome.error} "
+                    f"(details: {job[0].directory(out) / store.FAILURE_NAME})")
+    return failures
 
 
 def run_grid(
@@ -132,9 +158,13 @@ def run_grid(
     Refuses (:class:`tfrobseg.errors.SettingsMismatchError`) when ``out_dir`` holds a run with
     other settings, unless ``overwrite``. ``max_units`` stops after that many units were *computed*
     in this call (skipped complete units do not count), e.g. for time-sliced cluster jobs.
-    ``jobs > 1`` trains that many units at once in worker processes, each with its share of the
-    cores: graph tracing is single-threaded Python, so two workers keep two cores busy where one
-    process would leave one idle while it traces.
+    ``jobs > 1`` trains that many units at once in worker processes, each with
+    :attr:`Settings.threads` threads: graph tracing is single-threaded Python, so two workers keep
+    two cores busy where one process would leave one idle while it traces.
+
+    Raises:
+        UnitsFailed: after every other unit ran, when some failed (each has ``FAILED.json`` and no
+            marker; a re-run retries them).
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
@@ -152,8 +182,10 @@ def run_grid(
     done = store.completed_units(out, grid)
     say(f"{phase}: {len(grid)} units in this shard ({shard[0]}/{shard[1]}), {len(done)} already complete")
     todo = _units_to_compute(grid, out, max_units, say)
-    _compute(todo, settings, out, jobs, progress, say, tag)
+    failures = _compute(todo, settings, out, jobs, progress, say, tag)
     combined = store.collect_metrics(out, phase)
     if not combined.empty:
         atomic_write_csv(out / f"results_{phase}.csv", combined)
+    if failures:
+        raise UnitsFailed(failures)
     return combined

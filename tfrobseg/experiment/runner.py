@@ -124,9 +124,18 @@ def record(unit: Unit, settings: Settings, out_dir: Path, data: UnitData, result
 
 def run_unit(unit: Unit, settings: Settings, out_dir: str | os.PathLike, *, progress: bool = True,
              position: int = 0) -> pd.DataFrame:
-    """Train, attack and score one unit; writes its files and marker, returns its metrics."""
+    """Train, attack and score one unit; writes its files and marker, returns its metrics.
+
+    The unit starts from a cleared Keras session and the run's seed, *before* its datasets are made
+    (their shuffle depends on the global seed), so its numbers do not depend on which units ran
+    before it in the same process.
+    """
     import keras
 
+    from tfrobseg.training import set_seed
+
+    keras.backend.clear_session()
+    set_seed(settings.train.seed)
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     unit_dir = unit.directory(out_dir)

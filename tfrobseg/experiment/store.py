@@ -3,7 +3,8 @@
 Layout: ``<out>/run.json`` (the settings fingerprint), one folder per unit
 ``<out>/<phase>/<model>/<loss>/<fold>/`` (:class:`~tfrobseg.experiment.units.Unit`) with
 ``metrics.csv``, ``config.json``, ``history.csv``, ``best.keras`` and, written last, its marker
-``DONE.json``. Every file is written atomically (:mod:`tfrobseg.io`), so a killed process never
+``DONE.json``. A unit that failed gets ``FAILED.json`` (its one-line reason and the traceback)
+instead, never the marker. Every file is written atomically (:mod:`tfrobseg.io`), so a killed process never
 leaves a half-written file that looks complete. A unit without a marker is incomplete and is
 restarted from scratch (its folder is cleared first), so an interrupted run loses at most the
 units that were in flight.
@@ -28,17 +29,25 @@ from tfrobseg.errors import SettingsMismatchError
 from tfrobseg.experiment.units import MARKER, PHASES, Unit
 from tfrobseg.io import atomic_write_json, config_hash, to_json
 
-__all__ = ["METRICS_NAME", "RUN_FILE", "check_settings", "collect_metrics", "completed_units", "find_unit",
-           "reset_unit", "write_marker"]
+__all__ = ["FAILURE_NAME", "METRICS_NAME", "RUN_FILE", "check_settings", "collect_metrics", "completed_units",
+           "find_unit", "reset_unit", "write_failure", "write_marker"]
 
 RUN_FILE = "run.json"
 METRICS_NAME = "metrics.csv"
 MODEL_NAME = "best.keras"
+FAILURE_NAME = "FAILED.json"
 
 
 def write_marker(unit: Unit, out_dir: str | os.PathLike, info: Mapping[str, Any]) -> Path:
     """Mark a unit complete; written last, after every other file of the unit is in place."""
     return atomic_write_json(unit.directory(out_dir) / MARKER, {"unit": unit.uid, **info})
+
+
+def write_failure(unit: Unit, out_dir: str | os.PathLike, reason: str, details: str) -> Path:
+    """Record why a unit failed (``reason``: one line; ``details``: the traceback). No marker is written,
+    so the unit counts as incomplete and a re-run retries it from scratch."""
+    return atomic_write_json(unit.directory(out_dir) / FAILURE_NAME,
+                             {"unit": unit.uid, "reason": reason, "details": details})
 
 
 def reset_unit(unit: Unit, out_dir: str | os.PathLike) -> bool:

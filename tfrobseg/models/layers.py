@@ -19,11 +19,14 @@ def make_normalization(
 ) -> keras.layers.Layer | None:
     """Return the normalization layer named by ``kind`` for a ``channels``-wide feature map.
 
-    ``"batch"`` -> BatchNormalization, ``"group"`` -> GroupNormalization with ``gcd(channels, 8)`` groups,
+    ``"batch"`` -> BatchNormalization, synchronised across replicas when the model is built under a
+    multi-replica ``tf.distribute`` strategy (Keras does not synchronise by default, so each GPU would
+    normalise over its own 1-2 slices of the global batch of 4 and the result would change with the
+    GPU count); ``"group"`` -> GroupNormalization with ``gcd(channels, 8)`` groups,
     ``"instance"`` -> GroupNormalization with one group per channel, ``"none"`` -> ``None``.
     """
     if kind == "batch":
-        return keras.layers.BatchNormalization(name=name, dtype=dtype)
+        return keras.layers.BatchNormalization(synchronized=_multi_replica(), name=name, dtype=dtype)
     if kind == "group":
         return keras.layers.GroupNormalization(groups=group_count(channels), name=name, dtype=dtype)
     if kind == "instance":
@@ -31,6 +34,15 @@ def make_normalization(
     if kind == "none":
         return None
     raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {kind!r}")
+
+
+def _multi_replica() -> bool:
+    """True inside the scope of a ``tf.distribute`` strategy with more than one replica."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1
 
 
 @keras.saving.register_keras_serializable(package="tfrobseg")

@@ -18,16 +18,17 @@ from tfrobseg.training.config import (
     STRATEGIES,
     TrainConfig,
     default_precision,
+    resolve_strategy,
 )
 
 _LAZY = {
-    "HistoryCSV": "callbacks", "TqdmProgress": "callbacks", "protocol_callbacks": "callbacks",
+    "HistoryCSV": "callbacks", "StopOnNonFinite": "callbacks", "TqdmProgress": "callbacks", "protocol_callbacks": "callbacks",
     "TrainResult": "fit", "get_strategy": "fit", "set_precision": "fit", "set_seed": "fit", "train_model": "fit",
 }
 
 __all__ = [  # noqa: RUF022 (the eager names, then the lazy ones in _LAZY's order)
-    "PRECISIONS", "STRATEGIES", "TrainConfig", "default_precision",
-    "HistoryCSV", "TqdmProgress", "protocol_callbacks",
+    "PRECISIONS", "STRATEGIES", "TrainConfig", "default_precision", "resolve_strategy",
+    "HistoryCSV", "StopOnNonFinite", "TqdmProgress", "protocol_callbacks",
     "TrainResult", "get_strategy", "set_precision", "set_seed", "train_model",
 ]
 

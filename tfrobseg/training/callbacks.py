@@ -1,4 +1,5 @@
-"""Callbacks of the training protocol: learning-rate plateau and early stopping, history, progress.
+"""Callbacks of the training protocol: learning-rate plateau and early stopping, history, progress,
+and the stop on a non-finite loss.
 
 ``history.csv`` is rewritten atomically after every epoch, so an interrupted training still leaves
 its curve behind.
@@ -6,6 +7,7 @@ its curve behind.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -16,7 +18,7 @@ import pandas as pd
 from tfrobseg.io import atomic_write_csv
 from tfrobseg.training.config import TrainConfig
 
-__all__ = ["HistoryCSV", "TqdmProgress", "protocol_callbacks"]
+__all__ = ["HistoryCSV", "StopOnNonFinite", "TqdmProgress", "protocol_callbacks"]
 
 
 class HistoryCSV(keras.callbacks.Callback):
@@ -38,6 +40,42 @@ class HistoryCSV(keras.callbacks.Callback):
         row["seconds"] = time.perf_counter() - self._t0
         self.rows.append(row)
         atomic_write_csv(self.path, pd.DataFrame(self.rows))
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stop training at the first NaN / infinite training loss (checked every batch) or validation loss.
+
+    Like :class:`keras.callbacks.TerminateOnNaN`, but it also watches the validation loss and keeps a
+    one-line ``reason`` (epoch, batch, learning rate) for the caller to report, instead of printing:
+    :func:`tfrobseg.training.train_model` raises :class:`tfrobseg.errors.TrainingDiverged` with it.
+    Without this stop, early stopping would restore the last finite weights and the run would look
+    normal.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reason: str | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch + 1
+
+    def _stop(self, where: str, name: str, value: float) -> None:
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        what = "NaN" if math.isnan(value) else "infinite"
+        self.reason = f"{name} became {what} at epoch {self._epoch}{where} (learning rate {lr:g})"
+        self.model.stop_training = True
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if self.reason is None and loss is not None and not math.isfinite(float(loss)):
+            self._stop(f", batch {batch + 1}", "the training loss", float(loss))
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        for name in ("loss", "val_loss"):
+            value = (logs or {}).get(name)
+            if self.reason is None and value is not None and not math.isfinite(float(value)):
+                self._stop("", "the validation loss" if name == "val_loss" else "the training loss", float(value))
 
 
 class TqdmProgress(keras.callbacks.Callback):

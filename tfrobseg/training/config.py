@@ -18,12 +18,14 @@ read and fingerprinted without TensorFlow (it is imported only to look for a GPU
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from tfrobseg import study
 
-__all__ = ["PRECISIONS", "STRATEGIES", "TrainConfig", "default_precision"]
+__all__ = ["PRECISIONS", "STRATEGIES", "TrainConfig", "default_precision", "resolve_strategy", "tf_config_workers"]
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
@@ -36,6 +38,35 @@ def default_precision(has_gpu: bool | None = None) -> str:
 
         has_gpu = bool(tf.config.list_physical_devices("GPU"))
     return "mixed_float16" if has_gpu else "float32"
+
+
+def tf_config_workers() -> int:
+    """Number of workers (chief included) that ``$TF_CONFIG`` names; 0 without it."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return 0
+    try:
+        cluster = json.loads(raw).get("cluster", {})
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"TF_CONFIG is not valid JSON: {exc}") from None
+    return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+
+
+def resolve_strategy(name: str, gpus: int, workers: int = 0) -> tuple[str, int]:
+    """``(strategy, replicas)`` that :func:`tfrobseg.training.get_strategy` will use, without starting TensorFlow.
+
+    ``auto`` becomes ``multiworker`` when ``TF_CONFIG`` names more than one worker (``workers``),
+    ``mirrored`` with more than one GPU, else ``default``. Replicas: one per GPU (or one CPU) on each
+    worker. Batch-norm statistics and the per-replica batch depend on the replica count, so it belongs
+    to the settings that must agree for results to be pooled.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}")
+    if name == "auto":
+        name = "multiworker" if workers > 1 else "mirrored" if gpus > 1 else "default"
+    if name == "multiworker":
+        return name, max(workers, 1) * max(gpus, 1)
+    return name, max(gpus, 1) if name == "mirrored" else 1
 
 
 @dataclass

@@ -12,7 +12,6 @@ distribution strategy (one device, ``MirroredStrategy`` over several GPUs or log
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -24,9 +23,20 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
+from tfrobseg.errors import TrainingDiverged
 from tfrobseg.io import atomic_save_model
-from tfrobseg.training.callbacks import HistoryCSV, TqdmProgress, protocol_callbacks
-from tfrobseg.training.config import PRECISIONS, STRATEGIES, TrainConfig
+from tfrobseg.training.callbacks import (
+    HistoryCSV,
+    StopOnNonFinite,
+    TqdmProgress,
+    protocol_callbacks,
+)
+from tfrobseg.training.config import (
+    PRECISIONS,
+    STRATEGIES,
+    TrainConfig,
+    tf_config_workers,
+)
 
 __all__ = ["TrainResult", "get_strategy", "set_precision", "set_seed", "train_model"]
 
@@ -59,17 +69,6 @@ def set_precision(precision: str) -> None:
     keras.mixed_precision.set_global_policy(precision)
 
 
-def _tf_config_workers() -> int:
-    raw = os.environ.get("TF_CONFIG")
-    if not raw:
-        return 0
-    try:
-        cluster = json.loads(raw).get("cluster", {})
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"TF_CONFIG is not valid JSON: {exc}") from None
-    return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
-
-
 def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
     """Pick the distribution strategy.
 
@@ -82,7 +81,7 @@ def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
     if name not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}")
     gpus = tf.config.list_logical_devices("GPU")
-    if name == "multiworker" or (name == "auto" and _tf_config_workers() > 1):
+    if name == "multiworker" or (name == "auto" and tf_config_workers() > 1):
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
@@ -119,6 +118,10 @@ def train_model(
 
     Returns:
         :class:`TrainResult` whose ``model`` carries the best-validation-loss weights.
+
+    Raises:
+        TrainingDiverged: the training or validation loss became NaN / infinite (training stops at
+            once; ``best.keras`` is not written, ``history.csv`` keeps the epochs before).
     """
     config = config or TrainConfig()
     set_seed(config.seed)
@@ -132,7 +135,8 @@ def train_model(
     callbacks = protocol_callbacks(config, monitor)
     early = callbacks[1]
     history_cb = HistoryCSV(Path(out_dir) / "history.csv") if out_dir is not None else None
-    callbacks += [cb for cb in (history_cb,) if cb is not None]
+    diverged = StopOnNonFinite()
+    callbacks += [cb for cb in (history_cb, diverged) if cb is not None]
     if progress:
         callbacks.append(TqdmProgress(config.max_epochs, desc=desc, position=position))
 
@@ -145,6 +149,9 @@ def train_model(
         hist = model.fit(train_data, validation_data=val_data, epochs=config.max_epochs, callbacks=callbacks,
                          verbose=0, shuffle=False)
     seconds = time.perf_counter() - t0
+    if diverged.reason is not None:
+        # No best.keras: the restored "best" weights of a diverged run are not a result to attack.
+        raise TrainingDiverged(diverged.reason)
 
     values = list(hist.history.get(monitor, []))
     return TrainResult(
