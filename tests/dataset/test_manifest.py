@@ -56,6 +56,17 @@ def test_a_broken_manifest_is_refused_naming_the_file(tmp_path, edit, message):
     assert str(tmp_path / MANIFEST_NAME) in str(info.value)
 
 
+def test_an_older_format_is_refused_with_what_changed_and_what_to_do(tmp_path):
+    # Format 1 folders were z-scored over the 256 x 256 block; mixing them with new ones would mix
+    # two units of ε.
+    d = _manifest().to_json()
+    d["format_version"] = 1
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=r"format_version 1, this tfrobseg reads 2 \(prepared by an older") as info:
+        Manifest.read(tmp_path)
+    assert "whole N4-corrected volume" in str(info.value) and "--overwrite" in str(info.value)
+
+
 def test_not_json_is_refused(tmp_path):
     (tmp_path / MANIFEST_NAME).write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):

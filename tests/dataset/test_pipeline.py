@@ -102,6 +102,33 @@ def test_shuffle_is_seeded_and_batches_drop(builtin):
     assert all(b["image"].shape[0] == 5 for b in ds)
 
 
+def test_shuffle_is_a_full_permutation_every_epoch(builtin, monkeypatch):
+    # Before issue 12 the buffer was capped (MAX_SHUFFLE_BUFFER = 2048 slices) and the records are
+    # read in patient order, so on the study's ~3500 training slices the last patients always came
+    # late. The cap is set to 16 slices here (about one patient) to expose that at this size; a
+    # full permutation must not depend on it.
+    monkeypatch.setattr(data, "MAX_SHUFFLE_BUFFER", 16, raising=False)
+    out, m = builtin
+    ids = m.patients_of("train")
+    everything = sorted((p, k) for p in ids for k in range(m.patients[p].n_slices))
+
+    def epochs(seed, n=2):
+        ds = data.make_dataset(out, ids, batch_size=8, shuffle=True, seed=seed)
+        return [[(p.decode(), int(k)) for b in ds for p, k in zip(b["patient_id"].numpy(), b["slice_index"].numpy())]
+                for _ in range(n)]
+
+    runs = {seed: epochs(seed) for seed in range(3)}
+    assert all(sorted(e) == everything for r in runs.values() for e in r)  # each epoch: every slice once
+    assert all(r[0] != r[1] for r in runs.values())  # reshuffled every epoch
+    assert epochs(1) == runs[1] and runs[0] != runs[1]  # the same seed repeats, another differs
+    # The last patient's slices are spread over the whole epoch: their mean position is near the
+    # middle (a partial shuffle keeps them near the end), and some come among the first tenth.
+    last = ids[-1]
+    positions = [i for r in runs.values() for e in r for i, (p, _) in enumerate(e) if p == last]
+    assert abs(np.mean(positions) / len(everything) - 0.5) < 0.1
+    assert min(positions) < len(everything) / 10
+
+
 def test_reader_errors(builtin, tmp_path):
     out, _ = builtin
     with pytest.raises(ValueError, match="'nobody' is not prepared"):

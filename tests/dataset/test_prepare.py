@@ -80,36 +80,75 @@ def test_gland_volume_preserved(prepared, sample_dir, pid, volume_ml):
             assert original == pytest.approx(volume_ml, abs=0.05)
 
 
-def test_zscore_before_and_after_smoothing(prepared):
+def test_zscore_statistics_recorded_and_smoothing_keeps_the_mean(prepared):
     out, _, _ = prepared
     m = json.loads((out / "manifest.json").read_text())
+    assert m["format_version"] == 2 and "whole N4-corrected volume" in m["parameters"]["units"]["zscore"]
     for pid, e in m["patients"].items():
-        assert e["zscore_before_smoothing"]["mean"] == pytest.approx(0.0, abs=1e-4)
-        assert e["zscore_before_smoothing"]["std"] == pytest.approx(1.0, abs=1e-4)
+        stats = e["zscore_statistics"]
+        assert "whole N4-corrected volume" in stats["over"] and stats["std"] > 0
+        before = e["zscore_before_smoothing"]
         img = np.stack([s["image"] for s in _read_records(out / "records" / f"{pid}.tfrecord")])
-        assert abs(img.mean()) < 0.01 and 0.8 < img.std() <= 1.0  # smoothing keeps the mean, lowers the std
+        assert img.mean() == pytest.approx(before["mean"], abs=0.01) and img.std() < before["std"]
 
 
-@pytest.mark.parametrize("pid, std", [("ProstateX-0000", 0.9535), ("ProstateX-0001", 0.9691)])
-def test_prepared_image_is_zscored_then_smoothed(sample_dir, pid, std):
-    # Independent re-computation of the last two steps on the resampled, cropped volume: z-score
-    # over the volume in NumPy, then SciPy's in-plane Gaussian (sigma 1 voxel). The std after
-    # smoothing is below 1 and pinned: smoothing before the z-score would give exactly 1.
-    from scipy import ndimage
-
+def _zscored_volume(pid, sample_dir):
+    """NumPy reference of steps 1-5 without N4: whole-volume statistics applied to the resampled crop."""
     from tfrobseg.dataset import preprocessing as pp
     from tfrobseg.dataset.discovery import PatientSource, read_image_list
-    from tfrobseg.dataset.prepare import load_image, process_patient
+    from tfrobseg.dataset.prepare import load_image
 
     source = PatientSource(pid, "dicom", sample_dir / "images" / pid)
-    listed = read_image_list(sample_dir / "image_list.csv")[pid]
-    prepared = process_patient(source, listed=listed, config=FAST).image
+    listed = read_image_list(sample_dir / "image_list.csv").get(pid)
     image, _ = load_image(source, listed)
+    whole = sitk.GetArrayFromImage(image).astype(np.float64)
     resampled = pp.resample_to_spacing(sitk.Cast(image, sitk.sitkFloat32), (0.5, 0.5, 3.0))
     volume = pp.center_crop_or_pad(sitk.GetArrayFromImage(resampled), (256, 256)).astype(np.float64)
-    expected = ndimage.gaussian_filter((volume - volume.mean()) / volume.std(), sigma=(0, 1, 1), mode="nearest")
+    return source, listed, (volume - whole.mean()) / whole.std()
+
+
+@pytest.mark.parametrize("pid, mean, std", [("ProstateX-0000", 0.0587, 0.8843), ("ProstateX-0001", 0.0260, 0.9750),
+                                            ("ProstateX-0218", -0.2317, 0.5875)])
+def test_prepared_image_is_zscored_then_smoothed(sample_dir, pid, mean, std):
+    # Independent re-computation: z-score statistics of the whole volume as read (no N4 here), the
+    # paper's order, applied to the resampled, cropped volume in NumPy, then SciPy's in-plane
+    # Gaussian (sigma 1 voxel). Mean and std are pinned: statistics of the cropped block (the
+    # order before issue 12) would give a block of mean 0, and smoothing before the z-score std 1.
+    from scipy import ndimage
+
+    from tfrobseg.dataset.prepare import process_patient
+
+    source, listed, z = _zscored_volume(pid, sample_dir)
+    prepared = process_patient(source, listed=listed, config=FAST).image
+    expected = ndimage.gaussian_filter(z, sigma=(0, 1, 1), mode="nearest")
     np.testing.assert_allclose(prepared, expected, atol=1e-5)
-    assert prepared.mean() == pytest.approx(0.0, abs=1e-4) and prepared.std() == pytest.approx(std, abs=2e-4)
+    assert prepared.mean() == pytest.approx(mean, abs=2e-4) and prepared.std() == pytest.approx(std, abs=2e-4)
+
+
+def test_zscore_statistics_come_from_the_whole_volume(tmp_path):
+    # A volume whose central 256 x 256 block differs from the whole: a bright frame around a darker
+    # centre. The prepared block must be z-scored with the whole volume's mean and std (NumPy),
+    # not its own (which would give mean 0 and std 1).
+    from tfrobseg.dataset.discovery import PatientSource
+    from tfrobseg.dataset.prepare import process_patient
+
+    rng = np.random.default_rng(0)
+    whole = rng.gamma(4.0, 20.0, (3, 300, 320))
+    whole[:, :20] += 400.0  # outside the crop (rows 22-277, columns 32-287)
+    whole[:, :, -30:] += 250.0
+    img = sitk.GetImageFromArray(whole.astype(np.float32))
+    img.SetSpacing((0.5, 0.5, 3.0))  # already on the target grid: no resampling
+    sitk.WriteImage(img, str(tmp_path / "P1.nii.gz"))
+    source = PatientSource("P1", "volume", tmp_path / "P1.nii.gz")
+    prepared = process_patient(source, config=PrepConfig(n4=False, smoothing_sigma=0.0))
+    block = whole.astype(np.float32).astype(np.float64)[:, 22:278, 32:288]  # centre crop, NumPy
+    ref = whole.astype(np.float32).astype(np.float64)
+    expected = (block - ref.mean()) / ref.std()
+    np.testing.assert_allclose(prepared.image, expected, rtol=1e-5, atol=1e-5)
+    assert prepared.image.mean() == pytest.approx(expected.mean(), abs=1e-5) and expected.mean() < -0.1
+    assert prepared.image.std() == pytest.approx(expected.std(), rel=1e-5) and expected.std() < 0.5
+    stats = prepared.entry.details["zscore_statistics"]
+    assert stats["mean"] == pytest.approx(ref.mean(), rel=1e-6) and stats["std"] == pytest.approx(ref.std(), rel=1e-6)
 
 
 def test_rerun_resumes_without_redoing(prepared, capsys):

@@ -89,6 +89,20 @@ def test_zscore_matches_numpy():
         pp.zscore(np.ones((2, 4, 4)))
 
 
+def test_zscore_with_the_statistics_of_another_volume():
+    # The study's order: statistics of the whole volume, applied to a part of it (the crop).
+    v = np.random.default_rng(1).gamma(2.0, 50.0, (4, 16, 16))
+    v[:, :4] += 300.0
+    stats = pp.zscore_stats(v)
+    assert stats == pytest.approx((v.mean(), v.std()), rel=1e-12)
+    part = v[:, 4:12, 4:12]
+    np.testing.assert_allclose(pp.zscore(part, stats), (part - v.mean()) / v.std(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="constant"):
+        pp.zscore_stats(np.full((2, 4, 4), 7.0))
+    with pytest.raises(ValueError, match="std must be > 0"):
+        pp.zscore(part, (1.0, 0.0))
+
+
 def test_gaussian_smooth_is_in_plane_scipy_filter():
     v = np.random.default_rng(2).standard_normal((3, 32, 32)).astype(np.float32)
     out = pp.gaussian_smooth(v, 1.0)

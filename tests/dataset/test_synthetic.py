@@ -1,12 +1,15 @@
 """tfrobseg.dataset.synthetic: the built-in SYNTHETIC phantoms are varied, labelled, noisy and learnable."""
 
+import json
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
 from tfrobseg.dataset.dicom import list_series, read_series
-from tfrobseg.dataset.synthetic import make_phantom, write_cohort
+from tfrobseg.dataset.manifest import FORMAT_VERSION, Manifest
+from tfrobseg.dataset.synthetic import make_phantom, prepare_builtin, write_cohort
 
 
 def _dice(a, b):
@@ -58,3 +61,18 @@ def test_written_cohort_is_readable_dicom_labelled_synthetic(tmp_path):
     mask = sitk.ReadImage(str(raw / "masks" / "whole_gland" / "Synthetic-0001.nii.gz"))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(mask), ph["mask"])
     assert mask.GetOrigin() == pytest.approx(img.GetOrigin(), abs=1e-3)
+
+
+def test_builtin_prepared_by_an_older_format_is_prepared_again(tmp_path):
+    # An older tfrobseg's prepared folder (e.g. z-scored over the crop, format 1) must not be
+    # resumed or refused: the built-in cohort is generated data, so its preparation is redone.
+    out = prepare_builtin(tmp_path / "b", n_patients=1)
+    path = out / "manifest.json"
+    d = json.loads(path.read_text())
+    d["format_version"] = FORMAT_VERSION - 1
+    path.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="older tfrobseg"):
+        Manifest.read(out)
+    prepare_builtin(out, n_patients=1)
+    m = Manifest.read(out)
+    assert m.format_version == FORMAT_VERSION and m.ok_patients == ["Synthetic-0000"]

@@ -1,8 +1,9 @@
 """The perturbation budget: ε in input units or relative to the image, valid range, L∞ projection.
 
-ε is in the units of the model input. In the study (Apostolidis et al.) the inputs are z-scored
-slices and ε ∈ {0.1, …, 1.0} is added directly, so ε is in standard deviations of the slice
-intensities. Two relative conventions are offered through ``relative_to``:
+ε is in the units of the model input. In the study (Apostolidis et al.) the inputs are slices
+of a volume z-scored with the mean and std of the whole N4-corrected volume, and ε ∈ {0.1, …, 1.0}
+is added directly, so ε is in standard deviations of the patient's volume intensity (one std per
+volume, not per slice). Two relative conventions are offered through ``relative_to``:
 
 * ``"range"``: ε is a fraction of each image's intensity range, ``ε_i = ε · (max xᵢ − min xᵢ)``;
 * ``"max"``: ε is a fraction of each image's maximum pixel magnitude, ``ε_i = ε · max |xᵢ|``

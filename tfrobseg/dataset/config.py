@@ -69,7 +69,9 @@ class PrepConfig:
         d = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
         d[_NOTES_KEY] = {"spacing": "mm", "smoothing_sigma": f"{self.smoothing_unit} (in-plane, per slice)",
                          "mask_interpolation": f"linear, then >= {self.mask_threshold}",
-                         "image_interpolation": "linear", "zscore": "per volume, after crop/pad"}
+                         "image_interpolation": "linear",
+                         "zscore": f"per volume: mean and std of the whole {'N4-corrected ' if self.n4 else ''}"
+                                   "volume before resampling and crop/pad, applied after crop/pad"}
         return d
 
     @classmethod

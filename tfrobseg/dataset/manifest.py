@@ -23,13 +23,29 @@ from tfrobseg.io import atomic_write_text
 __all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "Manifest", "PatientEntry"]
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1
+#: Bumped when the prepared records change meaning, so that a folder prepared by an older tfrobseg
+#: is refused rather than mixed with new ones (see _FORMAT_CHANGES).
+FORMAT_VERSION = 2
+# What changed at each version, for the message that refuses an older folder.
+_FORMAT_CHANGES = {
+    2: "z-score statistics taken over the whole N4-corrected volume (Apostolidis et al. order) "
+       "instead of the resampled 256 x 256 block",
+}
 SPLITS = ("train", "val", "test", "all")
 OK, SKIPPED = "ok", "skipped"
 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _format_hint(version: Any) -> str:
+    """Why an older prepared folder is refused and what to do about it ('' for a newer or odd version)."""
+    if not isinstance(version, int) or version >= FORMAT_VERSION:
+        return ""
+    changes = "; ".join(f"{v}: {_FORMAT_CHANGES[v]}" for v in sorted(_FORMAT_CHANGES) if v > version)
+    return (f" (prepared by an older tfrobseg; changed since: {changes}). Prepare the data again: "
+            "data_prep/prostatex.py with --overwrite or another --out")
 
 
 @dataclass
@@ -110,8 +126,10 @@ class Manifest:
         for key in ("patients", "split", "parameters"):
             if key not in d:
                 raise ValueError(f"{where}: missing key {key!r}")
-        if d.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
-            raise ValueError(f"{where}: format_version {d['format_version']}, this tfrobseg reads {FORMAT_VERSION}")
+        version = d.get("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{where}: format_version {version}, this tfrobseg reads {FORMAT_VERSION}"
+                             + _format_hint(version))
         try:
             parameters = PrepConfig.from_json(d["parameters"])
         except (TypeError, ValueError) as exc:

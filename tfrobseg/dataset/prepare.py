@@ -1,9 +1,10 @@
 """The data preparation pipeline: one patient (:func:`process_patient`) and a cohort (:func:`prepare_cohort`).
 
 Per patient (Apostolidis et al., Sec. II-B; see :mod:`tfrobseg.dataset.preprocessing` for each step):
-choose and read the T2 axial image, match the mask(s) to it in physical space, N4 -> resample to
-0.5 x 0.5 x 3.0 mm -> centre crop/pad to 256 x 256 -> z-score -> Gaussian smoothing, then one
-TFRecord file per patient. The cohort driver adds the manifest
+choose and read the T2 axial image, match the mask(s) to it in physical space, N4 -> z-score
+statistics of the whole N4-corrected volume -> resample to 0.5 x 0.5 x 3.0 mm -> centre crop/pad
+to 256 x 256 -> z-score with those statistics -> Gaussian smoothing, then one TFRecord file per
+patient. The cohort driver adds the manifest
 (:class:`~tfrobseg.dataset.manifest.Manifest`), the seeded split, the skip list, resumption and
 worker processes.
 
@@ -44,6 +45,8 @@ __all__ = ["PreparedPatient", "find_mask", "prepare_cohort", "process_patient"]
 logger = logging.getLogger(__name__)
 #: The paper's preprocessing (frozen, so sharing it as a default is safe).
 PAPER_CONFIG = PrepConfig()
+#: What the z-score statistics are computed over (recorded per patient in the manifest).
+ZSCORE_OVER = "whole {}volume on its acquired grid (before resampling and crop)"
 
 
 def find_mask(folder: str | Path | None, patient_id: str) -> Path | None:
@@ -109,18 +112,22 @@ def process_patient(source: PatientSource, *, mask_path: Path | None = None, mas
     corrected = pp.n4_bias_correction(image, shrink_factor=config.n4_shrink, iterations=config.n4_iterations,
                                       convergence_threshold=config.n4_convergence) if config.n4 \
         else sitk.Cast(image, sitk.sitkFloat32)
-    resampled = pp.resample_to_spacing(corrected, config.spacing_xyz)
-    volume = pp.center_crop_or_pad(sitk.GetArrayFromImage(resampled), config.size_hw)
     try:
-        z = pp.zscore(volume)
+        # The paper z-scores right after N4: statistics of the whole corrected volume on its own grid,
+        # not of the resampled 256 x 256 block (whose std differs from it by up to ~8 % on ProstateX).
+        mean, std = pp.zscore_stats(sitk.GetArrayViewFromImage(corrected))
     except ValueError as exc:
         raise InputError(str(exc), patient=pid, path=info["source"]) from None
+    resampled = pp.resample_to_spacing(corrected, config.spacing_xyz)
+    volume = pp.center_crop_or_pad(sitk.GetArrayFromImage(resampled), config.size_hw)
+    z = pp.zscore(volume, (mean, std))
     smoothed = pp.gaussian_smooth(z, config.smoothing_sigma, unit=config.smoothing_unit,
                                   spacing_yx=config.spacing_xyz[1::-1])
     mask, m1 = _prepared_mask(mask_path, image, pid, config)
     mask2, m2 = _prepared_mask(mask2_path, image, pid, config)
     info.update({
         "spacing_zyx": list(config.spacing_zyx),
+        "zscore_statistics": {"over": ZSCORE_OVER.format("N4-corrected " if config.n4 else ""), "mean": round(mean, 6), "std": round(std, 6)},
         "zscore_before_smoothing": {"mean": round(float(z.mean()), 6), "std": round(float(z.std()), 6)},
         "mask": m1 or None,
         "mask2": m2 or None,

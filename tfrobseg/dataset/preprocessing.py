@@ -1,21 +1,31 @@
 """Volume preprocessing of the study (Apostolidis et al., Sec. II-B "Preprocessing steps").
 
-The paper lists: bias-field correction, z-score normalisation, a fixed 256 x 256 x 1 slice shape,
-resampling to 0.5 x 0.5 x 3.0 mm with linear interpolation, and Gaussian smoothing with sigma = 1.0.
-It does not give the order or the units; this module fixes them (and exposes every value):
+The paper lists, in this order: bias-field correction, z-score normalisation, a fixed 256 x 256 x 1
+slice shape, resampling to 0.5 x 0.5 x 3.0 mm with linear interpolation, and Gaussian smoothing with
+sigma = 1.0. It gives no units; this module fixes them (and exposes every value):
 
 1. :func:`n4_bias_correction` - N4 (Tustison et al. 2010) fitted on an in-plane shrunk copy inside an
    Otsu body mask, the fitted field applied to the full-resolution image: ``I / exp(log_field)``.
-2. :func:`resample_to_spacing` - to (x, y, z) = (0.5, 0.5, 3.0) mm in the image's own frame
+2. :func:`zscore_stats` - the z-score statistics (mean, std) of the whole N4-corrected volume on its
+   own grid, i.e. before resampling and crop, where the paper places the z-score. They are applied
+   by step 5, so that the zero padding of step 4 still means air.
+3. :func:`resample_to_spacing` - to (x, y, z) = (0.5, 0.5, 3.0) mm in the image's own frame
    (origin and direction kept); linear for images; masks linear then ``>= 0.5`` (keeps the
    partial-volume boundary and the gland volume better than nearest neighbour when the spacing
    changes, e.g. 0.625 -> 0.5 mm or 3.6 -> 3.0 mm).
-3. :func:`center_crop_or_pad` - in-plane to 256 x 256 about the centre (pad value 0 = air).
-4. :func:`zscore` - ``(v - mean(v)) / std(v)`` over the whole cropped volume.
-5. :func:`gaussian_smooth` - sigma = 1.0 **in-plane voxels** (0.5 mm at 0.5 mm spacing), each slice
+4. :func:`center_crop_or_pad` - in-plane to 256 x 256 about the centre (pad value 0 = air). The
+   paper lists the fixed shape before the resampling; cropping after it keeps a fixed 128 mm field
+   of view whatever the acquired spacing.
+5. :func:`zscore` - ``(v - mean) / std`` with the statistics of step 2. Linear interpolation
+   commutes with this affine map, so the result equals z-scoring right after N4, except that
+   voxels outside the acquired volume (padding, the resampling edge) are air, 0 before the
+   z-score. The prepared block's own mean and std are therefore not 0 and 1 (it is the central
+   part of the field of view), and the attacks' ε is in standard deviations of the patient's whole
+   N4-corrected volume.
+6. :func:`gaussian_smooth` - sigma = 1.0 **in-plane voxels** (0.5 mm at 0.5 mm spacing), each slice
    separately: the network sees single slices, and slices 3 mm apart should not be mixed.
 
-Volumes are SimpleITK images up to step 2 and NumPy arrays in (Z, Y, X) order afterwards.
+Volumes are SimpleITK images up to step 3 and NumPy arrays in (Z, Y, X) order afterwards.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ __all__ = [
     "n4_bias_correction",
     "resample_to_spacing",
     "zscore",
+    "zscore_stats",
 ]
 
 
@@ -133,13 +144,25 @@ def center_crop_or_pad(volume: np.ndarray, size: Sequence[int] = (256, 256), *, 
     return out
 
 
-def zscore(volume: np.ndarray, *, eps: float = 1e-8) -> np.ndarray:
-    """Per-volume z-score ``(v - mean) / std`` in float32 (float64 accumulation)."""
+def zscore_stats(volume: np.ndarray, *, eps: float = 1e-8) -> tuple[float, float]:
+    """Mean and (population) std of all voxels of ``volume``, float64; ValueError for a constant volume."""
     v = np.asarray(volume, dtype=np.float64)
-    std = v.std()
+    mean, std = float(v.mean()), float(v.std())
     if not np.isfinite(std) or std < eps:
         raise ValueError(f"cannot z-score a constant volume (std={std:.3g})")
-    return ((v - v.mean()) / std).astype(np.float32)
+    return mean, std
+
+
+def zscore(volume: np.ndarray, stats: tuple[float, float] | None = None) -> np.ndarray:
+    """Z-score ``(v - mean) / std`` in float32 (float64 arithmetic).
+
+    ``stats`` = (mean, std) from :func:`zscore_stats` of another volume (the study: the whole
+    N4-corrected volume before resampling and crop); None uses ``volume``'s own statistics.
+    """
+    mean, std = zscore_stats(volume) if stats is None else (float(stats[0]), float(stats[1]))
+    if not std > 0:
+        raise ValueError(f"std must be > 0, got {std}")
+    return ((np.asarray(volume, dtype=np.float64) - mean) / std).astype(np.float32)
 
 
 def gaussian_smooth(volume: np.ndarray, sigma: float = 1.0, *, unit: str = "voxel",

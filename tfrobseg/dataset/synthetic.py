@@ -204,11 +204,23 @@ def _is_ready(out: Path, n_patients: int, seed: int) -> bool:
             and len(ok) == n_patients)
 
 
+def _outdated(out: Path) -> bool:
+    """Whether ``out`` holds a manifest this tfrobseg refuses (older format, broken file); generated data is redone."""
+    try:
+        Manifest.read(out)
+    except FileNotFoundError:
+        return False
+    except ValueError:
+        return True
+    return False
+
+
 def prepare_builtin(out_dir: str | Path = "data/builtin", *, n_patients: int = 12, seed: int = 0, workers: int = 1,
                     overwrite: bool = False, progress: bool = False) -> Path:
     """Generate (in ``out_dir/raw``) and prepare the built-in synthetic cohort; returns ``out_dir``.
 
     Idempotent: returns at once when ``out_dir`` already holds this cohort (same size and seed).
+    A folder prepared by an older tfrobseg (manifest format) is prepared again from ``raw``.
     """
     out = Path(out_dir)
     if not overwrite and _is_ready(out, n_patients, seed):
@@ -223,7 +235,8 @@ def prepare_builtin(out_dir: str | Path = "data/builtin", *, n_patients: int = 1
         write_cohort(raw, n_patients=n_patients, seed=seed)
     manifest = prepare_cohort(raw / "images", out, masks=raw / "masks" / "whole_gland",
                               second_masks=raw / "masks" / "whole_gland_second_reader", config=BUILTIN_CONFIG,
-                              workers=workers, overwrite=fresh, seed=seed, builtin=_identity(n_patients, seed),
+                              workers=workers, overwrite=fresh or _outdated(out), seed=seed,
+                              builtin=_identity(n_patients, seed),
                               progress=progress, log=lambda msg: None)
     if manifest.skipped:
         raise RuntimeError(f"built-in cohort: patients skipped: {manifest.skipped}")
