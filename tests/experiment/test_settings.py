@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 from tfrobseg import study
+from tfrobseg.dataset.config import PrepConfig
+from tfrobseg.dataset.manifest import Manifest
 from tfrobseg.experiment import cli
 from tfrobseg.experiment import settings as S
 from tfrobseg.training import TrainConfig
@@ -125,8 +127,8 @@ def test_default_data_is_the_builtin_cohort(tmp_path, monkeypatch, capsys):
 
     def fake_prepare(out_dir, **kwargs):
         calls.append(out_dir)
-        Path(out_dir).mkdir(parents=True)
-        (Path(out_dir) / "manifest.json").write_text("{}")
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        Manifest(parameters=PrepConfig(), seed=0, synthetic=True).write(out_dir)
         return Path(out_dir)
 
     monkeypatch.chdir(tmp_path)
@@ -134,6 +136,11 @@ def test_default_data_is_the_builtin_cohort(tmp_path, monkeypatch, capsys):
     assert S.resolve_data(None) == (Path("data/builtin"), "builtin")
     assert calls == ["data/builtin"] and "preparing the built-in synthetic cohort" in capsys.readouterr().out
     assert S.resolve_data(None) == (Path("data/builtin"), "builtin") and len(calls) == 1  # prepared once
+    # A cohort prepared by an older tfrobseg (another data format) is prepared again, saying why.
+    manifest = json.loads(Path("data/builtin/manifest.json").read_text())
+    Path("data/builtin/manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    assert S.resolve_data(None) == (Path("data/builtin"), "builtin") and len(calls) == 2
+    assert "format_version 1" in capsys.readouterr().out
     assert S.default_out_dir(None, Path("data/builtin"), "builtin") == Path("results/builtin")
     assert S.default_out_dir(None, Path("/x/px_prepared"), None) == Path("results/px_prepared")
     assert S.default_out_dir("r", Path("data/builtin"), "builtin") == Path("r")

@@ -103,7 +103,8 @@ def resolve_data(data: str | None) -> tuple[Path, str | None]:
     """``(data folder, preset)``: ``--data`` as given (preset ``None``), or the built-in cohort.
 
     Without ``--data`` the built-in synthetic cohort in :data:`BUILTIN_DATA` (relative to the
-    working directory) is used with the ``"builtin"`` preset, and prepared first when absent.
+    working directory) is used with the ``"builtin"`` preset, and prepared first when absent or
+    unreadable (e.g. prepared by an older tfrobseg).
     """
     if data is not None:
         data_dir = Path(data)
@@ -112,10 +113,16 @@ def resolve_data(data: str | None) -> tuple[Path, str | None]:
         return data_dir, None
     data_dir = BUILTIN_DATA
     if (data_dir / MANIFEST_NAME).exists():
-        print(f"Using the built-in synthetic cohort in {data_dir}.", flush=True)
-        return data_dir, "builtin"
-    print(f"No --data given and no prepared cohort at {data_dir}: preparing the built-in synthetic "
-          "cohort (tfrobseg.dataset.synthetic.prepare_builtin) ...", flush=True)
+        try:
+            Manifest.read(data_dir)
+        except ValueError as exc:  # e.g. prepared by an older tfrobseg (another data format)
+            print(f"{exc}: preparing the built-in synthetic cohort again ...", flush=True)
+        else:
+            print(f"Using the built-in synthetic cohort in {data_dir}.", flush=True)
+            return data_dir, "builtin"
+    else:
+        print(f"No --data given and no prepared cohort at {data_dir}: preparing the built-in synthetic "
+              "cohort (tfrobseg.dataset.synthetic.prepare_builtin) ...", flush=True)
     from tfrobseg.dataset.synthetic import prepare_builtin
 
     t0 = time.perf_counter()
