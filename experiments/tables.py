@@ -1,6 +1,7 @@
 """Tables I–IV of Apostolidis et al. (Markdown, LaTeX, CSV), beside the published values.
 
-Usage: python experiments/tables.py --results results/builtin [--out DIR] [--std-over cells|cases]
+Usage: python experiments/tables.py --results results/builtin [--out DIR] [--std-over patients|cells]
+       [--empty-predictions penalty|exclude]
 See tfrobseg.reporting.tables for exactly what is averaged over what.
 """
 
@@ -10,15 +11,19 @@ from pathlib import Path
 
 from tfrobseg.experiment.store import collect_metrics
 from tfrobseg.experiment.units import MARKER
-from tfrobseg.reporting.tables import write_tables
+from tfrobseg.reporting.tables import EMPTY_PREDICTIONS, STD_OVER, write_tables
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", required=True, help="results folder of crossval.py / holdout.py")
     parser.add_argument("--out", default=None, help="table folder (default: <results>/tables)")
-    parser.add_argument("--std-over", choices=("cells", "cases"), default="cells",
-                        help="std across cells (network x eps, default, the study's 'across folds') or across patients")
+    parser.add_argument("--std-over", choices=STD_OVER, default="patients",
+                        help="the ± is the sample std over the per-patient values (patient x fold x eps, default, "
+                             "as the published tables) or over the cells (one network at one eps)")
+    parser.add_argument("--empty-predictions", choices=EMPTY_PREDICTIONS, default="penalty",
+                        help="empty predictions enter HD95/ASD with the penalty distance (default) or are excluded "
+                             "from them (MedPy's convention; their count is reported)")
     args = parser.parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")  # "±" on a non-UTF-8 terminal
@@ -27,7 +32,7 @@ def main(argv=None) -> int:
         print(f"error: no completed units (with {MARKER}) under {args.results}", file=sys.stderr)
         return 1
     out = Path(args.out) if args.out else Path(args.results) / "tables"
-    written = write_tables(results, out, std_over=args.std_over)
+    written = write_tables(results, out, std_over=args.std_over, empty_predictions=args.empty_predictions)
     for name in sorted(written.paths):
         print(f"wrote {written.paths[name]}")
     print(written.overview.read_text(encoding="utf-8"))

@@ -114,3 +114,12 @@ def test_paired_wilcoxon_reference_pairs_and_edge_cases(per_case):
         stats.paired_wilcoxon(per_case, "model", "dice", ["patient_id", "epsilon"], groups=["U-Net", "X"])
     with pytest.raises(ValueError, match="correction"):
         stats.paired_wilcoxon(per_case, "model", "dice", ["patient_id", "epsilon"], correction="holm")
+
+
+def test_markdown_and_latex_notes():
+    df = pd.DataFrame({"Model": ["U-Net"], "DC": ["0.49 ± 0.17"], "n": [480]})
+    md = formatting.to_markdown(df, "Table I", ["± = sample std of the n values", "† incomplete"]).splitlines()
+    assert md[-3:] == ["", "- ± = sample std of the n values", "- † incomplete"]
+    tex = formatting.to_latex(df, "Table I", "tab:i", ["± over patients", "unit crossval/unet"]).splitlines()
+    assert tex[-4:] == [r"\par\footnotesize", r"$\pm$ over patients \\", "unit crossval/unet", r"\end{table}"]
+    assert formatting.to_markdown(df).endswith("| U-Net | 0.49 ± 0.17 | 480 |\n")

@@ -172,7 +172,7 @@ def _write_tables(out_dir: Path) -> None:
 
     written = write_tables(collect_metrics(out_dir), out_dir / "tables")
     print(f"Tables: {out_dir / 'tables'} ({len(written.paths)} files; overview {written.overview})", flush=True)
-    for path in written.study_tables:
+    for path in written.printed:  # Tables I–IV, then the additional table (results outside the study grid)
         print(path.read_text(encoding="utf-8"), flush=True)
 
 

@@ -63,14 +63,16 @@ def format_table(
     return table.reset_index(drop=True)
 
 
-def to_markdown(df: pd.DataFrame, title: str | None = None) -> str:
-    """A GitHub-flavoured Markdown table."""
+def to_markdown(df: pd.DataFrame, title: str | None = None, notes: Sequence[str] = ()) -> str:
+    """A GitHub-flavoured Markdown table; ``notes`` (what ± and n are, footnotes) follow it, one a line."""
     cols = [str(c) for c in df.columns]
     lines = [f"**{title}**", ""] if title else []
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(cols))) + "|")
     for _, r in df.iterrows():
         lines.append("| " + " | ".join(str(v) for v in r.tolist()) + " |")
+    if notes:
+        lines += [""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
 
 
@@ -80,8 +82,8 @@ def _latex_escape(text: str) -> str:
     return text.replace("±", r"$\pm$").replace("ε", r"$\varepsilon$").replace("—", "--")
 
 
-def to_latex(df: pd.DataFrame, caption: str, label: str) -> str:
-    """A booktabs LaTeX table."""
+def to_latex(df: pd.DataFrame, caption: str, label: str, notes: Sequence[str] = ()) -> str:
+    """A booktabs LaTeX table; ``notes`` go below the tabular in small print, one a line."""
     cols = [str(c) for c in df.columns]
     spec = "l" + "c" * (len(cols) - 1)
     lines = [
@@ -91,5 +93,9 @@ def to_latex(df: pd.DataFrame, caption: str, label: str) -> str:
     ]
     for _, r in df.iterrows():
         lines.append(" & ".join(_latex_escape(str(v)) for v in r.tolist()) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if notes:
+        escaped = [_latex_escape(note) for note in notes]
+        lines += [r"\par\footnotesize"] + [note + r" \\" for note in escaped[:-1]] + escaped[-1:]
+    lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
