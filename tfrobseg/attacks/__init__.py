@@ -4,7 +4,8 @@ All attacks take a Keras model returning probabilities, a float32 batch ``(B, H,
 input units and the loss target; ε is in input units (or a fraction with ``relative_to``), and the
 attack loss is a :func:`tfrobseg.losses.get_loss` name or any callable ``(y_true, y_pred)``. The
 options shared by the gradient attacks are those of :class:`AttackOptions`; :data:`ATTACKS` maps
-every attack name of :func:`attack_dataset` to how it runs on a batch.
+every attack name of :func:`attack_dataset` to how it runs on a batch. :func:`float32_copy` gives a
+float32 copy of a ``mixed_float16`` model, to attack it in float32 (``attack_precision="float32"``).
 """
 
 from tfrobseg.attacks.budget import RELATIVE_TO, epsilon_scale
@@ -19,6 +20,7 @@ from tfrobseg.attacks.iterative import ifgsm, targeted_ifgsm
 from tfrobseg.attacks.noise import sign_noise
 from tfrobseg.attacks.params import AttackOptions
 from tfrobseg.attacks.pgd import pgd
+from tfrobseg.attacks.precision import ATTACK_PRECISIONS, float32_copy
 from tfrobseg.attacks.runner import ATTACKS, BatchAttack, attack_dataset
 from tfrobseg.attacks.targets import (
     background_target,
@@ -29,6 +31,7 @@ from tfrobseg.attacks.targets import (
 
 __all__ = [
     "ATTACKS",
+    "ATTACK_PRECISIONS",
     "DEFAULT_LOSS_SCALE",
     "RELATIVE_TO",
     "AttackOptions",
@@ -38,6 +41,7 @@ __all__ = [
     "epsilon_scale",
     "fgsm",
     "fgsm_sweep",
+    "float32_copy",
     "foreground_target",
     "gradient_sign",
     "ifgsm",

@@ -32,6 +32,7 @@ from tfrobseg.attacks.gradient import (
     check_loss_scale,
     gradient_sign,
 )
+from tfrobseg.attacks.precision import ATTACK_PRECISIONS
 from tfrobseg.attacks.targets import check_target
 
 
@@ -76,6 +77,13 @@ def check_forward_batch(forward_batch: int | None) -> int | None:
     return forward_batch
 
 
+def check_attack_precision(attack_precision: str) -> str:
+    """Validate the precision an attack runs in: one of :data:`~tfrobseg.attacks.precision.ATTACK_PRECISIONS`."""
+    if not isinstance(attack_precision, str) or attack_precision not in ATTACK_PRECISIONS:
+        raise ValueError(f"attack_precision must be one of {ATTACK_PRECISIONS}, got {attack_precision!r}")
+    return attack_precision
+
+
 #: The rule of every attack parameter, by name; each returns the normalised value or raises ValueError.
 PARAM_CHECKS: dict[str, Callable[[Any], Any]] = {
     "eps": check_epsilon,
@@ -91,6 +99,7 @@ PARAM_CHECKS: dict[str, Callable[[Any], Any]] = {
     "seed": check_seed,
     "forward_batch": check_forward_batch,
     "target": check_target,
+    "attack_precision": check_attack_precision,
 }
 
 

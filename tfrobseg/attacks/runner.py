@@ -22,8 +22,13 @@ from tfrobseg.attacks.fgsm import fgsm_sweep
 from tfrobseg.attacks.gradient import LossLike, predict
 from tfrobseg.attacks.iterative import ifgsm, targeted_ifgsm
 from tfrobseg.attacks.noise import sign_noise
-from tfrobseg.attacks.params import check_params, keyword_options
+from tfrobseg.attacks.params import (
+    check_attack_precision,
+    check_params,
+    keyword_options,
+)
 from tfrobseg.attacks.pgd import pgd
+from tfrobseg.attacks.precision import float32_copy
 from tfrobseg.attacks.targets import TargetLike, make_target
 
 #: ``run(model, x, y, epsilons, batch_number, **options) -> (predictions, adversarial)``, both ``(E, B, H, W, C)``.
@@ -143,6 +148,7 @@ def attack_dataset(
     loss: LossLike = "bce",
     batch_size: int = 4,
     return_images: bool = False,
+    attack_precision: str = "model",
     **attack_kwargs: Any,
 ) -> Iterator[dict[str, Any]]:
     """Yield one result per slice per ε: the prediction under attack, with patient id and slice index.
@@ -160,6 +166,10 @@ def attack_dataset(
         loss: attack loss name or callable (may differ from the training loss).
         batch_size: fixed batch size of every model call; the last batch is padded to it.
         return_images: also yield the clean ``image`` and the ``adversarial`` image.
+        attack_precision: ``"model"`` (default) attacks the model as built, in float16 under
+            ``mixed_float16``; ``"float32"`` attacks a :func:`~tfrobseg.attacks.precision.float32_copy`
+            of it (same weights) and predicts the attacked slices with that copy, which gives the
+            gradient signs of a float32 model (see docs/attacks.md for the measured difference).
         **attack_kwargs: passed to the attack (``clip``, ``relative_to``, ``steps``, ``alpha``,
             ``seed`` (an int; batch b uses the stream ``(seed, b)``), ``jit_compile``,
             ``loss_scale``, ``forward_batch`` …); :data:`ATTACKS` says which each attack takes.
@@ -174,7 +184,11 @@ def attack_dataset(
     """
     options = _check_call(attack, loss, batch_size, attack_kwargs)
     eps_values = check_epsilons(epsilons)
+    precision = check_attack_precision(attack_precision)
     batches = _rebatch(dataset, batch_size)
+    if precision == "float32":
+        # One copy per call: the attack and the predictions of the attacked slices run in float32.
+        model = float32_copy(model)
     return _results(model, batches, eps_values, ATTACKS[attack].run, batch_size, return_images, options)
 
 
