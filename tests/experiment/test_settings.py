@@ -108,6 +108,32 @@ def test_threads_do_not_follow_jobs_and_execution_settings_are_fingerprinted(tin
         _settings(tiny_cohort, ["--threads", "0"])
 
 
+def test_attack_precision_option(tiny_cohort, monkeypatch):
+    from tfrobseg.experiment import runner
+    from tfrobseg.experiment.units import Unit
+
+    base, chosen = _settings(tiny_cohort)[0], _settings(tiny_cohort, ["--attack-precision", "float32"])[0]
+    assert (base.attack_precision, chosen.attack_precision) == ("model", "float32")
+    assert chosen.fingerprint() != base.fingerprint() and chosen.fingerprint()["attack_precision"] == "float32"
+    with pytest.raises(SystemExit, match="unknown --attack-precision 'half'; choose from model, float32"):
+        cli._check_names(cli.build_parser("crossval").parse_args(["--attack-precision", "half"]))
+    # The unit's attack gets it.
+    import tfrobseg.attacks
+    import tfrobseg.experiment.scoring
+
+    seen = {}
+
+    def capture(*args, **kwargs):
+        seen.update(kwargs)
+        raise StopIteration
+
+    monkeypatch.setattr(tfrobseg.attacks, "attack_dataset", capture)
+    monkeypatch.setattr(tfrobseg.experiment.scoring, "load_volumes", lambda ds: {})
+    with pytest.raises(StopIteration):
+        runner.attack_and_score(Unit("crossval", "unet", "bce", 0), chosen, None, None, False, 0)
+    assert seen["attack_precision"] == "float32"
+
+
 def test_strategy_and_replicas_are_resolved_into_the_fingerprint(tiny_cohort, monkeypatch):
     # "auto" means different strategies on different machines: the fingerprint holds what it became.
     monkeypatch.delenv("TF_CONFIG", raising=False)

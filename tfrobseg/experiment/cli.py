@@ -70,6 +70,9 @@ def build_parser(phase: str) -> argparse.ArgumentParser:
                    help="attack strengths in z-score units (default 0,0.1,...,1.0; the clean 0 is always added)")
     p.add_argument("--attack", default="fgsm",
                    help="the study's fgsm, or another attack of tfrobseg.attacks.ATTACKS (docs/attacks.md)")
+    p.add_argument("--attack-precision", default="model",
+                   help="'model' (attack the trained model as built: float16 gradients under mixed_float16) or "
+                        "'float32' (attack a float32 copy with the same weights; docs/attacks.md)")
     p.add_argument("--attack-loss", default="same", help="'same' (the training loss, as in the study) or a loss name")
     p.add_argument("--data", default=None, help=f"prepared data folder (default: the built-in cohort in {BUILTIN_DATA}, prepared if absent)")
     p.add_argument("--out", default=None, help="results folder (default: results/builtin or results/<data folder name>)")
@@ -136,12 +139,14 @@ def _gpus() -> int:
 def _check_names(args: argparse.Namespace) -> tuple[list[str], list[str], tuple[int, int]]:
     """Model, loss and attack names and the shard, checked before anything is prepared or created."""
     from tfrobseg import losses, models
-    from tfrobseg.attacks import ATTACKS
+    from tfrobseg.attacks import ATTACK_PRECISIONS, ATTACKS
 
     model_names = _names(args.model, study.MODELS, "model", models.MODEL_NAMES)
     loss_names = _names(args.loss, study.LOSSES, "loss", losses.LOSS_NAMES)
     if args.attack not in ATTACKS:
         raise SystemExit(f"unknown --attack {args.attack!r}; choose from {', '.join(ATTACKS)}")
+    if args.attack_precision not in ATTACK_PRECISIONS:
+        raise SystemExit(f"unknown --attack-precision {args.attack_precision!r}; choose from {', '.join(ATTACK_PRECISIONS)}")
     if args.attack_loss != "same" and args.attack_loss not in losses.LOSS_NAMES:
         raise SystemExit(f"unknown --attack-loss {args.attack_loss!r}; 'same' or one of {', '.join(losses.LOSS_NAMES)}")
     try:
@@ -161,7 +166,7 @@ def _describe(phase: str, settings: Settings, jobs: int, models: list[str], loss
               flush=True)
     print(f"{phase}: models {models} x losses {losses} x folds {folds if phase == 'crossval' else ['hold-out']}"
           f" -> {n_units} unit(s) in this shard; eps {list(settings.epsilons)}; attack {settings.attack} "
-          f"(loss: {settings.attack_loss}); precision {t.precision}; XLA {'on' if t.xla else 'off'}; "
+          f"(loss: {settings.attack_loss}, precision: {settings.attack_precision}); precision {t.precision}; XLA {'on' if t.xla else 'off'}; "
           f"seed {t.seed}; strategy {t.strategy} ({settings.replicas} replica(s)); {settings.threads} thread(s) per unit"
           f"{'; deterministic ops' if settings.deterministic else ''}; results in {out_dir}", flush=True)
 

@@ -101,7 +101,7 @@ def attack_and_score(unit: Unit, settings: Settings, model: Any, eval_ds: Any, p
     total = sum(v.n_slices for v in volumes.values()) * len(settings.epsilons)
     stream = attack_dataset(model, eval_ds, list(settings.epsilons), attack=settings.attack,
                             loss=get_loss(attack_loss), batch_size=settings.train.batch_size, return_images=True,
-                            jit_compile=settings.train.xla)
+                            jit_compile=settings.train.xla, attack_precision=settings.attack_precision)
     extra = {"phase": unit.phase, "model": unit.model, "loss": unit.loss,
              "fold": -1 if unit.fold is None else unit.fold, "attack": settings.attack, "attack_loss": attack_loss}
     return evaluate_attack_stream(iter_with_count(stream, total, f"attack {unit.uid}", progress, position), volumes,

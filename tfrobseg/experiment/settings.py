@@ -70,6 +70,7 @@ class Settings:
     train: TrainConfig
     threshold: float = study.THRESHOLD
     preset: str | None = None
+    attack_precision: str = "model"
     threads: int = 1
     deterministic: bool = False
     replicas: int = 1
@@ -192,6 +193,7 @@ def resolve_settings(args: Any, data_dir: Path, preset: str | None, *, gpus: int
         image_size=int(pick(args.image_size, "image_size", Manifest.read(data_dir).image_size)),
         train=train,
         preset=preset,
+        attack_precision=args.attack_precision,
         threads=args.threads or default_threads(preset),
         deterministic=bool(args.deterministic),
         replicas=replicas,
