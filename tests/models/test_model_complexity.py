@@ -22,11 +22,14 @@ def test_count_macs_unet_by_hand():
 
 def test_count_macs_components():
     unet = count_macs(build_model("unet", (64, 64, 1), filters=FILTERS))
-    r3 = build_model("recurrent_unet", (64, 64, 1), filters=FILTERS, t=3)
-    r1 = build_model("recurrent_unet", (64, 64, 1), filters=FILTERS, t=1)
-    rcl_t1 = sum(layer_macs(layer) for layer in r1.layers if "_rcl" in layer.name)
-    assert sum(layer_macs(layer) for layer in r3.layers if "_rcl" in layer.name) == 3 * rcl_t1
-    assert count_macs(r1) - rcl_t1 == count_macs(r3) - 3 * rcl_t1  # the rest does not depend on t
+    # Alom's t = 2 (the default): the feed-forward conv and two recurrent steps, 3 convs per RCL; t = 0: one.
+    r2 = build_model("recurrent_unet", (64, 64, 1), filters=FILTERS)
+    r0 = build_model("recurrent_unet", (64, 64, 1), filters=FILTERS, t=0)
+    rcl_t0 = sum(layer_macs(layer) for layer in r0.layers if "_rcl" in layer.name)
+    # two 3x3 RCLs per level block at the block's width and resolution (64, 32, 16, 32, 64 px)
+    assert rcl_t0 == 2 * 9 * (64 * 64 * 16 * 2 + 32 * 32 * 64 * 2 + 16 * 16 * 256)
+    assert sum(layer_macs(layer) for layer in r2.layers if "_rcl" in layer.name) == 3 * rcl_t0
+    assert count_macs(r0) - rcl_t0 == count_macs(r2) - 3 * rcl_t0  # the rest does not depend on t
     vit = build_model("unet_vit", (64, 64, 1), filters=FILTERS, **SMALL["unet_vit"])
     n, e, mlp = 16 * 16, 16, 32  # tokens at the 16 x 16 bottleneck, width, MLP width
     blocks = 2 * (4 * n * e * e + 2 * n * n * e + 2 * n * e * mlp)

@@ -1,4 +1,4 @@
-"""tfrobseg.models.layers: the recurrent convolutional layer against a plain conv block."""
+"""tfrobseg.models.layers: the recurrent convolutional layer against Alom's recursion and a plain conv block."""
 
 from __future__ import annotations
 
@@ -20,26 +20,52 @@ def plain_block(filters: int) -> keras.Sequential:
     )
 
 
+def test_recurrent_conv_follows_alom_recursion_with_t_recurrent_steps():
+    """Linear 1x1 RCL against NumPy: Alom's t = 2 is h0 = F(x), then two steps h = F(x + h) (3 convs)."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2, 5, 5, 3)).astype("float32")
+    kernel = rng.normal(scale=0.5, size=(1, 1, 3, 3)).astype("float32")
+    bias = rng.normal(size=3).astype("float32")
+    layer = RecurrentConv2D(3, kernel_size=1, activation="linear", normalization="none")
+    assert layer.t == 2  # Alom's default
+    layer.build(x.shape)
+    layer.set_weights([kernel, bias])
+
+    def f(z):  # the shared step: 1x1 conv with bias, no norm, linear activation
+        return z @ kernel[0, 0] + bias
+
+    expected = f(x)  # feed-forward step
+    for _ in range(2):  # t = 2 recurrent steps
+        expected = f(x + expected)
+    np.testing.assert_allclose(layer(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_recurrent_conv_shares_weights_and_reduces_to_plain_conv():
     x = batch(2, 16, 6, seed=4)
-    layers = {t: RecurrentConv2D(6, t=t) for t in (1, 2, 3)}
+    layers = {t: RecurrentConv2D(6, t=t) for t in (0, 1, 2)}
     for layer in layers.values():
         layer(x, training=True)  # build + move BN statistics
     counts = {t: layer.count_params() for t, layer in layers.items()}
-    assert counts[1] == counts[2] == counts[3] == 9 * 6 * 6 + 4 * 6
-    assert len(layers[3].trainable_weights) == len(layers[1].trainable_weights) == 3  # kernel, gamma, beta
+    assert counts[0] == counts[1] == counts[2] == 9 * 6 * 6 + 4 * 6
+    assert len(layers[2].trainable_weights) == len(layers[0].trainable_weights) == 3  # kernel, gamma, beta
 
     plain = plain_block(6)
     plain.build(x.shape)
     for t, layer in layers.items():
         plain.set_weights(layer.get_weights())
         expected = plain(x, training=False)
-        for _ in range(t - 1):  # h_k = F(x + h_{k-1}) with the same F
+        for _ in range(t):  # h_k = F(x + h_{k-1}) with the same F
             expected = plain(x + expected, training=False)
         np.testing.assert_allclose(layer(x, training=False).numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
-    # t = 1 is exactly the plain block, also in training mode (batch statistics).
-    plain.set_weights(layers[1].get_weights())
-    np.testing.assert_allclose(layers[1](x, training=True).numpy(), plain(x, training=True).numpy(), atol=1e-5)
+    # t = 0 is exactly the plain block, also in training mode (batch statistics).
+    plain.set_weights(layers[0].get_weights())
+    np.testing.assert_allclose(layers[0](x, training=True).numpy(), plain(x, training=True).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("t", [-1, 1.0, True])
+def test_recurrent_conv_rejects_bad_t(t):
+    with pytest.raises(ValueError, match="recurrent steps after the feed-forward one"):
+        RecurrentConv2D(4, t=t)
 
 
 def test_recurrent_conv_rejects_width_mismatch():

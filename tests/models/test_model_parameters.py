@@ -51,25 +51,37 @@ def study_models():
     return filters, {name: build_model(name, (64, 64, 1), filters=filters) for name in MODEL_NAMES}
 
 
+def level_block(suffix: str):
+    """Layers ``{level}{suffix}`` of the level blocks (``enc{i}``, ``bottleneck``, ``dec{i}``)."""
+    return lambda n: re.fullmatch(r"(enc\d+|bottleneck|dec\d+)" + suffix, n) is not None
+
+
 @pytest.mark.parametrize(
-    "name, own",
+    "name, own, replaced",
     [
-        ("attention_unet", lambda n: n.startswith("attention")),
-        ("resunet", lambda n: "_shortcut_" in n or n.endswith("_add")),
-        ("unet_vit", lambda n: n.startswith("vit_")),
+        ("attention_unet", lambda n: n.startswith("attention"), lambda n: False),
+        # He's unit moves U-Net's second activation (``{level}_2_act``) after the addition (``{level}_act``).
+        ("resunet", lambda n: "_shortcut_" in n or level_block("_(add|act)")(n), level_block("_2_act")),
+        ("unet_vit", lambda n: n.startswith("vit_"), lambda n: False),
     ],
 )
-def test_models_differ_from_unet_only_by_their_component(study_models, name, own):
-    """Without its own layers a model has exactly U-Net's layers, names and per-layer parameter counts."""
+def test_models_differ_from_unet_only_by_their_component(study_models, name, own, replaced):
+    """Without its own layers a model has exactly U-Net's layers (but those it replaces), names and counts."""
     _, models = study_models
-    assert layer_params(models[name], lambda n: not own(n)) == layer_params(models["unet"])
+    shared = layer_params(models["unet"], lambda n: not replaced(n))
+    assert layer_params(models[name], lambda n: not own(n)) == shared
 
 
 def test_component_parameter_counts(study_models):
     filters, models = study_models
     unet = models["unet"].count_params()
-    # Attention gate at level i: theta_x 2x2 (C -> C/2, no bias), phi_g 1x1 (C_g -> C/2), psi 1x1 (C/2 -> 1).
-    gates = sum(4 * c * (c // 2) + g * (c // 2) + c // 2 + c // 2 + 1 for c, g in itertools.pairwise(filters))
+    # Attention gate at level i (skip width C, gating width C_g): theta_x 2x2 (C -> C/2), phi_g 1x1 (C_g -> C/2)
+    # and psi 1x1 (C/2 -> 1), each followed by BN, then the output transform W, 1x1 (C -> C) + BN; no conv
+    # followed by BN has a bias.
+    gates = sum(
+        4 * c * (c // 2) + bn(c // 2) + g * (c // 2) + bn(c // 2) + (c // 2) + bn(1) + c * c + bn(c)
+        for c, g in itertools.pairwise(filters)
+    )
     assert models["attention_unet"].count_params() - unet == gates
     # Residual shortcut per level block: 1x1 conv (no bias) + BN, from the block's input width.
     # encoder 1->8->16->32, bottleneck 32->64, decoder on the concatenations 64->32, 32->16, 16->8
@@ -90,5 +102,5 @@ def test_component_parameter_counts(study_models):
 
 
 def test_recurrent_unet_parameters_do_not_grow_with_t():
-    counts = {t: build_model("recurrent_unet", (32, 32, 1), filters=FILTERS, t=t).count_params() for t in (1, 2, 4)}
+    counts = {t: build_model("recurrent_unet", (32, 32, 1), filters=FILTERS, t=t).count_params() for t in (0, 2, 4)}
     assert len(set(counts.values())) == 1

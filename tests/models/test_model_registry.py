@@ -45,7 +45,7 @@ def test_registry_names():
         ({"name": "unet", "n_classes": 0}, "n_classes"),
         ({"name": "unet", "activation": "nope"}, "unknown activation"),
         ({"name": "unet", "t": 2}, "unknown option"),
-        ({"name": "recurrent_unet", "t": 0}, "t \\(applications"),
+        ({"name": "recurrent_unet", "t": -1}, "t \\(recurrent steps of each RCL"),
         ({"name": "unet_vit", "embed_dim": 10, "num_heads": 4}, "divisible by num_heads"),
         ({"name": "unet_vit", "input_shape": (None, None, 1)}, "static input size"),
         ({"name": "unet_vit", "patch_size": 3}, "not divisible by patch_size"),

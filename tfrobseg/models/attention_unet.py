@@ -1,7 +1,8 @@
 """Attention U-Net (Oktay et al., MIDL 2018): U-Net with additive attention gates on the skips.
 
 Each skip is multiplied by per-pixel coefficients ``alpha in [0, 1]`` computed from the skip and the coarser
-decoder feature map (:func:`tfrobseg.models.blocks.attention_gate`) before it is concatenated. The gate of
+decoder feature map, then passed through the gate's output transform (1x1 conv + norm), before it is
+concatenated (:func:`tfrobseg.models.blocks.attention_gate`). The gate of
 level ``i`` exposes its coefficients as the layer ``attention{i}_coefficients``;
 :func:`attention_maps_model` collects them into a model for figures.
 """

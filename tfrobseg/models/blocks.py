@@ -25,16 +25,25 @@ Block = Callable[..., "keras.KerasTensor"]
 
 
 def conv_norm_act(
-    x, filters: int, cfg: BuildConfig, name: str, *, kernel_size: int | None = None, activate: bool = True
+    x,
+    filters: int,
+    cfg: BuildConfig,
+    name: str,
+    *,
+    kernel_size: int | None = None,
+    strides: int = 1,
+    activate: bool = True,
 ):
     """Conv ("same") -> normalization -> activation; the conv has a bias only without a norm.
 
     ``kernel_size`` defaults to ``cfg.kernel_size``; ``activate=False`` stops after the normalization
-    (the residual shortcut projection). Layers: ``{name}_conv``, ``{name}_norm``, ``{name}_act``.
+    (residual units, shortcut projections, the attention gate's linear maps). Layers: ``{name}_conv``,
+    ``{name}_norm``, ``{name}_act``.
     """
     x = keras.layers.Conv2D(
         filters,
         cfg.kernel_size if kernel_size is None else kernel_size,
+        strides=strides,
         padding="same",
         use_bias=cfg.normalization == "none",
         kernel_initializer=cfg.kernel_initializer,
@@ -55,24 +64,33 @@ def double_conv(x, filters: int, cfg: BuildConfig, name: str):
 
 
 def residual_block(x, filters: int, cfg: BuildConfig, name: str):
-    """Residual level block: ``y = CNA(CNA(x)) + P(x)``, ``P`` a 1x1 projection conv + norm (He et al. 2016).
+    """He et al.'s residual unit with a projection shortcut, the ResU-Net level block::
 
-    The main path is exactly :func:`double_conv`; the shortcut (``{name}_shortcut_*``) is the residual
-    component that distinguishes ResU-Net (Diakogiannis et al. 2020) from U-Net. The projection is always
-    present because every level changes the width (input channels -> ``filters``).
+        y = act( N(conv(act(N(conv(x))))) + N(conv1x1(x)) )
+
+    This is the (post-activation) building block of He et al., "Deep Residual Learning for Image
+    Recognition" (CVPR 2016, Fig. 2 and Eq. 2; the study's ref. [12]): conv-norm-act (``{name}_1``),
+    conv-norm (``{name}_2``, no activation), the shortcut added (``{name}_add``), then the activation after
+    the addition (``{name}_act``), so the residual can correct the shortcut in both directions. The shortcut
+    is He's projection (option B: 1x1 conv + norm, ``{name}_shortcut_*``), always present because every
+    level changes the width (input channels -> ``filters``). The convolutions and norms are those of
+    U-Net's :func:`double_conv`; only the shortcut and the place of the second activation differ.
     """
-    y = double_conv(x, filters, cfg, name)
+    y = conv_norm_act(x, filters, cfg, f"{name}_1")
+    y = conv_norm_act(y, filters, cfg, f"{name}_2", activate=False)
     # "same" padding changes nothing for a 1x1 kernel: the shortcut keeps the size like the main path.
     shortcut = conv_norm_act(x, filters, cfg, f"{name}_shortcut", kernel_size=1, activate=False)
-    return keras.layers.Add(name=f"{name}_add")([y, shortcut])
+    y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
+    return keras.layers.Activation(cfg.activation, name=f"{name}_act")(y)
 
 
 def recurrent_block(x, filters: int, cfg: BuildConfig, name: str, *, t: int = 2, residual: bool = False):
-    """Alom's recurrent convolutional unit: 1x1 projection, then two shared-weight RCLs (t steps each).
+    """Alom's recurrent convolutional unit: 1x1 projection, then two RCLs (``t`` recurrent steps each).
 
     RU-Net: ``y = RCL(RCL(P(x)))``; R2U-Net (``residual=True``) adds the projected input back:
     ``y = P(x) + RCL(RCL(P(x)))``. ``P`` (``{name}_proj``, 1x1 conv with bias) only matches the width so that
-    the RCL can form ``x + h`` (Alom et al. 2019, Fig. 4; :class:`RecurrentConv2D`).
+    the RCL can form ``x + h`` (Alom et al. 2019, Fig. 4; :class:`RecurrentConv2D`). Each RCL applies its
+    shared conv-norm-activation ``t + 1`` times (Alom's ``t``: recurrent steps after the feed-forward one).
     """
     x = keras.layers.Conv2D(filters, 1, kernel_initializer=cfg.kernel_initializer, name=f"{name}_proj")(x)
     y = x
@@ -98,27 +116,37 @@ def up_conv(x, filters: int, cfg: BuildConfig, name: str):
     )(x)
 
 
-def attention_gate(skip, gating, name: str):
-    """Oktay's additive attention gate on a skip connection; returns the gated skip.
+def attention_gate(skip, gating, cfg: BuildConfig, name: str):
+    """Oktay's additive attention gate on a skip connection; returns the gated, transformed skip.
 
     With ``x`` the skip (H x W x C) and ``g`` the coarser decoder feature (H/2 x W/2) as gating signal::
 
-        q = psi^T relu(W_x * x + W_g * g + b_g) + b_psi,   alpha = up2(sigmoid(q)),   out = x * alpha
+        q = N(psi * relu(N(theta * x) + N(phi * g))),   alpha = up2(sigmoid(q)),   out = N(W * (x * alpha))
 
-    ``W_x`` is a 2x2 stride-2 conv (no bias) that brings ``x`` to the gating resolution, ``W_g`` and ``psi``
-    are 1x1 convs, the intermediate width is ``C // 2`` and ``up2`` is bilinear resampling (Oktay et al.
-    2018, Fig. 2 and their reference code). Bilinear weights are convex, so ``alpha`` stays in [0, 1]; the
-    coefficients are the output of the layer named ``{name}_coefficients`` (shape H x W x 1).
+    following Oktay et al. (Attention U-Net, MIDL 2018, Fig. 2) and their reference code
+    (ozan-oktay/Attention-Gated-Networks, ``_GridAttentionBlockND``, mode "concatenation"): ``theta`` is a
+    2x2 stride-2 conv that brings ``x`` to the gating resolution, ``phi`` and ``psi`` are 1x1 convs, the
+    intermediate width is ``C // 2``, ``up2`` is bilinear resampling, and the gated skip goes through the
+    output transform ``W`` (1x1 conv C -> C + norm) before it is concatenated. The norms ``N`` after
+    ``theta``, ``phi`` and ``psi`` are those of the widely used implementation of
+    LeeJunHyun/Image_Segmentation (``Attention_block``); Oktay's code normalizes only in ``W``. Every ``N``
+    is ``cfg.normalization`` (none with ``"none"``), and a conv has a bias only when no norm follows it
+    (so with ``"none"`` the biases of ``theta`` and ``phi`` together are Oktay's ``b_g``). Bilinear weights
+    are convex, so ``alpha`` stays in [0, 1]; the coefficients are the output of the layer named
+    ``{name}_coefficients`` (shape H x W x 1) and the gated skip ``x * alpha`` that of ``{name}_gated``.
     """
-    inter = max(skip.shape[-1] // 2, 1)
-    theta_x = keras.layers.Conv2D(inter, 2, strides=2, use_bias=False, name=f"{name}_theta_x")(skip)
-    phi_g = keras.layers.Conv2D(inter, 1, name=f"{name}_phi_g")(gating)
+    channels = skip.shape[-1]
+    inter = max(channels // 2, 1)
+    # A 2x2 stride-2 kernel on an even size needs no padding, so "same" equals Oktay's "valid" here.
+    theta_x = conv_norm_act(skip, inter, cfg, f"{name}_theta_x", kernel_size=2, strides=2, activate=False)
+    phi_g = conv_norm_act(gating, inter, cfg, f"{name}_phi_g", kernel_size=1, activate=False)
     f = keras.layers.Add(name=f"{name}_add")([theta_x, phi_g])
     f = keras.layers.Activation("relu", name=f"{name}_relu")(f)
-    q = keras.layers.Conv2D(1, 1, name=f"{name}_psi")(f)
+    q = conv_norm_act(f, 1, cfg, f"{name}_psi", kernel_size=1, activate=False)
     q = keras.layers.Activation("sigmoid", name=f"{name}_sigmoid")(q)
     alpha = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_coefficients")(q)
-    return keras.layers.Multiply(name=f"{name}_gated")([skip, alpha])
+    gated = keras.layers.Multiply(name=f"{name}_gated")([skip, alpha])
+    return conv_norm_act(gated, channels, cfg, f"{name}_output", kernel_size=1, activate=False)
 
 
 def vit_bottleneck(
@@ -196,7 +224,7 @@ def encoder_decoder(
 
     Encoder level ``i < depth-1``: ``block`` -> skip, 2x2 max-pool. Bottleneck: ``block`` at ``filters[-1]``
     (then the optional ``bottleneck`` transform). Decoder level ``i``: 2x2 up-conv to ``filters[i]``, the
-    skip (optionally ``gate(skip, coarser_decoder_feature, name)``) concatenated before the up-sampled
+    skip (optionally ``gate(skip, coarser_decoder_feature, cfg, name)``) concatenated before the up-sampled
     features (Ronneberger's order), ``block``. Only ``block``, ``gate`` and ``bottleneck`` differ between
     the study models, which is the study's fairness rule (Apostolidis et al., Sec. II-H).
     """
@@ -212,7 +240,7 @@ def encoder_decoder(
     for i in reversed(range(cfg.depth - 1)):
         skip = skips[i]
         if gate is not None:
-            skip = gate(skip, x, f"attention{i}")
+            skip = gate(skip, x, cfg, f"attention{i}")
         x = up_conv(x, cfg.filters[i], cfg, f"dec{i}_up")
         x = keras.layers.Concatenate(name=f"dec{i}_concat")([skip, x])
         x = block(x, cfg.filters[i], cfg, f"dec{i}")

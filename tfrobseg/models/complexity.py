@@ -4,7 +4,7 @@ MACs are counted analytically, layer by layer, for the layers that multiply feat
 
 * ``Conv2D``: ``H_out * W_out * k_h * k_w * C_in * C_out``;
 * ``Conv2DTranspose``: ``H_in * W_in * k_h * k_w * C_in * C_out`` (every input pixel scatters one kernel);
-* ``RecurrentConv2D``: ``t`` times its convolution;
+* ``RecurrentConv2D``: ``t + 1`` times its convolution (the feed-forward and ``t`` recurrent steps);
 * ``Dense``: ``positions * C_in * units``;
 * ``MultiHeadAttention`` over ``N`` tokens of width ``d`` with ``h`` heads of size ``k``: the Q, K, V and
   output projections ``4 * N * d * h * k`` plus the scores and the weighted sum ``2 * h * N^2 * k``.
@@ -32,7 +32,7 @@ def layer_macs(layer: keras.layers.Layer) -> int:
     if isinstance(layer, RecurrentConv2D):
         _, h, w, c_in = _shape(layer.input)
         kh, kw = layer.conv.kernel_size
-        return layer.t * h * w * kh * kw * c_in * layer.filters
+        return (layer.t + 1) * h * w * kh * kw * c_in * layer.filters
     if isinstance(layer, keras.layers.Conv2DTranspose):
         _, h, w, c_in = _shape(layer.input)
         kh, kw = layer.kernel_size

@@ -47,24 +47,26 @@ def _multi_replica() -> bool:
 
 @keras.saving.register_keras_serializable(package="tfrobseg")
 class RecurrentConv2D(keras.layers.Layer):
-    """Recurrent convolutional layer (RCL) with one convolution shared across ``t`` unrolled steps.
+    """Recurrent convolutional layer (RCL): one convolution shared by the feed-forward and ``t`` recurrent steps.
 
-    Alom et al. (R2U-Net, J. Med. Imaging 2019) define the RCL output at step k as
-    ``O(k) = f(w_f * x + w_r * O(k-1) + b)``. Like their reference implementation we tie the feed-forward
-    and recurrent kernels, so every step applies the *same* conv-norm-activation ``F`` to the sum of the
-    layer input and the previous state::
+    Alom et al. (R2U-Net, J. Med. Imaging 2019, Eq. 1 and the unfolded RCL of their Fig. 4) define the
+    RCL output at time step k as ``O(k) = f(w_f * x + w_r * O(k-1) + b)``, unfolded from the feed-forward
+    step k = 0 over ``t`` recurrent steps. Like the widely used implementation of LeeJunHyun/Image_Segmentation
+    (``Recurrent_block``) we tie the feed-forward and recurrent kernels, so every step applies the *same*
+    conv-norm-activation ``F`` to the sum of the layer input and the previous state::
 
-        h_1 = F(x),    h_k = F(x + h_{k-1})   for k = 2..t,    output h_t.
+        h_0 = F(x),    h_k = F(x + h_{k-1})   for k = 1..t,    output h_t.
 
-    ``t`` counts the applications of ``F``: ``t = 1`` is a plain conv-norm-activation block and ``t = 2``
-    (default) adds one recurrent step. (Alom's "t = 2" counts recurrent steps after the feed-forward one,
-    i.e. ``t = 3`` here.) The weights are those of one convolution (and one normalization) whatever ``t``.
-    Because ``x + h`` needs equal widths, the input must already have ``filters`` channels.
+    ``t`` counts the recurrent steps after the feed-forward one, Alom's convention (their ``t = 2``, the
+    value of most of their experiments, is one convolution followed by two recurrent ones): the default
+    ``t = 2`` applies ``F`` three times, and ``t = 0`` is a plain conv-norm-activation block. The weights
+    are those of one convolution (and one normalization) whatever ``t``. Because ``x + h`` needs equal
+    widths, the input must already have ``filters`` channels.
 
     Args:
         filters: output channels, equal to the input channels.
         kernel_size: convolution size (square), "same" padding.
-        t: number of applications of the shared convolution (>= 1).
+        t: recurrent steps after the feed-forward step (>= 0); ``F`` is applied ``t + 1`` times.
         activation: Keras activation name.
         normalization: ``"batch"``, ``"group"``, ``"instance"`` or ``"none"`` (bias only without a norm).
         kernel_initializer: initializer of the shared convolution.
@@ -81,8 +83,11 @@ class RecurrentConv2D(keras.layers.Layer):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if not isinstance(t, int) or t < 1:
-            raise ValueError(f"RecurrentConv2D: t must be an integer >= 1, got {t!r}")
+        # bool is an int subclass, but t=True would silently mean one recurrent step.
+        if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+            raise ValueError(
+                f"RecurrentConv2D: t (recurrent steps after the feed-forward one) must be an int >= 0, got {t!r}"
+            )
         if not isinstance(filters, int) or filters < 1:
             raise ValueError(f"RecurrentConv2D: filters must be a positive integer, got {filters!r}")
         self.filters = filters
@@ -122,8 +127,8 @@ class RecurrentConv2D(keras.layers.Layer):
         return self.act(y)
 
     def call(self, inputs, training=None):
-        h = self._step(inputs, training)
-        for _ in range(self.t - 1):
+        h = self._step(inputs, training)  # feed-forward step
+        for _ in range(self.t):  # recurrent steps
             h = self._step(inputs + h, training)
         return h
 

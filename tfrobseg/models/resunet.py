@@ -1,7 +1,8 @@
 """ResU-Net: U-Net whose encoder and decoder level blocks are residual blocks.
 
 The study cites Diakogiannis et al. (ResUNet-a, 2020) and He et al.'s ResNets for this model. Each level
-block is the U-Net double conv plus a 1x1 projection shortcut added to its output
+block is He et al.'s (CVPR 2016) post-activation residual unit: U-Net's two conv-norm layers with the
+second activation moved after the addition of a 1x1 projection shortcut
 (:func:`tfrobseg.models.blocks.residual_block`); the skeleton, pooling, up-sampling and head are U-Net's.
 """
 
