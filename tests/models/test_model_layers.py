@@ -40,22 +40,25 @@ def test_recurrent_conv_follows_alom_recursion_with_t_recurrent_steps():
     np.testing.assert_allclose(layer(x).numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_recurrent_conv_shares_weights_and_reduces_to_plain_conv():
+def test_recurrent_conv_shares_the_conv_with_one_norm_per_step_and_reduces_to_plain_conv():
     x = batch(2, 16, 6, seed=4)
     layers = {t: RecurrentConv2D(6, t=t) for t in (0, 1, 2)}
     for layer in layers.values():
         layer(x, training=True)  # build + move BN statistics
-    counts = {t: layer.count_params() for t, layer in layers.items()}
-    assert counts[0] == counts[1] == counts[2] == 9 * 6 * 6 + 4 * 6
-    assert len(layers[2].trainable_weights) == len(layers[0].trainable_weights) == 3  # kernel, gamma, beta
+    # One kernel whatever t; gamma, beta (+ 2 running statistics) per step.
+    assert {t: layer.count_params() for t, layer in layers.items()} == {t: 9 * 6 * 6 + 4 * 6 * (t + 1) for t in layers}
+    assert [len(layers[t].trainable_weights) for t in layers] == [3, 5, 7]
+    # Each step's norm keeps the running statistics of its own input distribution.
+    means = [norm.moving_mean.numpy() for norm in layers[2].norms]
+    assert not np.allclose(means[0], means[1]) and not np.allclose(means[1], means[2])
 
     plain = plain_block(6)
     plain.build(x.shape)
     for t, layer in layers.items():
-        plain.set_weights(layer.get_weights())
-        expected = plain(x, training=False)
-        for _ in range(t):  # h_k = F(x + h_{k-1}) with the same F
-            expected = plain(x + expected, training=False)
+        expected = None
+        for k, norm in enumerate(layer.norms):  # h_k = F_k(x + h_{k-1}): the same conv, norm k
+            plain.set_weights(layer.conv.get_weights() + norm.get_weights())
+            expected = plain(x if expected is None else x + expected, training=False)
         np.testing.assert_allclose(layer(x, training=False).numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
     # t = 0 is exactly the plain block, also in training mode (batch statistics).
     plain.set_weights(layers[0].get_weights())

@@ -92,15 +92,18 @@ def test_component_parameter_counts(study_models):
     block = 2 * 2 * e + (4 * e * e + 4 * e) + (e * m + m + m * e + e)
     vit = (c * e + e) + n_tokens * e + 2 * block + 2 * e + (e * c + c)
     assert models["unet_vit"].count_params() - unet == vit
-    # Recurrent units replace each double conv by 1x1 projection (with bias) + two shared 3x3 RCLs + BN.
+    # Recurrent units replace each double conv by 1x1 projection (with bias) + two RCLs, each one shared
+    # 3x3 conv with a BN per step (t = 2: three steps).
     skeleton = lambda n: not re.match(r"(enc\d|bottleneck|dec\d)_(\d_|proj|rcl)", n)
     assert layer_params(models["recurrent_unet"], skeleton) == layer_params(models["unet"], skeleton)
-    recurrent_blocks = sum(i * f + f + 2 * (9 * f * f + bn(f)) for i, f in block_inputs)
+    recurrent_blocks = sum(i * f + f + 2 * (9 * f * f + 3 * bn(f)) for i, f in block_inputs)
     unet_blocks = sum(9 * i * f + bn(f) + 9 * f * f + bn(f) for i, f in block_inputs)
     assert models["recurrent_unet"].count_params() - unet == recurrent_blocks - unet_blocks
     assert models["recurrent_residual_unet"].count_params() == models["recurrent_unet"].count_params()
 
 
-def test_recurrent_unet_parameters_do_not_grow_with_t():
+def test_recurrent_unet_convolutions_do_not_grow_with_t():
+    # The convolution is shared across the steps; only the per-step norms (4 values per channel) add up.
     counts = {t: build_model("recurrent_unet", (32, 32, 1), filters=FILTERS, t=t).count_params() for t in (0, 2, 4)}
-    assert len(set(counts.values())) == 1
+    per_step = sum(2 * 4 * f for f in (*FILTERS, *FILTERS[-2::-1]))  # two RCLs per level, encoder + decoder
+    assert counts[2] - counts[0] == counts[4] - counts[2] == 2 * per_step

@@ -53,20 +53,26 @@ class RecurrentConv2D(keras.layers.Layer):
     RCL output at time step k as ``O(k) = f(w_f * x + w_r * O(k-1) + b)``, unfolded from the feed-forward
     step k = 0 over ``t`` recurrent steps. Like the widely used implementation of LeeJunHyun/Image_Segmentation
     (``Recurrent_block``) we tie the feed-forward and recurrent kernels, so every step applies the *same*
-    conv-norm-activation ``F`` to the sum of the layer input and the previous state::
+    convolution to the sum of the layer input and the previous state::
 
-        h_0 = F(x),    h_k = F(x + h_{k-1})   for k = 1..t,    output h_t.
+        h_0 = F_0(x),    h_k = F_k(x + h_{k-1})   for k = 1..t,    output h_t,
+        F_k(z) = act(norm_k(conv(z))).
 
     ``t`` counts the recurrent steps after the feed-forward one, Alom's convention (their ``t = 2``, the
     value of most of their experiments, is one convolution followed by two recurrent ones): the default
-    ``t = 2`` applies ``F`` three times, and ``t = 0`` is a plain conv-norm-activation block. The weights
-    are those of one convolution (and one normalization) whatever ``t``. Because ``x + h`` needs equal
-    widths, the input must already have ``filters`` channels.
+    ``t = 2`` applies the convolution three times, and ``t = 0`` is a plain conv-norm-activation block.
+    The convolution's weights are shared whatever ``t``; each step has its *own* normalization
+    (``norm{k}``). A norm shared across the steps (as in that implementation) would keep one running
+    mean / variance for three different distributions (the input, then input + state twice), so the
+    network would infer with statistics that fit none of its steps. Measured on a toy set (4 disks,
+    64 px, filters 4-8-16, 300 Adam steps): hard Dice 1.000 in training mode but 0.246 at inference
+    with the shared norm, 0.908 with one norm per step (1.000 after the running statistics settle).
+    Because ``x + h`` needs equal widths, the input must already have ``filters`` channels.
 
     Args:
         filters: output channels, equal to the input channels.
         kernel_size: convolution size (square), "same" padding.
-        t: recurrent steps after the feed-forward step (>= 0); ``F`` is applied ``t + 1`` times.
+        t: recurrent steps after the feed-forward step (>= 0); the convolution is applied ``t + 1`` times.
         activation: Keras activation name.
         normalization: ``"batch"``, ``"group"``, ``"instance"`` or ``"none"`` (bias only without a norm).
         kernel_initializer: initializer of the shared convolution.
@@ -106,7 +112,8 @@ class RecurrentConv2D(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="conv",
         )
-        self.norm = make_normalization(normalization, filters, name="norm", dtype=self.dtype_policy)
+        self.norms = [make_normalization(normalization, filters, name=f"norm{k}", dtype=self.dtype_policy)
+                      for k in range(t + 1)]
         self.act = keras.layers.Activation(activation, dtype=self.dtype_policy, name="act")
 
     def build(self, input_shape) -> None:
@@ -116,20 +123,21 @@ class RecurrentConv2D(keras.layers.Layer):
                 f"{self.filters}; x + h needs equal widths (project the input with a 1x1 conv first)"
             )
         self.conv.build(input_shape)
-        if self.norm is not None:
-            self.norm.build(input_shape)
+        for norm in self.norms:
+            if norm is not None:
+                norm.build(input_shape)
         self.built = True
 
-    def _step(self, x, training):
+    def _step(self, x, k, training):
         y = self.conv(x)
-        if self.norm is not None:
-            y = self.norm(y, training=training)
+        if self.norms[k] is not None:
+            y = self.norms[k](y, training=training)
         return self.act(y)
 
     def call(self, inputs, training=None):
-        h = self._step(inputs, training)  # feed-forward step
-        for _ in range(self.t):  # recurrent steps
-            h = self._step(inputs + h, training)
+        h = self._step(inputs, 0, training)  # feed-forward step
+        for k in range(1, self.t + 1):  # recurrent steps
+            h = self._step(inputs + h, k, training)
         return h
 
     def compute_output_shape(self, input_shape):
