@@ -54,9 +54,9 @@ def test_recurrent_conv_shares_the_conv_with_one_norm_per_step_and_reduces_to_pl
 
     plain = plain_block(6)
     plain.build(x.shape)
-    for t, layer in layers.items():
+    for layer in layers.values():
         expected = None
-        for k, norm in enumerate(layer.norms):  # h_k = F_k(x + h_{k-1}): the same conv, norm k
+        for norm in layer.norms:  # h_k = F_k(x + h_{k-1}): the same conv, norm k
             plain.set_weights(layer.conv.get_weights() + norm.get_weights())
             expected = plain(x if expected is None else x + expected, training=False)
         np.testing.assert_allclose(layer(x, training=False).numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
