@@ -193,15 +193,37 @@ def test_a_nan_loss_stops_training_and_raises_naming_where(tmp_path):
 
     good = tf.data.Dataset.from_tensor_slices(
         (np.ones((4, 16, 16, 1), "float32"), np.ones((4, 16, 16, 1), "float32"))).batch(4)
-    with pytest.raises(TrainingDiverged, match=r"^the training loss became NaN at epoch 1, batch 3 \(learning rate 0.01\)$"):
+    with pytest.raises(TrainingDiverged, match=r"^NaN/inf in training: the training loss became NaN at epoch 1, batch 3 \(learning rate 0.01\)$"):
         train_model(_tiny_model, "bce", _nan_after(2), good, config=TrainConfig(max_epochs=3, learning_rate=1e-2, xla=False),
                     out_dir=tmp_path, progress=False)
     assert not (tmp_path / "best.keras").exists()  # nothing to attack is left behind
     # A finite training loss but a NaN validation loss stops after the first epoch.
-    with pytest.raises(TrainingDiverged, match=r"^the validation loss became NaN at epoch 1 "):
+    with pytest.raises(TrainingDiverged, match=r"^NaN/inf in training: the validation loss became NaN at epoch 1 "):
         train_model(_tiny_model, "bce", good, _nan_after(0), config=TrainConfig(max_epochs=3, learning_rate=1e-2, xla=False),
                     out_dir=tmp_path, progress=False)
     assert len(pd.read_csv(tmp_path / "history.csv")) == 1
+
+
+def test_non_finite_weights_stop_training_even_when_the_loss_looks_finite(tmp_path):
+    # One batch of huge inputs: the batch-norm variance overflows to inf, its running variance with it,
+    # and the ReLU after it turns the NaN activations into 0, so the loss stays finite.
+    from tfrobseg.errors import TrainingDiverged
+
+    def build():
+        inp = keras.Input((16, 16, 1))
+        h = keras.layers.Activation("relu")(keras.layers.BatchNormalization(name="bn")(
+            keras.layers.Conv2D(4, 3, padding="same", name="conv")(inp)))
+        return keras.Model(inp, keras.layers.Conv2D(1, 1, activation="sigmoid", name="head")(h))
+
+    x = np.random.default_rng(0).normal(size=(8, 16, 16, 1)).astype("float32")
+    x[4:] *= 1e25
+    data = tf.data.Dataset.from_tensor_slices((x, (x > 0).astype("float32"))).batch(4)
+    with pytest.raises(TrainingDiverged, match=r"^NaN/inf in training: the weights became (NaN|infinite) "
+                                               r"\(bn/moving_(mean|variance)\) at epoch 1 \(learning rate 0.01\)$"):
+        train_model(build, "bce", data, None, progress=False, out_dir=tmp_path,
+                    config=TrainConfig(max_epochs=3, learning_rate=1e-2, xla=False))
+    assert not (tmp_path / "best.keras").exists()
+    assert np.isfinite(pd.read_csv(tmp_path / "history.csv")["loss"]).all()  # the premise: the loss looked fine
 
 
 def test_strategy_resolution_without_tensorflow():

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 import pandas as pd
 
 from tfrobseg.io import atomic_write_csv
@@ -43,13 +44,16 @@ class HistoryCSV(keras.callbacks.Callback):
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
-    """Stop training at the first NaN / infinite training loss (checked every batch) or validation loss.
+    """Stop training at the first NaN / infinite training loss (checked every batch), validation loss
+    or weight (both checked every epoch).
 
-    Like :class:`keras.callbacks.TerminateOnNaN`, but it also watches the validation loss and keeps a
-    one-line ``reason`` (epoch, batch, learning rate) for the caller to report, instead of printing:
+    Like :class:`keras.callbacks.TerminateOnNaN`, but it keeps a one-line ``reason`` (what, epoch,
+    batch, learning rate) for the caller to report instead of printing:
     :func:`tfrobseg.training.train_model` raises :class:`tfrobseg.errors.TrainingDiverged` with it.
-    Without this stop, early stopping would restore the last finite weights and the run would look
-    normal.
+    The weights are checked too because the loss alone can hide a broken network: ReLU maps NaN to 0
+    on a CPU, so with a learning rate of 1e6 every network of the tiny test settings had non-finite
+    batch-norm statistics after one epoch while its loss stayed finite (≈ 1e10). Without this stop,
+    early stopping would restore the last "best" weights and the run would look normal.
     """
 
     def __init__(self) -> None:
@@ -60,22 +64,37 @@ class StopOnNonFinite(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch + 1
 
-    def _stop(self, where: str, name: str, value: float) -> None:
+    def _stop(self, what: str, where: str = "") -> None:
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        what = "NaN" if math.isnan(value) else "infinite"
-        self.reason = f"{name} became {what} at epoch {self._epoch}{where} (learning rate {lr:g})"
+        # One searchable prefix whatever became non-finite (the loss, or a weight while the loss looked fine).
+        self.reason = f"NaN/inf in training: {what} at epoch {self._epoch}{where} (learning rate {lr:g})"
         self.model.stop_training = True
+
+    @staticmethod
+    def _non_finite(value: float) -> str:
+        return "NaN" if math.isnan(value) else "infinite"
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = (logs or {}).get("loss")
         if self.reason is None and loss is not None and not math.isfinite(float(loss)):
-            self._stop(f", batch {batch + 1}", "the training loss", float(loss))
+            self._stop(f"the training loss became {self._non_finite(float(loss))}", f", batch {batch + 1}")
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         for name in ("loss", "val_loss"):
             value = (logs or {}).get(name)
             if self.reason is None and value is not None and not math.isfinite(float(value)):
-                self._stop("", "the validation loss" if name == "val_loss" else "the training loss", float(value))
+                label = "the validation loss" if name == "val_loss" else "the training loss"
+                self._stop(f"{label} became {self._non_finite(float(value))}")
+        if self.reason is None:
+            self._check_weights()
+
+    def _check_weights(self) -> None:
+        for variable in self.model.weights:
+            values = np.asarray(keras.ops.convert_to_numpy(variable))
+            if not np.isfinite(values).all():
+                what = "NaN" if np.isnan(values).any() else "infinite"
+                self._stop(f"the weights became {what} ({variable.path})")
+                return
 
 
 class TqdmProgress(keras.callbacks.Callback):
