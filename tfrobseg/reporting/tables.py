@@ -398,11 +398,14 @@ def summarize_additional(other: pd.DataFrame, *, std_over: str = "patients", emp
     out = summarize_groups(data, keys, std_over=std_over, empty_predictions=empty_predictions, metrics=metrics)
     labels = data.groupby(keys)["epsilon"].agg(_eps_label).rename("epsilons")
     out = out.join(labels, on=keys)
-    order = (out["phase"].map({p: i for i, p in enumerate(PHASES)}).fillna(len(PHASES)),
-             out["model"].map({m: i for i, m in enumerate(study_order(out["model"].unique(), "model"))}),
-             out["loss"].map({m: i for i, m in enumerate(study_order(out["loss"].unique(), "loss"))}))
-    return out.assign(_p=order[0], _m=order[1], _l=order[2]).sort_values(
-        ["_p", "_m", "_l", "outside", "attacked"], kind="stable").drop(columns=["_p", "_m", "_l"]).reset_index(drop=True)
+    ranks = {"phase": list(PHASES), "model": study_order(out["model"].unique(), "model"),
+             "loss": study_order(out["loss"].unique(), "loss")}
+
+    def rank(column: pd.Series) -> pd.Series:  # study order; an unknown phase ranks NaN, i.e. last
+        order = ranks.get(column.name)
+        return column if order is None else column.map({v: i for i, v in enumerate(order)})
+
+    return out.sort_values(keys, key=rank, kind="stable").reset_index(drop=True)
 
 
 def _write_additional(other: pd.DataFrame, opts: _Options, out: Path, written: WrittenTables) -> list[str]:

@@ -71,8 +71,9 @@ class StopOnNonFinite(keras.callbacks.Callback):
         self.model.stop_training = True
 
     @staticmethod
-    def _non_finite(value: float) -> str:
-        return "NaN" if math.isnan(value) else "infinite"
+    def _non_finite(values) -> str:
+        """How a non-finite value (or array holding one) is not finite: ``NaN`` wins over ``infinite``."""
+        return "NaN" if np.isnan(values).any() else "infinite"
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = (logs or {}).get("loss")
@@ -92,8 +93,7 @@ class StopOnNonFinite(keras.callbacks.Callback):
         for variable in self.model.weights:
             values = np.asarray(keras.ops.convert_to_numpy(variable))
             if not np.isfinite(values).all():
-                what = "NaN" if np.isnan(values).any() else "infinite"
-                self._stop(f"the weights became {what} ({variable.path})")
+                self._stop(f"the weights became {self._non_finite(values)} ({variable.path})")
                 return
 
 

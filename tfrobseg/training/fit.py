@@ -33,8 +33,8 @@ from tfrobseg.training.callbacks import (
 )
 from tfrobseg.training.config import (
     PRECISIONS,
-    STRATEGIES,
     TrainConfig,
+    resolve_strategy,
     tf_config_workers,
 )
 
@@ -78,16 +78,14 @@ def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
     is no GPU (how the tests exercise the multi-replica path on a CPU machine).
     ``multiworker``: ``MultiWorkerMirroredStrategy`` (cluster from ``TF_CONFIG``).
     """
-    if name not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}")
     gpus = tf.config.list_logical_devices("GPU")
-    if name == "multiworker" or (name == "auto" and tf_config_workers() > 1):
+    # The choice itself is resolve_strategy's, so that it matches the settings fingerprint exactly.
+    name, _ = resolve_strategy(name, len(gpus), tf_config_workers() if name == "auto" else 0)
+    if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=devices)
-    if name == "auto" and len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
 
 
