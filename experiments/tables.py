@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from tfrobseg.console import add_verbose_option, setup_console
 from tfrobseg.experiment.store import collect_metrics
 from tfrobseg.experiment.units import MARKER
 from tfrobseg.reporting.tables import EMPTY_PREDICTIONS, STD_OVER, write_tables
@@ -24,7 +25,9 @@ def main(argv=None) -> int:
     parser.add_argument("--empty-predictions", choices=EMPTY_PREDICTIONS, default="penalty",
                         help="empty predictions enter HD95/ASD with the penalty distance (default) or are excluded "
                              "from them (MedPy's convention; their count is reported)")
+    add_verbose_option(parser)
     args = parser.parse_args(argv)
+    setup_console(args.verbose)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")  # "±" on a non-UTF-8 terminal
     results = collect_metrics(args.results)

@@ -5,11 +5,9 @@ Figures whose trained unit is absent are skipped with a message (see tfrobseg.re
 """
 
 import argparse
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
+from tfrobseg.console import add_verbose_option, setup_console
 from tfrobseg.reporting.figures import make_figures
 
 
@@ -17,7 +15,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", required=True, help="results folder of crossval.py / holdout.py")
     parser.add_argument("--out", default=None, help="figure folder (default: <results>/figures)")
+    add_verbose_option(parser)
     args = parser.parse_args(argv)
+    setup_console(args.verbose)
     try:
         report = make_figures(args.results, args.out)
     except FileNotFoundError as exc:

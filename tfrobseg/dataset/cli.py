@@ -12,12 +12,12 @@ Exit code: 0 all patients prepared, 1 some patient skipped (listed at the end an
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from tfrobseg.console import add_verbose_option, setup_console
 from tfrobseg.dataset.config import PrepConfig
 from tfrobseg.dataset.manifest import Manifest
 from tfrobseg.errors import InputError
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma-unit", choices=("voxel", "mm"), default=d.smoothing_unit, help="unit of --sigma")
     p.add_argument("--n-synthetic", type=int, default=12, help="patients of the built-in cohort (default 12)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_verbose_option(p)
     return p
 
 
@@ -90,8 +91,8 @@ def _prepare(args: argparse.Namespace, log) -> tuple[Path, Manifest]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``data_prep/prostatex.py``; returns the exit code (0 / 1 some skipped / 2 fatal)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    setup_console(args.verbose)
     from tqdm.auto import tqdm
 
     log = tqdm.write

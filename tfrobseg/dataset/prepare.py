@@ -218,8 +218,7 @@ def prepare_cohort(
     records the identity of the built-in synthetic cohort. Raises :class:`InputError` for an empty
     input folder, and with ``strict`` at the first bad patient.
     """
-    from tqdm.auto import tqdm
-
+    from tfrobseg.console import progress as show_progress
     from tfrobseg.dataset.records import write_patient_records
 
     if workers < 1:
@@ -258,7 +257,7 @@ def prepare_cohort(
         if strict and isinstance(result, str):
             raise InputError(result)
 
-    with tqdm(total=len(jobs), desc="patients", unit="patient", disable=not progress) as bar:
+    with show_progress(len(jobs), "prepare", unit="patient", enabled=progress) as bar:
         if workers == 1 or len(jobs) <= 1:
             results = ((job, _work(job)) for job in jobs)
         else:

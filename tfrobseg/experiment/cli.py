@@ -7,7 +7,6 @@ Options are checked before any work or folder is created; the run's settings are
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tfrobseg import study
+from tfrobseg.console import add_verbose_option, setup_console
 from tfrobseg.errors import SettingsMismatchError, UnitsFailed
 from tfrobseg.experiment.settings import (
     BUILTIN_DATA,
@@ -105,6 +105,7 @@ def build_parser(phase: str) -> argparse.ArgumentParser:
     p.add_argument("--max-units", type=int, default=None, help="compute at most N units in this call, then stop")
     p.add_argument("--no-tables", action="store_true", help="do not write the tables at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_verbose_option(p)
     return p
 
 
@@ -183,11 +184,11 @@ def _write_tables(out_dir: Path) -> None:
 
 def main(phase: str, argv: Sequence[str] | None = None) -> int:
     """Command-line entry point of ``experiments/crossval.py`` / ``experiments/holdout.py``."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # The tables contain "±" and "ε": never crash on a terminal / log with a non-UTF-8 encoding.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")
     args = build_parser(phase).parse_args(argv)
+    setup_console(args.verbose)
     model_names, loss_names, shard = _check_names(args)
     data_dir, preset = resolve_data(args.data)
     out_dir = default_out_dir(args.out, data_dir, preset)

@@ -47,7 +47,9 @@ def _worker_init(slots: Any, threads: int, deterministic: bool) -> None:
     # op determinism to the run's settings, whatever the number of workers.
     global _WORKER_SLOT
     _WORKER_SLOT = int(slots.get())
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from tfrobseg.console import setup_console
+
+    setup_console()  # the parent's choices (quiet or --verbose, progress style) come in the environment
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)

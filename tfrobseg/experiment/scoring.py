@@ -175,13 +175,10 @@ def evaluate_attack_stream(
 def iter_with_count(
     stream: Iterable[Any], total: int | None, desc: str, enabled: bool = True, position: int = 0
 ) -> Iterator[Any]:
-    """Wrap ``stream`` in a tqdm progress bar (slices × ε) when ``enabled``."""
-    if not enabled:
-        yield from stream
-        return
-    from tqdm.auto import tqdm
+    """Report the progress of ``stream`` (slices × ε) when ``enabled`` (:func:`tfrobseg.console.progress`)."""
+    from tfrobseg.console import progress
 
-    with tqdm(total=total, desc=desc, unit="slice", leave=False, dynamic_ncols=True, position=position) as bar:
+    with progress(total, desc, unit="slice", position=position, enabled=enabled) as bar:
         for item in stream:
             bar.update(1)
             yield item

@@ -22,13 +22,13 @@ from tfrobseg.training.config import (
 )
 
 _LAZY = {
-    "HistoryCSV": "callbacks", "StopOnNonFinite": "callbacks", "TqdmProgress": "callbacks", "protocol_callbacks": "callbacks",
+    "HistoryCSV": "callbacks", "StopOnNonFinite": "callbacks", "EpochProgress": "callbacks", "protocol_callbacks": "callbacks",
     "TrainResult": "fit", "get_strategy": "fit", "set_precision": "fit", "set_seed": "fit", "train_model": "fit",
 }
 
 __all__ = [  # noqa: RUF022 (the eager names, then the lazy ones in _LAZY's order)
     "PRECISIONS", "STRATEGIES", "TrainConfig", "default_precision", "resolve_strategy",
-    "HistoryCSV", "StopOnNonFinite", "TqdmProgress", "protocol_callbacks",
+    "HistoryCSV", "StopOnNonFinite", "EpochProgress", "protocol_callbacks",
     "TrainResult", "get_strategy", "set_precision", "set_seed", "train_model",
 ]
 

@@ -16,10 +16,11 @@ import keras
 import numpy as np
 import pandas as pd
 
+from tfrobseg.console import Progress, progress
 from tfrobseg.io import atomic_write_csv
 from tfrobseg.training.config import TrainConfig
 
-__all__ = ["HistoryCSV", "StopOnNonFinite", "TqdmProgress", "protocol_callbacks"]
+__all__ = ["EpochProgress", "HistoryCSV", "StopOnNonFinite", "protocol_callbacks"]
 
 
 class HistoryCSV(keras.callbacks.Callback):
@@ -97,27 +98,25 @@ class StopOnNonFinite(keras.callbacks.Callback):
                 return
 
 
-class TqdmProgress(keras.callbacks.Callback):
-    """A tqdm bar over epochs with the latest loss / val_loss / learning rate as postfix."""
+class EpochProgress(keras.callbacks.Callback):
+    """Progress over epochs with the latest loss / val_loss / learning rate
+    (:func:`tfrobseg.console.progress`: a bar on a terminal, one line per epoch in a log)."""
 
     def __init__(self, max_epochs: int, desc: str = "train", position: int = 0) -> None:
         super().__init__()
         self.max_epochs = max_epochs
         self.desc = desc
         self.position = position
-        self.bar = None
+        self.bar: Progress | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(
-            total=self.max_epochs, desc=self.desc, unit="epoch", leave=False, dynamic_ncols=True, position=self.position
-        )
+        self.bar = progress(self.max_epochs, self.desc, unit="epoch", position=self.position, each_step=True)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
-        self.bar.set_postfix({k: f"{float(v):.4f}" for k, v in logs.items() if k in ("loss", "val_loss")})
-        self.bar.update(1)
+        values = [f"{k} {float(logs[k]):.4f}" for k in ("loss", "val_loss") if k in logs]
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.bar.update(1, " ".join([*values, f"lr {lr:.0e}"]))
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.bar is not None:

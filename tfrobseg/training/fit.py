@@ -26,9 +26,9 @@ import tensorflow as tf
 from tfrobseg.errors import TrainingDiverged
 from tfrobseg.io import atomic_save_model
 from tfrobseg.training.callbacks import (
+    EpochProgress,
     HistoryCSV,
     StopOnNonFinite,
-    TqdmProgress,
     protocol_callbacks,
 )
 from tfrobseg.training.config import (
@@ -112,7 +112,7 @@ def train_model(
             batch size (:func:`tfrobseg.dataset.pipeline.make_dataset` mapped through ``to_xy``).
         config: hyper-parameters (default: the study's protocol).
         out_dir: where ``best.keras`` and ``history.csv`` go (nothing is written when ``None``).
-        progress: show a tqdm bar over epochs (``desc`` / ``position``: its label and terminal row).
+        progress: show progress over epochs (:class:`EpochProgress`; ``desc`` / ``position``: its label and terminal row).
 
     Returns:
         :class:`TrainResult` whose ``model`` carries the best-validation-loss weights.
@@ -136,7 +136,7 @@ def train_model(
     diverged = StopOnNonFinite()
     callbacks += [cb for cb in (history_cb, diverged) if cb is not None]
     if progress:
-        callbacks.append(TqdmProgress(config.max_epochs, desc=desc, position=position))
+        callbacks.append(EpochProgress(config.max_epochs, desc=desc, position=position))
 
     t0 = time.perf_counter()
     with warnings.catch_warnings():
