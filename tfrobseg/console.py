@@ -44,8 +44,9 @@ PROGRESS_ENV = "TFROBSEG_PROGRESS"
 # The identity (device:inode) of the filter's pipe: a process whose stderr is that pipe is filtered already.
 _PIPE_ENV = "TFROBSEG_STDERR_FILTER"
 
-# absl's line header: severity, MMDD, time, thread id, file:line. Fatal (F) lines are kept.
-_HEADER = (rb"(?:[IWE]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] "
+# absl's line header: severity, MMDD, time (before absl is initialised: 0000 00:00:<Unix seconds>), thread id,
+# file:line. Fatal (F) lines are kept.
+_HEADER = (rb"(?:[IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] "
            rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR)")
 _HEADER_RE = re.compile(_HEADER)
 _NOISE_LINE_RE = re.compile(_HEADER + rb"[^\n]*\n")
@@ -53,6 +54,8 @@ _NOISE_LINE_RE = re.compile(_HEADER + rb"[^\n]*\n")
 _HEADER_START_RE = re.compile(rb"[IWE]\d{0,4}(?: [\d:.]*(?: +\d*(?: \S*)?)?)?")
 _ABSL_WARNING = b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
 _IDLE_S = 0.1  # how long the possible start of a noise line is held back before it is forwarded as is
+# Written to the pipe at exit: the filter answers once everything before it is forwarded.
+_FLUSH = b"\x00tfrobseg-console-flush\x00"
 
 
 class NoiseFilter:
@@ -110,8 +113,9 @@ def _write_all(fd: int, data: bytes) -> bool:
     return True
 
 
-def _forward(src: int = 0, dst: int = 2) -> None:
-    """The filter process: copy ``src`` to ``dst`` through :class:`NoiseFilter` until end of input."""
+def _forward(src: int = 0, dst: int = 2, ack: int = 1) -> None:
+    """The filter process: copy ``src`` to ``dst`` through :class:`NoiseFilter` until end of input,
+    answering on ``ack`` each flush request."""
     # Ctrl-C reaches the whole process group; the filter must live on to forward the last lines.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     noise = NoiseFilter()
@@ -123,7 +127,11 @@ def _forward(src: int = 0, dst: int = 2) -> None:
         chunk = os.read(src, 65536)
         if not chunk:
             break
-        alive = alive and _write_all(dst, noise.feed(chunk))
+        *flushed, rest = chunk.split(_FLUSH)
+        for part in flushed:
+            alive = alive and _write_all(dst, noise.feed(part) + noise.idle())
+            _write_all(ack, b".")
+        alive = alive and _write_all(dst, noise.feed(rest))
     if alive:
         _write_all(dst, noise.close())
 
@@ -181,7 +189,7 @@ def _start_filter() -> None:
     root = str(Path(__file__).resolve().parents[1])
     code = f"import sys; sys.path.insert(0, {root!r}); from tfrobseg.console import _forward; _forward()"
     # -I -S: a bare interpreter (this module needs only the standard library) starts in ~20 ms.
-    proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", code], stdin=read_end, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", code], stdin=read_end, stdout=subprocess.PIPE)
     os.close(read_end)
     sys.stderr.flush()
     real = os.dup(2)
@@ -194,18 +202,20 @@ def _start_filter() -> None:
 
 
 def _stop_filter(proc: subprocess.Popen, real: int) -> None:
-    """At exit: hand descriptor 2 back (closing this process's end of the pipe) and let the filter
-    forward the last lines before the shell prompt returns."""
+    """At exit: wait until the filter has forwarded every line written so far, then hand descriptor 2
+    back. Not waiting for the filter's end: multiprocessing's resource tracker keeps the pipe open
+    until this process has exited (the filter then forwards anything later and stops)."""
     for stream in (sys.stderr, sys.__stderr__):
         try:
             stream.flush()
         except (AttributeError, ValueError, OSError):
             pass
-    os.dup2(real, 2)
     try:
-        proc.wait(timeout=10)  # a worker still holding the pipe (it should not) cannot block the exit
-    except subprocess.TimeoutExpired:
+        os.write(2, _FLUSH)
+        select.select([proc.stdout], [], [], 10)  # the answer, or end of file if the filter is gone
+    except OSError:
         pass
+    os.dup2(real, 2)
 
 
 def progress_mode() -> str:

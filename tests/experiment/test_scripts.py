@@ -5,6 +5,7 @@ Slow (a few minutes of CPU): tiny U-Net (filters 4, 8), 32 px, 1 epoch, one atta
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ TINY = ["--model", "unet", "--epsilons", "0.5", "--max-epochs", "1", "--filters"
 METRIC_COLUMNS = {"phase", "model", "loss", "fold", "attack", "attack_loss", "patient_id", "epsilon", "dice",
                   "hd95", "assd", "empty_pred", "empty_gt", "psnr", "ssim", "rmse", "spacing_z", "spacing_y",
                   "spacing_x", "n_slices"}
+NOISE = re.compile(r"^([IWE]\d{4} |WARNING: All log messages)", re.MULTILINE)  # TensorFlow's native log lines
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +51,7 @@ def test_crossval_resume_refuse_tables_figures(tiny_cohort, tmp_path):
     # 2) The re-run, with two worker processes (the built-in preset's default), skips the finished
     #    unit, restarts the interrupted one and completes the grid.
     proc = _run("experiments/crossval.py", *base, "--jobs", "2")
+    assert not NOISE.search(proc.stdout + proc.stderr), proc.stderr[-3000:]  # hidden, workers' lines too
     assert len(list(out.glob("crossval/*/*/*/DONE.json"))) == 4
     assert markers[0].stat().st_mtime_ns == first_mtime
     log = (out / "log.txt").read_text(encoding="utf-8")
