@@ -94,6 +94,22 @@ def list_series(patient_dir: str | Path) -> list[SeriesInfo]:
     return out
 
 
+# The PixelData element (7FE0,0010) as its tag bytes appear in little- and big-endian files.
+_PIXEL_DATA_TAGS = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
+
+
+def _unreadable_reason(path: str) -> str:
+    """Why GDCM rejected a file: a DICOM header without pixel data, or a corrupt or truncated file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return f"DICOM file not readable ({exc.strerror})"
+    if data[128:132] == b"DICM" and not any(tag in data for tag in _PIXEL_DATA_TAGS):
+        return ("DICOM file has no pixel data (PixelData (7FE0,0010) missing: a header-only file, or one cut "
+                "before its pixels); export or download the series again")
+    return "corrupt or truncated DICOM file, not readable"
+
+
 def _slice_positions(reader: sitk.ImageSeriesReader, n: int) -> np.ndarray:
     iop = np.array([float(v) for v in reader.GetMetaData(0, "0020|0037").split("\\")])
     normal = np.cross(iop[:3], iop[3:])
@@ -112,7 +128,7 @@ def read_series(series: SeriesInfo, *, patient: str | None = None, spacing_toler
     sitk.ProcessObject.SetGlobalWarningDisplay(False)
     if series.unreadable:
         extra = f" (and {len(series.unreadable) - 1} more)" if len(series.unreadable) > 1 else ""
-        raise InputError(f"corrupt or truncated DICOM file, not readable{extra}", patient=patient,
+        raise InputError(f"{_unreadable_reason(series.unreadable[0])}{extra}", patient=patient,
                          path=series.unreadable[0])
     if len(series.files) < 2:
         raise InputError(f"series has {len(series.files)} slice(s); a 3-D series needs at least 2",
