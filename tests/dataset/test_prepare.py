@@ -17,6 +17,8 @@ import tensorflow as tf
 
 from tfrobseg.dataset import cli
 from tfrobseg.dataset.config import PrepConfig
+from tfrobseg.dataset.integrity import verify_records
+from tfrobseg.dataset.manifest import Manifest
 from tfrobseg.dataset.prepare import prepare_cohort
 from tfrobseg.dataset.records import parse_example
 from tfrobseg.errors import InputError
@@ -83,7 +85,7 @@ def test_gland_volume_preserved(prepared, sample_dir, pid, volume_ml):
 def test_zscore_statistics_recorded_and_smoothing_keeps_the_mean(prepared):
     out, _, _ = prepared
     m = json.loads((out / "manifest.json").read_text())
-    assert m["format_version"] == 2 and "whole N4-corrected volume" in m["parameters"]["units"]["zscore"]
+    assert m["format_version"] == 3 and "whole N4-corrected volume" in m["parameters"]["units"]["zscore"]
     for pid, e in m["patients"].items():
         stats = e["zscore_statistics"]
         assert "whole N4-corrected volume" in stats["over"] and stats["std"] > 0
@@ -152,12 +154,19 @@ def test_zscore_statistics_come_from_the_whole_volume(tmp_path):
 
 
 def test_rerun_resumes_without_redoing(prepared, capsys):
+    # Issue 13, item 1: a re-run with nothing to do changed manifest.json (its timestamp), and with
+    # it every results folder's fingerprint. Now neither the data's fingerprint nor the file changes.
     out, _, argv = prepared
     record = out / "records" / "ProstateX-0000.tfrecord"
     before = record.stat().st_mtime_ns
+    manifest_bytes, content = (out / "manifest.json").read_bytes(), Manifest.read(out).content_hash()
+    capsys.readouterr()
     assert cli.main(argv[:-2] + ["--quiet"]) == 0  # without --preview
-    assert "resuming: 3 patient(s) already prepared, 0 to do" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "resuming: 3 patient(s) already prepared, 0 to do" in text and "nothing changed" in text
     assert record.stat().st_mtime_ns == before
+    assert (out / "manifest.json").read_bytes() == manifest_bytes and Manifest.read(out).content_hash() == content
+    verify_records(out)
 
 
 # ----------------------------------------------------------------------------- bad inputs
@@ -231,6 +240,36 @@ def _mutate_empty_patient(images, masks, series):
     shutil.rmtree(series.parent)
 
 
+def _mutate_no_pixel_data(images, masks, series):
+    # A header-only DICOM file: the slice cut right before its PixelData element (7FE0,0010).
+    data = (series / "1-10.dcm").read_bytes()
+    (series / "1-10.dcm").write_bytes(data[: data.rfind(b"\xe0\x7f\x10\x00")])
+
+
+def _mutate_mask_nan(images, masks, series):
+    def nan(m):
+        arr = sitk.GetArrayFromImage(m).astype(np.float32)
+        arr[9, 150:160, 150:160] = np.nan  # inside the gland of slice 9
+        out = sitk.GetImageFromArray(arr)
+        out.CopyInformation(m)
+        return out
+    _rewrite_mask(masks, nan)
+
+
+def _volume_instead(values):
+    def mutate(images, masks, series):
+        shutil.rmtree(images / "ProstateX-0000")
+        img = sitk.GetImageFromArray(values(np.zeros((4, 64, 64), np.float32)))
+        img.SetSpacing((0.5, 0.5, 3.0))
+        sitk.WriteImage(img, str(images / "ProstateX-0000.nii.gz"))
+    return mutate
+
+
+def _binary(a):
+    a[:, 20:40, 20:40] = 1
+    return a
+
+
 @pytest.mark.parametrize("mutate, pattern", [
     (_mutate_truncated, r"^ProstateX-0000: .*1-10\.dcm: corrupt or truncated DICOM file"),
     (_mutate_corrupt, r"^ProstateX-0000: .*1-10\.dcm: corrupt or truncated DICOM file"),
@@ -240,7 +279,13 @@ def _mutate_empty_patient(images, masks, series):
     (_mutate_mask_values, r"^ProstateX-0000: .*ProstateX-0000\.nii\.gz: mask values \{0, 255\}: only \{0, 1\}"),
     (_mutate_no_t2, r"^ProstateX-0000: .*: no T2 axial series \(found: ep2d_diff_tra_ADC_7\)"),
     (_mutate_empty_patient, r"^ProstateX-0000: .*ProstateX-0000: empty patient folder"),
-], ids=["truncated", "corrupt", "missing-slice", "mask-no-overlap", "mask-values", "no-t2", "empty-patient"])
+    (_mutate_no_pixel_data, r"^ProstateX-0000: .*1-10\.dcm: DICOM file has no pixel data \(PixelData"),
+    (_mutate_mask_nan, r"^ProstateX-0000: .*ProstateX-0000\.nii\.gz: mask has 100 NaN voxel\(s\)"),
+    (_volume_instead(lambda a: a + 7), r"^ProstateX-0000: .*ProstateX-0000\.nii\.gz: image is constant \(all voxels = 7\)"),
+    (_volume_instead(_binary), (r"^ProstateX-0000: .*ProstateX-0000\.nii\.gz: image has only values \{0, 1\}: this "
+                                r"looks like a mask \(--images and --masks swapped\?\)")),
+], ids=["truncated", "corrupt", "missing-slice", "mask-no-overlap", "mask-values", "no-t2", "empty-patient",
+        "no-pixel-data", "mask-nan", "constant-image", "binary-image"])
 def test_bad_input_is_skipped_with_one_line_reason(sample_dir, tmp_path, mutate, pattern):
     images, masks, series = _copy_patient(sample_dir, tmp_path)
     mutate(images, masks, series)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from tfrobseg.dataset.dicom import read_volume
+from tfrobseg.dataset.dicom import nonfinite_voxels, read_volume
 from tfrobseg.errors import InputError
 
 __all__ = ["mask_volume_ml", "match_mask", "read_mask", "same_grid"]
@@ -27,9 +27,9 @@ def read_mask(path: str | Path, *, patient: str | None = None, mask_label: int |
     """Read a mask file and return it as uint8 {0, 1} (see the module's value policy)."""
     image = read_volume(path, patient=patient)
     arr = sitk.GetArrayViewFromImage(image)
-    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
-        # Checked first: a cast to integers would read NaN as 0 and the gland voxels would vanish.
-        n_nan, n_inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
+    n_nan, n_inf = nonfinite_voxels(image, path)
+    if n_nan or n_inf:
+        # Checked first: ITK's NIfTI reader reads NaN as 0, and the gland voxels would vanish.
         what = " and ".join(t for t in (f"{n_nan} NaN" * bool(n_nan), f"{n_inf} infinite" * bool(n_inf)) if t)
         raise InputError(f"mask has {what} voxel(s); fix or export the mask again", patient=patient, path=path)
     values = np.unique(arr)

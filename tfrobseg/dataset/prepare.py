@@ -29,7 +29,7 @@ import SimpleITK as sitk
 from tfrobseg.dataset import preprocessing as pp
 from tfrobseg.dataset.checks import check_mask_folder, check_out_folder, find_mask
 from tfrobseg.dataset.config import PrepConfig
-from tfrobseg.dataset.dicom import read_series, read_volume
+from tfrobseg.dataset.dicom import nonfinite_voxels, read_series, read_volume
 from tfrobseg.dataset.discovery import (
     PatientSource,
     choose_t2_series,
@@ -97,10 +97,10 @@ def check_image(image: sitk.Image, patient: str, path: object) -> None:
 
     Checked before N4, which would turn a constant image into a bias-field pattern.
     """
+    n_nan, n_inf = nonfinite_voxels(image, path)
+    if n_nan or n_inf:
+        raise InputError(f"image has {n_nan + n_inf} NaN or infinite voxel(s)", patient=patient, path=path)
     arr = sitk.GetArrayViewFromImage(image)
-    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
-        raise InputError(f"image has {int(np.count_nonzero(~np.isfinite(arr)))} NaN or infinite voxel(s)",
-                         patient=patient, path=path)
     lo, hi = float(arr.min()), float(arr.max())
     if lo == hi:
         raise InputError(f"image is constant (all voxels = {lo:g})", patient=patient, path=path)
