@@ -5,7 +5,12 @@ import json
 import pytest
 
 from tfrobseg.dataset.config import PrepConfig
-from tfrobseg.dataset.manifest import MANIFEST_NAME, Manifest, PatientEntry, describe_data_changes
+from tfrobseg.dataset.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    PatientEntry,
+    describe_data_changes,
+)
 
 
 def _manifest() -> Manifest:

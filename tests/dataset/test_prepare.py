@@ -9,6 +9,7 @@ copy of one patient and prepared without N4 (the tests are about the errors).
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -334,3 +335,119 @@ def test_volume_file_input_and_changed_parameters(sample_dir, tmp_path):
     assert e.details["mask"]["volume_ml_prepared"] == pytest.approx(44.3, rel=0.05)
     with pytest.raises(ValueError, match="different parameters; use --overwrite"):
         prepare_cohort(tmp_path / "vol", tmp_path / "out", masks=masks, config=PrepConfig(n4=False, smoothing_sigma=2))
+
+
+# ----------------------------------------------------------------------------- issue 13
+def _linked_images(sample_dir, root, *pids):
+    """An --images folder holding only ``pids`` (symlinks into the sample)."""
+    root.mkdir(parents=True)
+    for pid in pids:
+        (root / pid).symlink_to(sample_dir / "images" / pid, target_is_directory=True)
+    return root
+
+
+def test_batches_into_one_out_keep_every_patient(sample_dir, tmp_path, capsys):
+    # Item 2: a second run with another --images removed the first batch from the manifest.
+    out, masks = tmp_path / "out", sample_dir / "masks" / "whole_gland"
+    common = ["--masks", str(masks), "--out", str(out), "--no-n4", "--quiet"]
+    assert cli.main(["--images", str(_linked_images(sample_dir, tmp_path / "a", "ProstateX-0000"))] + common) == 0
+    first = (out / "records" / "ProstateX-0000.tfrecord").stat().st_mtime_ns
+    capsys.readouterr()
+    assert cli.main(["--images", str(_linked_images(sample_dir, tmp_path / "b", "ProstateX-0001"))] + common) == 0
+    text = capsys.readouterr().out
+    assert "resuming: 1 patient(s) already prepared, 1 to do" in text
+    assert "changes: patients added: ProstateX-0001" in text
+    m = Manifest.read(out)
+    assert m.ok_patients == ["ProstateX-0000", "ProstateX-0001"] and m.skipped == {}
+    assert (out / "records" / "ProstateX-0000.tfrecord").stat().st_mtime_ns == first
+    assert sorted(m.split["train"] + m.split["val"] + m.split["test"]) == m.ok_patients
+    verify_records(out)
+    assert cli.main(["--out", str(out), "--remove-patients", "ProstateX-0000", "--quiet"]) == 0
+    assert "changes: patients removed: ProstateX-0000" in capsys.readouterr().out
+    assert Manifest.read(out).ok_patients == ["ProstateX-0001"]
+    assert not (out / "records" / "ProstateX-0000.tfrecord").exists()
+
+
+@pytest.mark.parametrize("case", ["masks-parent", "swapped", "masks-not-a-folder"])
+def test_wrong_masks_fail_before_any_patient(sample_dir, tmp_path, capsys, case):
+    # Item 5: --masks pointing at the parent folder, or images and masks swapped, ran N4 on every
+    # patient and prepared them all "unlabelled" (exit 0).
+    images, masks = sample_dir / "images", sample_dir / "masks"
+    args = {"masks-parent": ["--images", str(images), "--masks", str(masks)],
+            "swapped": ["--images", str(masks / "whole_gland"), "--masks", str(images)],
+            "masks-not-a-folder": ["--images", str(images), "--masks", str(masks / "whole_gland" / "x")]}[case]
+    out = tmp_path / "out"
+    assert cli.main(args + ["--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    expected = {"masks-parent": f"did you mean --masks {masks / 'whole_gland'}?",
+                "swapped": "it holds DICOM files or patient folders: --images and --masks swapped?",
+                "masks-not-a-folder": f"error: --masks {masks / 'whole_gland' / 'x'}: not a folder"}[case]
+    assert expected in err
+    if case != "masks-not-a-folder":
+        assert re.match(r"error: --masks \S+: no mask for any of the [23] patient\(s\) of --images \(ProstateX-0000, "
+                        r"ProstateX-0001.*\); expected <PatientID>\.nii\.gz \(or .*\), e\.g\. ProstateX-0000\.nii\.gz; ", err)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["out-is-a-file", "parent-is-a-file", "read-only"])
+def test_an_unusable_out_fails_before_any_patient(sample_dir, tmp_path, capsys, monkeypatch, case):
+    # Item 7: a read-only --out, or one that is a file, gave a traceback.
+    (tmp_path / "file").write_text("x")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    out = {"out-is-a-file": tmp_path / "file", "parent-is-a-file": tmp_path / "file" / "out",
+           "read-only": ro / "out"}[case]
+    if case == "read-only" and _can_create(ro):  # root ignores the mode: the file system refuses instead
+        touch = Path.touch
+
+        def refuse(self, *args, **kwargs):
+            if self.parent == ro:
+                raise PermissionError(13, "Permission denied", str(self))
+            return touch(self, *args, **kwargs)
+        monkeypatch.setattr(Path, "touch", refuse)
+    try:
+        assert cli.main(["--images", str(sample_dir / "images"), "--out", str(out), "--quiet"]) == 2
+    finally:
+        ro.chmod(0o755)
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert {"out-is-a-file": f"error: --out {out}: is a file, not a folder",
+            "parent-is-a-file": f"{tmp_path / 'file'} is a file, so the folder cannot be made",
+            "read-only": f"{ro} is not writable (Permission denied)"}[case] in err
+    assert not (ro / "out").exists()
+
+
+def _can_create(folder):
+    try:
+        (folder / "probe").touch()
+        (folder / "probe").unlink()
+    except OSError:
+        return False
+    return True
+
+
+def test_workers_below_one_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--workers", "0"])
+    assert info.value.code == 2 and "--workers: expected an integer >= 1, got '0'" in capsys.readouterr().err
+
+
+def test_a_record_that_cannot_be_written_stops_the_run_naming_it(sample_dir, tmp_path, capsys, monkeypatch):
+    # Item 7 / H: disk full while writing a record -> one line naming the file, nothing half-written.
+    images = _linked_images(sample_dir, tmp_path / "images", "ProstateX-0000", "ProstateX-0218")
+
+    class FullDisk(tf.io.TFRecordWriter):
+        def write(self, record):
+            raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+
+    monkeypatch.setattr(tf.io, "TFRecordWriter", FullDisk)
+    out = tmp_path / "out"
+    assert cli.main(["--images", str(images), "--out", str(out), "--no-n4", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: {out / 'records' / 'ProstateX-0000.tfrecord'}: cannot write the record of "
+                          "ProstateX-0000 (No space left on device)")
+    assert not list((out / "records").iterdir())
+    assert not (out / "manifest.json").exists()

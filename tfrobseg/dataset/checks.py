@@ -43,16 +43,15 @@ def check_out_folder(out: str | Path) -> None:
     """:class:`InputError` when ``out`` is a file, lies below a file, or cannot be written."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise InputError("--out is a file, not a folder; choose a folder", path=out)
+        raise InputError(f"--out {out}: is a file, not a folder; choose a folder")
     parent = out
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise InputError(f"--out {out}: {parent} is a file, so the folder cannot be made; choose another --out",
-                         path=parent)
+        raise InputError(f"--out {out}: {parent} is a file, so the folder cannot be made; choose another --out")
     if (why := _writable(parent)) is not None:
         raise InputError(f"--out {out}: {parent} is not writable ({why}); choose another --out or fix its "
-                         "permissions", path=parent)
+                         "permissions")
 
 
 def _looks_like_images(folder: Path) -> bool:
@@ -68,11 +67,11 @@ def check_mask_folder(folder: str | Path, patient_ids: Sequence[str], option: st
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(f"{option}: not a folder", path=folder)
+        raise InputError(f"{option} {folder}: not a folder")
     if not patient_ids or any(find_mask(folder, p) is not None for p in patient_ids):
         return
     examples = ", ".join(list(patient_ids)[:3])
-    message = (f"{option}: no mask for any of the {len(patient_ids)} patient(s) of --images ({examples}"
+    message = (f"{option} {folder}: no mask for any of the {len(patient_ids)} patient(s) of --images ({examples}"
                f"{', ...' if len(patient_ids) > 3 else ''}); expected <PatientID>.nii.gz (or "
                f"{', '.join(s for s in VOLUME_SUFFIXES if s != '.nii.gz')}), e.g. {patient_ids[0]}.nii.gz")
     subs = sorted(d for d in folder.iterdir() if d.is_dir() and any(find_mask(d, p) for p in patient_ids))
@@ -80,5 +79,5 @@ def check_mask_folder(folder: str | Path, patient_ids: Sequence[str], option: st
         message += f"; did you mean {option} {subs[0]}?"
     elif _looks_like_images(folder) or any((folder / p).is_dir() for p in patient_ids):
         message += "; it holds DICOM files or patient folders: --images and --masks swapped?"
-    raise InputError(message, path=folder)
+    raise InputError(message)
 
