@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from tfrobseg.dataset import manifest as manifest_module
 from tfrobseg.dataset.config import PrepConfig
 from tfrobseg.dataset.manifest import (
     MANIFEST_NAME,
@@ -133,14 +134,14 @@ def test_a_recomputed_split_is_described_patient_by_patient():
         "format_version changed: 2 -> 3", "checksums recorded: 7 patient(s)"]
 
 
-def test_writing_an_unchanged_manifest_keeps_the_file(tmp_path):
+def test_writing_an_unchanged_manifest_keeps_the_file(tmp_path, monkeypatch):
     m = _manifest()
     path = m.write(tmp_path)
     data, stamp = path.read_bytes(), m.updated
+    monkeypatch.setattr(manifest_module, "_now", lambda: "2099-01-01T00:00:00")  # a later run
     back = Manifest.read(tmp_path)
-    back.updated = "later"
     back.write(tmp_path)
     assert path.read_bytes() == data and back.updated == stamp
     back.patients["P0"].n_slices += 1
     back.write(tmp_path)
-    assert path.read_bytes() != data
+    assert path.read_bytes() != data and Manifest.read(tmp_path).updated == "2099-01-01T00:00:00"
