@@ -1,9 +1,9 @@
-"""The package's own errors: a bad input file of one patient, a results folder made with other settings, and a
-training run whose loss stopped being finite."""
+"""The package's own errors: a bad input file of one patient, an output file that cannot be written, a
+prepared record that no longer matches its manifest, a results folder made with other settings, and a training run whose loss stopped being finite."""
 
 from __future__ import annotations
 
-__all__ = ["InputError", "SettingsMismatchError", "TrainingDiverged", "UnitsFailed"]
+__all__ = ["InputError", "OutputError", "RecordError", "SettingsMismatchError", "TrainingDiverged", "UnitsFailed"]
 
 
 class InputError(ValueError):
@@ -14,6 +14,15 @@ class InputError(ValueError):
         self.path = None if path is None else str(path)
         parts = [p for p in (patient, self.path) if p]
         super().__init__(": ".join([*parts, " ".join(str(message).split())]))
+
+
+class OutputError(OSError):
+    """An output file could not be written (disk full, permission denied); the one-line message names it."""
+
+
+class RecordError(InputError):
+    """A prepared record is missing, truncated, corrupted or has no checksum; the message names the patient,
+    the file and how to prepare it again."""
 
 
 class SettingsMismatchError(RuntimeError):

@@ -9,6 +9,7 @@ copy of one patient and prepared without N4 (the tests are about the errors).
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ import tensorflow as tf
 
 from tfrobseg.dataset import cli
 from tfrobseg.dataset.config import PrepConfig
+from tfrobseg.dataset.integrity import verify_records
+from tfrobseg.dataset.manifest import Manifest
 from tfrobseg.dataset.prepare import prepare_cohort
 from tfrobseg.dataset.records import parse_example
 from tfrobseg.errors import InputError
@@ -83,7 +86,7 @@ def test_gland_volume_preserved(prepared, sample_dir, pid, volume_ml):
 def test_zscore_statistics_recorded_and_smoothing_keeps_the_mean(prepared):
     out, _, _ = prepared
     m = json.loads((out / "manifest.json").read_text())
-    assert m["format_version"] == 2 and "whole N4-corrected volume" in m["parameters"]["units"]["zscore"]
+    assert m["format_version"] == 3 and "whole N4-corrected volume" in m["parameters"]["units"]["zscore"]
     for pid, e in m["patients"].items():
         stats = e["zscore_statistics"]
         assert "whole N4-corrected volume" in stats["over"] and stats["std"] > 0
@@ -152,12 +155,19 @@ def test_zscore_statistics_come_from_the_whole_volume(tmp_path):
 
 
 def test_rerun_resumes_without_redoing(prepared, capsys):
+    # Issue 13, item 1: a re-run with nothing to do changed manifest.json (its timestamp), and with
+    # it every results folder's fingerprint. Now neither the data's fingerprint nor the file changes.
     out, _, argv = prepared
     record = out / "records" / "ProstateX-0000.tfrecord"
     before = record.stat().st_mtime_ns
+    manifest_bytes, content = (out / "manifest.json").read_bytes(), Manifest.read(out).content_hash()
+    capsys.readouterr()
     assert cli.main(argv[:-2] + ["--quiet"]) == 0  # without --preview
-    assert "resuming: 3 patient(s) already prepared, 0 to do" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "resuming: 3 patient(s) already prepared, 0 to do" in text and "nothing changed" in text
     assert record.stat().st_mtime_ns == before
+    assert (out / "manifest.json").read_bytes() == manifest_bytes and Manifest.read(out).content_hash() == content
+    verify_records(out)
 
 
 # ----------------------------------------------------------------------------- bad inputs
@@ -231,6 +241,36 @@ def _mutate_empty_patient(images, masks, series):
     shutil.rmtree(series.parent)
 
 
+def _mutate_no_pixel_data(images, masks, series):
+    # A header-only DICOM file: the slice cut right before its PixelData element (7FE0,0010).
+    data = (series / "1-10.dcm").read_bytes()
+    (series / "1-10.dcm").write_bytes(data[: data.rfind(b"\xe0\x7f\x10\x00")])
+
+
+def _mutate_mask_nan(images, masks, series):
+    def nan(m):
+        arr = sitk.GetArrayFromImage(m).astype(np.float32)
+        arr[9, 150:160, 150:160] = np.nan  # inside the gland of slice 9
+        out = sitk.GetImageFromArray(arr)
+        out.CopyInformation(m)
+        return out
+    _rewrite_mask(masks, nan)
+
+
+def _volume_instead(values):
+    def mutate(images, masks, series):
+        shutil.rmtree(images / "ProstateX-0000")
+        img = sitk.GetImageFromArray(values(np.zeros((4, 64, 64), np.float32)))
+        img.SetSpacing((0.5, 0.5, 3.0))
+        sitk.WriteImage(img, str(images / "ProstateX-0000.nii.gz"))
+    return mutate
+
+
+def _binary(a):
+    a[:, 20:40, 20:40] = 1
+    return a
+
+
 @pytest.mark.parametrize("mutate, pattern", [
     (_mutate_truncated, r"^ProstateX-0000: .*1-10\.dcm: corrupt or truncated DICOM file"),
     (_mutate_corrupt, r"^ProstateX-0000: .*1-10\.dcm: corrupt or truncated DICOM file"),
@@ -240,7 +280,13 @@ def _mutate_empty_patient(images, masks, series):
     (_mutate_mask_values, r"^ProstateX-0000: .*ProstateX-0000\.nii\.gz: mask values \{0, 255\}: only \{0, 1\}"),
     (_mutate_no_t2, r"^ProstateX-0000: .*: no T2 axial series \(found: ep2d_diff_tra_ADC_7\)"),
     (_mutate_empty_patient, r"^ProstateX-0000: .*ProstateX-0000: empty patient folder"),
-], ids=["truncated", "corrupt", "missing-slice", "mask-no-overlap", "mask-values", "no-t2", "empty-patient"])
+    (_mutate_no_pixel_data, r"^ProstateX-0000: .*1-10\.dcm: DICOM file has no pixel data \(PixelData"),
+    (_mutate_mask_nan, r"^ProstateX-0000: .*ProstateX-0000\.nii\.gz: mask has 100 NaN voxel\(s\)"),
+    (_volume_instead(lambda a: a + 7), r"^ProstateX-0000: .*ProstateX-0000\.nii\.gz: image is constant \(all voxels = 7\)"),
+    (_volume_instead(_binary), (r"^ProstateX-0000: .*ProstateX-0000\.nii\.gz: image has only values \{0, 1\}: this "
+                                r"looks like a mask \(--images and --masks swapped\?\)")),
+], ids=["truncated", "corrupt", "missing-slice", "mask-no-overlap", "mask-values", "no-t2", "empty-patient",
+        "no-pixel-data", "mask-nan", "constant-image", "binary-image"])
 def test_bad_input_is_skipped_with_one_line_reason(sample_dir, tmp_path, mutate, pattern):
     images, masks, series = _copy_patient(sample_dir, tmp_path)
     mutate(images, masks, series)
@@ -289,3 +335,119 @@ def test_volume_file_input_and_changed_parameters(sample_dir, tmp_path):
     assert e.details["mask"]["volume_ml_prepared"] == pytest.approx(44.3, rel=0.05)
     with pytest.raises(ValueError, match="different parameters; use --overwrite"):
         prepare_cohort(tmp_path / "vol", tmp_path / "out", masks=masks, config=PrepConfig(n4=False, smoothing_sigma=2))
+
+
+# ----------------------------------------------------------------------------- issue 13
+def _linked_images(sample_dir, root, *pids):
+    """An --images folder holding only ``pids`` (symlinks into the sample)."""
+    root.mkdir(parents=True)
+    for pid in pids:
+        (root / pid).symlink_to(sample_dir / "images" / pid, target_is_directory=True)
+    return root
+
+
+def test_batches_into_one_out_keep_every_patient(sample_dir, tmp_path, capsys):
+    # Item 2: a second run with another --images removed the first batch from the manifest.
+    out, masks = tmp_path / "out", sample_dir / "masks" / "whole_gland"
+    common = ["--masks", str(masks), "--out", str(out), "--no-n4", "--quiet"]
+    assert cli.main(["--images", str(_linked_images(sample_dir, tmp_path / "a", "ProstateX-0000"))] + common) == 0
+    first = (out / "records" / "ProstateX-0000.tfrecord").stat().st_mtime_ns
+    capsys.readouterr()
+    assert cli.main(["--images", str(_linked_images(sample_dir, tmp_path / "b", "ProstateX-0001"))] + common) == 0
+    text = capsys.readouterr().out
+    assert "resuming: 1 patient(s) already prepared, 1 to do" in text
+    assert "changes: patients added: ProstateX-0001" in text
+    m = Manifest.read(out)
+    assert m.ok_patients == ["ProstateX-0000", "ProstateX-0001"] and m.skipped == {}
+    assert (out / "records" / "ProstateX-0000.tfrecord").stat().st_mtime_ns == first
+    assert sorted(m.split["train"] + m.split["val"] + m.split["test"]) == m.ok_patients
+    verify_records(out)
+    assert cli.main(["--out", str(out), "--remove-patients", "ProstateX-0000", "--quiet"]) == 0
+    assert "changes: patients removed: ProstateX-0000" in capsys.readouterr().out
+    assert Manifest.read(out).ok_patients == ["ProstateX-0001"]
+    assert not (out / "records" / "ProstateX-0000.tfrecord").exists()
+
+
+@pytest.mark.parametrize("case", ["masks-parent", "swapped", "masks-not-a-folder"])
+def test_wrong_masks_fail_before_any_patient(sample_dir, tmp_path, capsys, case):
+    # Item 5: --masks pointing at the parent folder, or images and masks swapped, ran N4 on every
+    # patient and prepared them all "unlabelled" (exit 0).
+    images, masks = sample_dir / "images", sample_dir / "masks"
+    args = {"masks-parent": ["--images", str(images), "--masks", str(masks)],
+            "swapped": ["--images", str(masks / "whole_gland"), "--masks", str(images)],
+            "masks-not-a-folder": ["--images", str(images), "--masks", str(masks / "whole_gland" / "x")]}[case]
+    out = tmp_path / "out"
+    assert cli.main(args + ["--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    expected = {"masks-parent": f"did you mean --masks {masks / 'whole_gland'}?",
+                "swapped": "it holds DICOM files or patient folders: --images and --masks swapped?",
+                "masks-not-a-folder": f"error: --masks {masks / 'whole_gland' / 'x'}: not a folder"}[case]
+    assert expected in err
+    if case != "masks-not-a-folder":
+        assert re.match(r"error: --masks \S+: no mask for any of the [23] patient\(s\) of --images \(ProstateX-0000, "
+                        r"ProstateX-0001.*\); expected <PatientID>\.nii\.gz \(or .*\), e\.g\. ProstateX-0000\.nii\.gz; ", err)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["out-is-a-file", "parent-is-a-file", "read-only"])
+def test_an_unusable_out_fails_before_any_patient(sample_dir, tmp_path, capsys, monkeypatch, case):
+    # Item 7: a read-only --out, or one that is a file, gave a traceback.
+    (tmp_path / "file").write_text("x")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    out = {"out-is-a-file": tmp_path / "file", "parent-is-a-file": tmp_path / "file" / "out",
+           "read-only": ro / "out"}[case]
+    if case == "read-only" and _can_create(ro):  # root ignores the mode: the file system refuses instead
+        touch = Path.touch
+
+        def refuse(self, *args, **kwargs):
+            if self.parent == ro:
+                raise PermissionError(13, "Permission denied", str(self))
+            return touch(self, *args, **kwargs)
+        monkeypatch.setattr(Path, "touch", refuse)
+    try:
+        assert cli.main(["--images", str(sample_dir / "images"), "--out", str(out), "--quiet"]) == 2
+    finally:
+        ro.chmod(0o755)
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert {"out-is-a-file": f"error: --out {out}: is a file, not a folder",
+            "parent-is-a-file": f"{tmp_path / 'file'} is a file, so the folder cannot be made",
+            "read-only": f"{ro} is not writable (Permission denied)"}[case] in err
+    assert not (ro / "out").exists()
+
+
+def _can_create(folder):
+    try:
+        (folder / "probe").touch()
+        (folder / "probe").unlink()
+    except OSError:
+        return False
+    return True
+
+
+def test_workers_below_one_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--workers", "0"])
+    assert info.value.code == 2 and "--workers: expected an integer >= 1, got '0'" in capsys.readouterr().err
+
+
+def test_a_record_that_cannot_be_written_stops_the_run_naming_it(sample_dir, tmp_path, capsys, monkeypatch):
+    # Item 7 / H: disk full while writing a record -> one line naming the file, nothing half-written.
+    images = _linked_images(sample_dir, tmp_path / "images", "ProstateX-0000", "ProstateX-0218")
+
+    class FullDisk(tf.io.TFRecordWriter):
+        def write(self, record):
+            raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+
+    monkeypatch.setattr(tf.io, "TFRecordWriter", FullDisk)
+    out = tmp_path / "out"
+    assert cli.main(["--images", str(images), "--out", str(out), "--no-n4", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: {out / 'records' / 'ProstateX-0000.tfrecord'}: cannot write the record of "
+                          "ProstateX-0000 (No space left on device)")
+    assert not list((out / "records").iterdir())
+    assert not (out / "manifest.json").exists()

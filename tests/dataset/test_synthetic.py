@@ -69,10 +69,24 @@ def test_builtin_prepared_by_an_older_format_is_prepared_again(tmp_path):
     out = prepare_builtin(tmp_path / "b", n_patients=1)
     path = out / "manifest.json"
     d = json.loads(path.read_text())
-    d["format_version"] = FORMAT_VERSION - 1
+    d["format_version"] = 1
     path.write_text(json.dumps(d))
     with pytest.raises(ValueError, match="older tfrobseg"):
         Manifest.read(out)
     prepare_builtin(out, n_patients=1)
     m = Manifest.read(out)
     assert m.format_version == FORMAT_VERSION and m.ok_patients == ["Synthetic-0000"]
+
+
+def test_builtin_of_format_2_only_gets_its_checksums(tmp_path):
+    out = prepare_builtin(tmp_path / "b", n_patients=1)
+    record = out / "records" / "Synthetic-0000.tfrecord"
+    before, digest = record.stat().st_mtime_ns, Manifest.read(out).patients["Synthetic-0000"].sha256
+    d = json.loads((out / "manifest.json").read_text())
+    d["format_version"] = 2
+    del d["patients"]["Synthetic-0000"]["sha256"]
+    (out / "manifest.json").write_text(json.dumps(d))
+    prepare_builtin(out, n_patients=1)
+    m = Manifest.read(out)
+    assert m.format_version == FORMAT_VERSION and m.patients["Synthetic-0000"].sha256 == digest
+    assert record.stat().st_mtime_ns == before

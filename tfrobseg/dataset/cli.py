@@ -5,8 +5,15 @@ Real data:
         [--second-masks masks/reader2] [--image-list image_list.csv] [--out data/prostatex]
 Built-in SYNTHETIC cohort (no --images): python data_prep/prostatex.py  (-> data/builtin)
 
-Exit code: 0 all patients prepared, 1 some patient skipped (listed at the end and in manifest.json),
-2 fatal error (empty input folder, bad option, --strict stop).
+A run into an existing --out adds its patients to the earlier ones (prepare a cohort in batches);
+--remove-patients ID[,ID...] drops some (with no --images: only that). One run at a time per --out.
+
+Exit codes:
+  0  every patient prepared (or nothing to do)
+  1  some patient skipped (bad input; listed at the end and under "skipped" in manifest.json)
+  2  fatal, nothing more done: a bad option or folder (--out a file or not writable, --masks matching
+     no patient, an empty --images), another run preparing the same --out, a record that cannot be
+     written (disk full, permission denied), or the --strict stop
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from tfrobseg.console import add_verbose_option, setup_console
 from tfrobseg.dataset.config import PrepConfig
 from tfrobseg.dataset.manifest import Manifest
 from tfrobseg.errors import InputError
+from tfrobseg.locks import LockHeld
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -38,6 +46,23 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _ids(text: str) -> tuple[str, ...]:
+    ids = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not ids:
+        raise argparse.ArgumentTypeError(f"expected patient ids separated by commas, got {text!r}")
+    return ids
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = PrepConfig()
     p = argparse.ArgumentParser(prog="data_prep/prostatex.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,8 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--second-masks", help="folder of second-reader masks, same naming")
     p.add_argument("--image-list", help="PROSTATEx image_list.csv naming each patient's T2 series")
     p.add_argument("--out", help="output folder (default data/prostatex; data/builtin without --images)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--overwrite", action="store_true", help="prepare every patient again")
+    p.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="prepare this run's patients again (all earlier ones too when the parameters changed)")
+    p.add_argument("--remove-patients", type=_ids, default=(), metavar="ID[,ID...]",
+                   help="drop these patients from --out (manifest and records); without --images only that")
     p.add_argument("--strict", action="store_true", help="stop at the first bad patient")
     p.add_argument("--preview", action="store_true", help="write <out>/preview.png (slices + mask outlines)")
     p.add_argument("--seed", type=int, default=0, help="seed of the patient split (default 0)")
@@ -72,6 +100,12 @@ def _prepare(args: argparse.Namespace, log) -> tuple[Path, Manifest]:
     from tfrobseg.dataset.prepare import prepare_cohort
     from tfrobseg.dataset.synthetic import prepare_builtin
 
+    if args.images is None and args.remove_patients:
+        from tfrobseg.dataset.prepare import remove_patients
+
+        if args.out is None:
+            raise InputError("--remove-patients without --images needs --out (the prepared folder)")
+        return Path(args.out), remove_patients(args.out, args.remove_patients, log=log)
     if args.images is None:
         out = Path(args.out or "data/builtin")
         log(f"No --images: preparing the built-in SYNTHETIC cohort ({args.n_synthetic} patients) in {out}")
@@ -85,7 +119,7 @@ def _prepare(args: argparse.Namespace, log) -> tuple[Path, Manifest]:
     manifest = prepare_cohort(args.images, out, masks=args.masks, second_masks=args.second_masks,
                               image_list=args.image_list, config=config, workers=args.workers,
                               overwrite=args.overwrite, strict=args.strict, seed=args.seed,
-                              progress=not args.quiet, log=log)
+                              progress=not args.quiet, log=log, remove=args.remove_patients)
     return out, manifest
 
 
@@ -99,7 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         out, manifest = _prepare(args, log)
-    except (InputError, ValueError, FileNotFoundError) as exc:
+    except LockHeld as exc:
+        print(f"error: {exc.path.parent} is being prepared by another run ({exc}); wait for it to finish "
+              "or use another --out", file=sys.stderr)
+        return 2
+    except (InputError, ValueError, OSError) as exc:  # OSError: OutputError, FileNotFoundError, disk full
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.preview:

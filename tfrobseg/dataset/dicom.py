@@ -2,12 +2,15 @@
 
 GDCM silently drops files it cannot parse and ITK only *warns* about missing slices, so both are
 checked here explicitly: every ``*.dcm`` file of the series folder must belong to a series, and
-the slice positions along the slice normal must be evenly spaced.
+the slice positions along the slice normal must be evenly spaced. ITK's NIfTI reader turns NaN voxels
+into 0, so :func:`nonfinite_voxels` counts them in the file's bytes.
 """
 
 from __future__ import annotations
 
+import gzip
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import SimpleITK as sitk
 
 from tfrobseg.errors import InputError
 
-__all__ = ["VOLUME_SUFFIXES", "SeriesInfo", "list_series", "read_series", "read_volume"]
+__all__ = ["VOLUME_SUFFIXES", "SeriesInfo", "list_series", "nonfinite_voxels", "read_series", "read_volume"]
 
 VOLUME_SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd")
 # TCIA downloader folder names: "<SeriesNumber>.000000-<description>-<5 digits>".
@@ -94,6 +97,22 @@ def list_series(patient_dir: str | Path) -> list[SeriesInfo]:
     return out
 
 
+# The PixelData element (7FE0,0010) as its tag bytes appear in little- and big-endian files.
+_PIXEL_DATA_TAGS = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
+
+
+def _unreadable_reason(path: str) -> str:
+    """Why GDCM rejected a file: a DICOM header without pixel data, or a corrupt or truncated file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return f"DICOM file not readable ({exc.strerror})"
+    if data[128:132] == b"DICM" and not any(tag in data for tag in _PIXEL_DATA_TAGS):
+        return ("DICOM file has no pixel data (PixelData (7FE0,0010) missing: a header-only file, or one cut "
+                "before its pixels); export or download the series again")
+    return "corrupt or truncated DICOM file, not readable"
+
+
 def _slice_positions(reader: sitk.ImageSeriesReader, n: int) -> np.ndarray:
     iop = np.array([float(v) for v in reader.GetMetaData(0, "0020|0037").split("\\")])
     normal = np.cross(iop[:3], iop[3:])
@@ -112,7 +131,7 @@ def read_series(series: SeriesInfo, *, patient: str | None = None, spacing_toler
     sitk.ProcessObject.SetGlobalWarningDisplay(False)
     if series.unreadable:
         extra = f" (and {len(series.unreadable) - 1} more)" if len(series.unreadable) > 1 else ""
-        raise InputError(f"corrupt or truncated DICOM file, not readable{extra}", patient=patient,
+        raise InputError(f"{_unreadable_reason(series.unreadable[0])}{extra}", patient=patient,
                          path=series.unreadable[0])
     if len(series.files) < 2:
         raise InputError(f"series has {len(series.files)} slice(s); a 3-D series needs at least 2",
@@ -155,3 +174,38 @@ def read_volume(path: str | Path, *, patient: str | None = None) -> sitk.Image:
         raise InputError(f"expected a 3-D scalar volume, got {image.GetDimension()}-D with "
                          f"{image.GetNumberOfComponentsPerPixel()} component(s)", patient=patient, path=path)
     return image
+
+
+# NIfTI datatype codes of the float types (the only ones that can hold NaN or inf).
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+
+
+def _nifti_header(data: bytes) -> tuple[str, int, tuple[int, ...], int] | None:
+    """(byte order, datatype code, dims, data offset) of a NIfTI-1 or -2 header; None when it is neither."""
+    for order in "<>":
+        size = struct.unpack(order + "i", data[:4])[0]
+        if size == 348:
+            return (order, struct.unpack(order + "h", data[70:72])[0], struct.unpack(order + "8h", data[40:56]),
+                    int(struct.unpack(order + "f", data[108:112])[0]))
+        if size == 540:
+            return (order, struct.unpack(order + "h", data[12:14])[0], struct.unpack(order + "8q", data[16:80]),
+                    struct.unpack(order + "q", data[168:176])[0])
+    return None
+
+
+def nonfinite_voxels(image: sitk.Image, path: str | Path | None = None) -> tuple[int, int]:
+    """(NaN, infinite) voxel counts of a volume read from ``path``; a float NIfTI file is read from its bytes."""
+    arr = sitk.GetArrayViewFromImage(image)
+    if not np.issubdtype(arr.dtype, np.floating):
+        return 0, 0
+    name = str(path or "").lower()
+    if name.endswith((".nii", ".nii.gz")):
+        try:
+            with (gzip.open if name.endswith(".gz") else open)(path, "rb") as fh:
+                data = fh.read()
+            order, code, dims, offset = _nifti_header(data)
+            arr = np.frombuffer(data, order + _NIFTI_FLOATS[code], count=int(np.prod(dims[1:dims[0] + 1])),
+                                offset=offset)
+        except (OSError, EOFError, ValueError, TypeError, KeyError, struct.error):
+            pass  # not a float NIfTI file that numpy can read: what ITK read is all there is
+    return int(np.isnan(arr).sum()), int(np.isinf(arr).sum())

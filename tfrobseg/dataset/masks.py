@@ -1,6 +1,6 @@
 """Whole-gland masks: reading, value policy, and matching to the image in physical space.
 
-Value policy: a mask must contain only {0, 1} (any pixel type). A label map is accepted only when
+Value policy: a mask must contain only {0, 1} (any pixel type); NaN or infinite voxels are an error. A label map is accepted only when
 ``mask_label`` is given: voxels equal to it become 1, all others 0. Anything else is an error.
 
 Geometry: masks are matched to their image in physical (patient) space. When size and spacing agree
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from tfrobseg.dataset.dicom import read_volume
+from tfrobseg.dataset.dicom import nonfinite_voxels, read_volume
 from tfrobseg.errors import InputError
 
 __all__ = ["mask_volume_ml", "match_mask", "read_mask", "same_grid"]
@@ -27,6 +27,11 @@ def read_mask(path: str | Path, *, patient: str | None = None, mask_label: int |
     """Read a mask file and return it as uint8 {0, 1} (see the module's value policy)."""
     image = read_volume(path, patient=patient)
     arr = sitk.GetArrayViewFromImage(image)
+    n_nan, n_inf = nonfinite_voxels(image, path)
+    if n_nan or n_inf:
+        # Checked first: ITK's NIfTI reader reads NaN as 0, and the gland voxels would vanish.
+        what = " and ".join(t for t in (f"{n_nan} NaN" * bool(n_nan), f"{n_inf} infinite" * bool(n_inf)) if t)
+        raise InputError(f"mask has {what} voxel(s); fix or export the mask again", patient=patient, path=path)
     values = np.unique(arr)
     if mask_label is None:
         if not np.all(np.isin(values, (0, 1))):

@@ -5,8 +5,9 @@ choose and read the T2 axial image, match the mask(s) to it in physical space, N
 statistics of the whole N4-corrected volume -> resample to 0.5 x 0.5 x 3.0 mm -> centre crop/pad
 to 256 x 256 -> z-score with those statistics -> Gaussian smoothing, then one TFRecord file per
 patient. The cohort driver adds the manifest
-(:class:`~tfrobseg.dataset.manifest.Manifest`), the seeded split, the skip list, resumption and
-worker processes.
+(:class:`~tfrobseg.dataset.manifest.Manifest`), the seeded split, the skip list, resumption,
+incremental preparation (a run adds its patients to those of earlier runs), one writer per folder
+(``<out>/.lock``) and worker processes.
 
 Bad input of one patient raises :class:`~tfrobseg.errors.InputError`; the cohort driver records it
 under "skipped" (or stops with ``strict=True``). Outputs are only ever written atomically.
@@ -14,9 +15,11 @@ under "skipped" (or stops with ``strict=True``). Outputs are only ever written a
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +27,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from tfrobseg.dataset import preprocessing as pp
+from tfrobseg.dataset.checks import check_mask_folder, check_out_folder, find_mask
 from tfrobseg.dataset.config import PrepConfig
-from tfrobseg.dataset.dicom import VOLUME_SUFFIXES, read_series, read_volume
+from tfrobseg.dataset.dicom import nonfinite_voxels, read_series, read_volume
 from tfrobseg.dataset.discovery import (
     PatientSource,
     choose_t2_series,
@@ -34,30 +38,29 @@ from tfrobseg.dataset.discovery import (
     patient_volume_file,
     read_image_list,
 )
-from tfrobseg.dataset.manifest import MANIFEST_NAME, Manifest, PatientEntry
+from tfrobseg.dataset.integrity import count_records
+from tfrobseg.dataset.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    Manifest,
+    PatientEntry,
+    describe_data_changes,
+    split_moves,
+)
 from tfrobseg.dataset.masks import mask_volume_ml, match_mask, read_mask
-from tfrobseg.errors import InputError
-from tfrobseg.io import environment_versions, remove_stale_temporaries
+from tfrobseg.errors import InputError, OutputError, RecordError
+from tfrobseg.io import environment_versions, file_hash, remove_stale_temporaries
+from tfrobseg.locks import FileLock
 from tfrobseg.parallel import process_map
 
-__all__ = ["PreparedPatient", "find_mask", "prepare_cohort", "process_patient"]
+__all__ = ["LOCK_NAME", "PreparedPatient", "find_mask", "prepare_cohort", "process_patient", "remove_patients",
+           "writer_lock"]
 
 logger = logging.getLogger(__name__)
 #: The paper's preprocessing (frozen, so sharing it as a default is safe).
 PAPER_CONFIG = PrepConfig()
 #: What the z-score statistics are computed over (recorded per patient in the manifest).
 ZSCORE_OVER = "whole {}volume on its acquired grid (before resampling and crop)"
-
-
-def find_mask(folder: str | Path | None, patient_id: str) -> Path | None:
-    """``<folder>/<PatientID>.nii.gz`` (or .nii/.mha/.nrrd/.mhd), None when absent."""
-    if folder is None:
-        return None
-    for suffix in VOLUME_SUFFIXES:
-        p = Path(folder) / f"{patient_id}{suffix}"
-        if p.is_file():
-            return p
-    return None
 
 
 def load_image(source: PatientSource, listed: tuple[str, int] | None = None) -> tuple[sitk.Image, dict]:
@@ -89,6 +92,23 @@ def _prepared_mask(path: Path | None, image: sitk.Image, pid: str, config: PrepC
     return arr, info
 
 
+def check_image(image: sitk.Image, patient: str, path: object) -> None:
+    """:class:`InputError` for an image that cannot be a T2 scan: non-finite, constant, or only {0, 1} (a mask).
+
+    Checked before N4, which would turn a constant image into a bias-field pattern.
+    """
+    n_nan, n_inf = nonfinite_voxels(image, path)
+    if n_nan or n_inf:
+        raise InputError(f"image has {n_nan + n_inf} NaN or infinite voxel(s)", patient=patient, path=path)
+    arr = sitk.GetArrayViewFromImage(image)
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo == hi:
+        raise InputError(f"image is constant (all voxels = {lo:g})", patient=patient, path=path)
+    if lo == 0 and hi == 1 and np.all((arr == 0) | (arr == 1)):
+        raise InputError("image has only values {0, 1}: this looks like a mask (--images and --masks swapped?)",
+                         patient=patient, path=path)
+
+
 @dataclass
 class PreparedPatient:
     """One patient prepared in memory: its manifest entry and its (Z, H, W) arrays."""
@@ -105,6 +125,7 @@ def process_patient(source: PatientSource, *, mask_path: Path | None = None, mas
     t0 = time.perf_counter()
     pid = source.patient_id
     image, info = load_image(source, listed)
+    check_image(image, pid, info["source"])
     info["original_size_xyz"] = list(image.GetSize())
     info["original_spacing_xyz"] = [round(s, 6) for s in image.GetSpacing()]
     if mask_path is None:
@@ -155,23 +176,147 @@ def _init_worker() -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
-def _start_manifest(out: Path, config: PrepConfig, *, inputs: dict, sources: dict, overwrite: bool,
-                    synthetic: bool, builtin: dict | None, seed: int) -> Manifest:
-    """A new manifest that keeps the prepared patients of an earlier run with the same parameters."""
-    old = Manifest.read(out) if (out / MANIFEST_NAME).is_file() and not overwrite else None
-    if old is not None and old.parameters != config:
-        raise ValueError(f"{out / MANIFEST_NAME}: prepared with different parameters; use --overwrite (or another --out)")
-    if old is not None and old.synthetic != synthetic:
-        raise ValueError(f"{out / MANIFEST_NAME}: synthetic={old.synthetic} output; use another --out")
-    kept = {} if old is None else {
-        p: e for p, e in old.patients.items() if p in sources and e.ok and (out / e.record).is_file()}
-    manifest = Manifest(
-        parameters=config, synthetic=synthetic, builtin=builtin, inputs=inputs, versions=environment_versions(),
-        seed=int(seed), patients=kept,
-        description=("SYNTHETIC ProstateX-like cohort (generated, not patient data)" if synthetic
-                     else "ProstateX T2W axial, prepared as in Apostolidis et al. Sec. II-B"))
-    if old is not None:
-        manifest.created = old.created
+
+
+LOCK_NAME = ".lock"
+# Prepared folders whose lock this process holds: prepare_builtin takes it around the generation and
+# prepare_cohort inside it takes it again (a second flock on the same file would refuse itself).
+_HELD: set[Path] = set()
+
+
+@contextlib.contextmanager
+def writer_lock(out: str | Path) -> Iterator[None]:
+    """Hold ``<out>/.lock`` for the block: one writer per prepared folder (re-entrant in this process).
+
+    Raises :class:`~tfrobseg.locks.LockHeld`, naming the holder, when another process holds it.
+    """
+    key = Path(out).resolve()
+    if key in _HELD:
+        yield
+        return
+    with FileLock(Path(out) / LOCK_NAME):
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+
+
+def _delete_record(out: Path, entry: PatientEntry | None) -> None:
+    if entry is not None and entry.ok:
+        (out / str(entry.record)).unlink(missing_ok=True)
+
+
+def _earlier_manifest(out: Path, config: PrepConfig, *, synthetic: bool, overwrite: bool,
+                      log: Callable[[str], None]) -> Manifest | None:
+    """The manifest of the earlier runs into ``out`` to build on; None for a new folder.
+
+    Other parameters are an error, or with ``overwrite`` a new start: the earlier records are deleted.
+    """
+    if not (out / MANIFEST_NAME).is_file():
+        return None
+    try:
+        old = Manifest.read(out)
+    except ValueError:
+        if not overwrite:
+            raise
+        old = None  # an older format: prepared again
+    differs = None if old is None else ("different parameters" if old.parameters != config else
+                                        f"synthetic={old.synthetic} output" if old.synthetic != synthetic else None)
+    if old is not None and differs is None:
+        return old
+    if not overwrite:
+        raise ValueError(f"{out / MANIFEST_NAME}: prepared with {differs}; use --overwrite (or another --out)")
+    stale = sorted((out / "records").glob("*.tfrecord"))
+    log(f"--overwrite: {out} was prepared with {differs or 'an older tfrobseg'}: its {len(stale)} record(s) are "
+        "deleted and every patient is prepared again")
+    for path in stale:
+        path.unlink()
+    return None
+
+
+def _check_existing(out: Path, pid: str, entry: PatientEntry) -> str | None:
+    """Why a prepared patient's record cannot be kept (None: kept); records the checksum of a format-2 entry."""
+    path = out / str(entry.record)
+    if not path.is_file():
+        return "record file missing"
+    digest = file_hash(path)
+    if entry.sha256 is None:
+        try:
+            found = count_records(path, pid)
+        except RecordError:
+            return "record file unreadable"
+        if found != entry.n_slices:
+            return f"record has {found} slice(s), {MANIFEST_NAME} records {entry.n_slices}"
+        entry.sha256 = digest
+    elif digest != entry.sha256:
+        return f"checksum differs from {MANIFEST_NAME} (file truncated or corrupted after preparation)"
+    return None
+
+
+def _todo(out: Path, manifest: Manifest, sources: dict[str, PatientSource], *, overwrite: bool,
+          log: Callable[[str], None]) -> list[str]:
+    """The patients of ``sources`` to prepare; earlier records are checked against their checksums."""
+    todo = []
+    for pid in sorted({*sources, *manifest.ok_patients}):
+        entry = manifest.patients.get(pid)
+        if pid in sources and (entry is None or not entry.ok or overwrite):
+            todo.append(pid)
+            continue
+        problem = _check_existing(out, pid, entry)
+        if problem is None:
+            continue
+        where = f"{pid}: {out / str(entry.record)}: {problem}"
+        if pid in sources:
+            log(f"{where}; preparing it again")
+            todo.append(pid)
+        else:
+            log(f"WARNING {where}; it is not in this run's --images, so it cannot be prepared again: run with the "
+                f"--images that hold it, or drop it with --remove-patients {pid}")
+    if manifest.format_version != FORMAT_VERSION:
+        n = sum(1 for p in manifest.ok_patients if manifest.patients[p].sha256 is not None)
+        log(f"{MANIFEST_NAME}: format {manifest.format_version} -> {FORMAT_VERSION}: recorded the checksums of {n} "
+            "existing record(s) (no patient prepared again for this)")
+        manifest.format_version = FORMAT_VERSION
+    return todo
+
+
+def _apply_removals(out: Path, manifest: Manifest, remove: Sequence[str]) -> list[PatientEntry]:
+    """Drop ``remove`` from ``manifest`` (ValueError for ids it does not hold); returns their entries."""
+    unknown = sorted(set(remove) - set(manifest.patients))
+    if unknown:
+        known = ", ".join(sorted(manifest.patients)[:10]) or "none"
+        raise ValueError(f"--remove-patients: not in {out / MANIFEST_NAME}: {', '.join(unknown)} (patients there: "
+                         f"{known})")
+    return [manifest.patients.pop(p) for p in dict.fromkeys(remove)]
+
+
+def _log_changes(before: Manifest | None, after: Manifest, log: Callable[[str], None]) -> None:
+    if before is None:
+        log(f"changes: new prepared folder ({len(after.ok_patients)} patient(s) prepared)")
+        return
+    moved = split_moves(before.split, after.split)
+    if moved:
+        log(f"split: {len(moved)} earlier patient(s) moved to another split or fold (the seeded split is computed "
+            "over all labelled patients); results made with the earlier split no longer match this data")
+    changes = describe_data_changes(before.fingerprint(), after.fingerprint())
+    log("changes: " + "; ".join(changes) if changes else "nothing changed")
+
+
+def remove_patients(out: str | Path, patient_ids: Sequence[str], *, log: Callable[[str], None] | None = None,
+                    ) -> Manifest:
+    """Drop prepared (or skipped) patients from ``out``'s manifest and delete their records; the split is recomputed."""
+    log = log or logger.info
+    out = Path(out)
+    with writer_lock(out):
+        before = Manifest.read(out)
+        manifest = copy.deepcopy(before)
+        removed = _apply_removals(out, manifest, patient_ids)
+        manifest.resplit()
+        manifest.write(out)
+        for entry in removed:  # after the manifest: a crash in between leaves unused files, not missing ones
+            _delete_record(out, entry)
+        _log_changes(before, manifest, log)
     return manifest
 
 
@@ -193,6 +338,20 @@ def _describe(pid: str, entry: PatientEntry) -> str:
             f"{d['seconds']:.1f} s")
 
 
+def _save_record(out: Path, pid: str, result: PreparedPatient, config: PrepConfig) -> None:
+    """Write the patient's record and put its checksum in its entry; :class:`OutputError` naming the file."""
+    from tfrobseg.dataset.records import write_patient_records
+
+    path = out / str(result.entry.record)
+    try:
+        write_patient_records(path, pid, result.image, result.mask, result.mask2, config.spacing_zyx)
+        result.entry.sha256 = file_hash(path)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write the record of {pid} ({exc.strerror or exc}); free disk space or "
+                          "fix the folder's permissions, then run the same command again (prepared patients are "
+                          "kept)") from None
+
+
 def prepare_cohort(
     images: str | Path,
     out: str | Path = "data/prostatex",
@@ -210,48 +369,80 @@ def prepare_cohort(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     patients: Sequence[str] | None = None,
+    remove: Sequence[str] = (),
 ) -> Manifest:
-    """Prepare every patient of ``images`` into ``out``; returns the manifest.
+    """Prepare every patient of ``images`` into ``out``, adding them to those of earlier runs; returns the manifest.
 
-    Patients already prepared with the same parameters are kept (resume) unless ``overwrite``;
-    patients skipped before are retried. ``patients`` restricts the run to these ids. ``builtin``
-    records the identity of the built-in synthetic cohort. Raises :class:`InputError` for an empty
-    input folder, and with ``strict`` at the first bad patient.
+    Patients prepared by earlier runs are kept whatever ``images`` holds; ``remove`` drops some (and
+    deletes their records). A patient already prepared with the same parameters keeps its record
+    unless ``overwrite`` or its record is missing or fails its checksum; skipped patients are retried.
+    ``patients`` restricts the run to these ids. ``builtin`` records the identity of the built-in
+    synthetic cohort. The options, mask folders and ``out`` are checked before any folder is made;
+    ``<out>/.lock`` is held for the whole run. Raises :class:`InputError` for an empty input folder
+    or a bad option, :class:`~tfrobseg.locks.LockHeld` when another run writes ``out``,
+    :class:`OutputError` when a record cannot be written, and with ``strict`` at the first bad patient.
     """
-    from tfrobseg.console import progress as show_progress
-    from tfrobseg.dataset.records import write_patient_records
-
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     log = log or logger.info
     out = Path(out)
-    for m in (masks, second_masks):
-        if m is not None and not Path(m).is_dir():
-            raise FileNotFoundError(f"{m}: mask folder not found")
     sources = _select_sources(images, patients)
+    for option, folder in (("--masks", masks), ("--second-masks", second_masks)):
+        if folder is not None:
+            check_mask_folder(folder, list(sources), option)
     listed = read_image_list(image_list) if image_list else {}
-    (out / "records").mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
-    remove_stale_temporaries(out / "records")
-    inputs = {"images": str(images), "masks": masks, "second_masks": second_masks, "image_list": image_list}
-    manifest = _start_manifest(out, config, inputs={k: None if v is None else str(v) for k, v in inputs.items()},
-                               sources=sources, overwrite=overwrite, synthetic=synthetic or builtin is not None,
-                               builtin=builtin, seed=seed)
-    todo = [p for p in sources if p not in manifest.patients]
-    if manifest.patients:
-        log(f"resuming: {len(manifest.patients)} patient(s) already prepared, {len(todo)} to do")
-    jobs = [(sources[p], find_mask(masks, p), find_mask(second_masks, p), listed.get(p), config) for p in todo]
+    check_out_folder(out)
+    inputs = {k: None if v is None else str(v) for k, v in
+              {"images": images, "masks": masks, "second_masks": second_masks, "image_list": image_list}.items()}
+    synthetic = synthetic or builtin is not None
+    with writer_lock(out):
+        (out / "records").mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)
+        remove_stale_temporaries(out / "records")
+        before = _earlier_manifest(out, config, synthetic=synthetic, overwrite=overwrite, log=log)
+        if remove and before is None:
+            raise ValueError(f"--remove-patients: {out} holds no prepared patients")
+        manifest = copy.deepcopy(before) if before is not None else Manifest(
+            parameters=config, synthetic=synthetic, builtin=builtin, inputs=inputs, versions=environment_versions(),
+            description=("SYNTHETIC ProstateX-like cohort (generated, not patient data)" if synthetic
+                         else "ProstateX T2W axial, prepared as in Apostolidis et al. Sec. II-B"))
+        manifest.seed, manifest.builtin = int(seed), builtin
+        removed = _apply_removals(out, manifest, remove)
+        if dropped := sorted(set(remove) & set(sources)):
+            log(f"--remove-patients: {', '.join(dropped)} not prepared although in --images")
+        sources = {p: s for p, s in sources.items() if p not in set(remove)}
+        todo = _todo(out, manifest, sources, overwrite=overwrite, log=log)
+        kept = [p for p in manifest.ok_patients if p not in todo]
+        if kept:
+            log(f"resuming: {len(kept)} patient(s) already prepared, {len(todo)} to do")
+        _run(out, manifest, [(sources[p], find_mask(masks, p), find_mask(second_masks, p), listed.get(p), config)
+                             for p in todo],
+             config=config, provenance=(inputs, environment_versions()), workers=workers, strict=strict, progress=progress, log=log)
+        manifest.resplit()
+        manifest.write(out)
+        for entry in removed:
+            _delete_record(out, entry)
+        _log_changes(before, manifest, log)
+    return manifest
+
+
+def _run(out: Path, manifest: Manifest, jobs: list[tuple], *, config: PrepConfig, provenance: tuple[dict, dict],
+         workers: int, strict: bool, progress: bool, log: Callable[[str], None]) -> None:
+    """Prepare the jobs' patients, saving the manifest after each one (an interrupted run resumes there)."""
+    from tfrobseg.console import progress as show_progress
 
     def finish(pid: str, result: PreparedPatient | str) -> None:
         if isinstance(result, str):
+            _delete_record(out, manifest.patients.get(pid))  # an --overwrite that failed leaves no stale record
             manifest.patients[pid] = PatientEntry.skipped(result)
             log(f"SKIPPED {result}")
         else:
-            write_patient_records(out / result.entry.record, pid, result.image, result.mask, result.mask2,
-                                  config.spacing_zyx)
+            _save_record(out, pid, result, config)
             manifest.patients[pid] = result.entry
+            # The inputs and versions of the latest run that prepared a patient; each patient's own
+            # source files are in its entry.
+            manifest.inputs, manifest.versions = provenance
             log(_describe(pid, result.entry))
-        # Saved after every patient, so an interrupted run resumes where it stopped.
         manifest.resplit()
         manifest.write(out)
         if strict and isinstance(result, str):
@@ -265,6 +456,3 @@ def prepare_cohort(
         for job, result in results:
             finish(job[0].patient_id, result)
             bar.update()
-    manifest.resplit()
-    manifest.write(out)
-    return manifest

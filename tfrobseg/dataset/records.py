@@ -53,6 +53,15 @@ def write_patient_records(path: str | Path, patient_id: str, image: np.ndarray, 
     m1 = zeros if mask is None else np.asarray(mask).astype(np.uint8)
     m2 = zeros if mask2 is None else np.asarray(mask2).astype(np.uint8)
     spacing = tf.train.Feature(float_list=tf.train.FloatList(value=[float(s) for s in spacing_zyx]))
+    try:
+        _write(path, patient_id, image, m1, m2, spacing, labelled=mask is not None, has_mask2=mask2 is not None)
+    except tf.errors.OpError as exc:  # TensorFlow's file errors (disk full, permission denied) are not OSError
+        raise OSError(" ".join(str(exc.message).split())) from None
+    return image.shape[0]
+
+
+def _write(path: str | Path, patient_id: str, image: np.ndarray, m1: np.ndarray, m2: np.ndarray,
+           spacing: tf.train.Feature, *, labelled: bool, has_mask2: bool) -> None:
     n, h, w = image.shape
     with atomic_path(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
         for k in range(n):
@@ -60,8 +69,8 @@ def write_patient_records(path: str | Path, patient_id: str, image: np.ndarray, 
                 "image": _bytes(image[k].tobytes()),
                 "mask": _bytes(m1[k].tobytes()),
                 "mask2": _bytes(m2[k].tobytes()),
-                "labelled": _int(mask is not None),
-                "has_mask2": _int(mask2 is not None),
+                "labelled": _int(labelled),
+                "has_mask2": _int(has_mask2),
                 "patient_id": _bytes(patient_id.encode()),
                 "slice_index": _int(k),
                 "n_slices": _int(n),
@@ -70,7 +79,6 @@ def write_patient_records(path: str | Path, patient_id: str, image: np.ndarray, 
                 "width": _int(w),
             }
             writer.write(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
-    return n
 
 
 def parse_example(serialized: tf.Tensor, height: int, width: int) -> dict[str, tf.Tensor]:

@@ -23,9 +23,10 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from tfrobseg.dataset.checks import check_out_folder
 from tfrobseg.dataset.config import PrepConfig
-from tfrobseg.dataset.manifest import Manifest
-from tfrobseg.dataset.prepare import prepare_cohort
+from tfrobseg.dataset.manifest import MANIFEST_NAME, Manifest
+from tfrobseg.dataset.prepare import prepare_cohort, writer_lock
 
 __all__ = ["BUILTIN_CONFIG", "make_phantom", "prepare_builtin", "write_cohort", "write_dicom_series"]
 
@@ -199,7 +200,7 @@ def _is_ready(out: Path, n_patients: int, seed: int) -> bool:
         m = Manifest.read(out)
     except (OSError, ValueError):
         return False
-    ok = [p for p in m.ok_patients if (out / m.patients[p].record).is_file()]
+    ok = [p for p in m.ok_patients if (out / m.patients[p].record).is_file() and m.patients[p].sha256]
     return (m.synthetic and m.builtin == _identity(n_patients, seed) and m.parameters == BUILTIN_CONFIG
             and len(ok) == n_patients)
 
@@ -220,11 +221,21 @@ def prepare_builtin(out_dir: str | Path = "data/builtin", *, n_patients: int = 1
     """Generate (in ``out_dir/raw``) and prepare the built-in synthetic cohort; returns ``out_dir``.
 
     Idempotent: returns at once when ``out_dir`` already holds this cohort (same size and seed).
-    A folder prepared by an older tfrobseg (manifest format) is prepared again from ``raw``.
+    A folder prepared by an older tfrobseg (manifest format) is prepared again from ``raw``; a
+    format-2 one only gets its checksums. ``<out_dir>/.lock`` is held while it is written.
     """
     out = Path(out_dir)
     if not overwrite and _is_ready(out, n_patients, seed):
-        return out
+        return out  # without taking the lock: a ready folder may be read-only
+    check_out_folder(out)
+    with writer_lock(out):
+        _generate_and_prepare(out, n_patients=n_patients, seed=seed, workers=workers, overwrite=overwrite,
+                              progress=progress)
+    return out
+
+
+def _generate_and_prepare(out: Path, *, n_patients: int, seed: int, workers: int, overwrite: bool,
+                          progress: bool) -> None:
     raw = out / "raw"
     try:
         marker = json.loads((raw / _MARKER).read_text())
@@ -232,6 +243,9 @@ def prepare_builtin(out_dir: str | Path = "data/builtin", *, n_patients: int = 1
         marker = None
     fresh = overwrite or marker != {"synthetic": True, **_identity(n_patients, seed)}
     if fresh:
+        # A new cohort replaces the earlier one: none of its patients may stay in the prepared folder.
+        (out / MANIFEST_NAME).unlink(missing_ok=True)
+        shutil.rmtree(out / "records", ignore_errors=True)
         write_cohort(raw, n_patients=n_patients, seed=seed)
     manifest = prepare_cohort(raw / "images", out, masks=raw / "masks" / "whole_gland",
                               second_masks=raw / "masks" / "whole_gland_second_reader", config=BUILTIN_CONFIG,
@@ -240,4 +254,3 @@ def prepare_builtin(out_dir: str | Path = "data/builtin", *, n_patients: int = 1
                               progress=progress, log=lambda msg: None)
     if manifest.skipped:
         raise RuntimeError(f"built-in cohort: patients skipped: {manifest.skipped}")
-    return out
