@@ -76,7 +76,7 @@ def test_crossval_resume_refuse_tables_figures(tiny_cohort, tmp_path):
     assert len(m) == 2 * len(cfg["patients"]["eval"])
     assert set(m["patient_id"]) == set(cfg["patients"]["eval"])
     assert not set(cfg["patients"]["eval"]) & set(cfg["patients"]["train"])
-    assert cfg["seed"] == 0 and cfg["settings"]["manifest_sha256"] and cfg["versions"]["tensorflow"]
+    assert cfg["seed"] == 0 and cfg["settings"]["data_fingerprint"] and cfg["versions"]["tensorflow"]
     assert (m["spacing_y"] == 0.5 * 256 / 32).all()  # resampled to 32 px: spacing scaled
     combined = pd.read_csv(out / "results_crossval.csv")
     assert len(combined) == sum(len(pd.read_csv(p)) for p in out.glob("crossval/*/*/*/metrics.csv"))

@@ -14,24 +14,24 @@ from tfrobseg.io import atomic_write_csv
 def test_markers_reset_and_collect(tmp_path):
     done, broken = Unit("crossval", "unet", "bce", 0), Unit("crossval", "unet", "bce", 1)
     atomic_write_csv(done.directory(tmp_path) / "metrics.csv", pd.DataFrame({"phase": ["crossval"], "dice": [0.5]}))
-    store.write_marker(done, tmp_path, {"rows": 1})
+    store.write_marker(done, tmp_path, rows=1)
     atomic_write_csv(broken.directory(tmp_path) / "metrics.csv", pd.DataFrame({"phase": ["crossval"], "dice": [0.1]}))
-    assert store.completed_units(tmp_path, [done, broken]) == [done]
+    assert store.is_complete(done, tmp_path) and not store.is_complete(broken, tmp_path)
     assert store.collect_metrics(tmp_path)["dice"].tolist() == [0.5]  # incomplete unit ignored
     assert store.reset_unit(broken, tmp_path) and not broken.directory(tmp_path).exists()
-    assert not store.reset_unit(done, tmp_path) and done.is_complete(tmp_path)
+    assert not store.reset_unit(done, tmp_path) and store.is_complete(done, tmp_path)
 
 
 def test_settings_refused_unless_overwrite(tmp_path):
     store.check_settings(tmp_path, {"seed": 0, "eps": [0.1]})
     store.check_settings(tmp_path, {"seed": 0, "eps": [0.1]})  # same settings: fine (resume)
     unit = Unit("crossval", "unet", "bce", 0)
-    store.write_marker(unit, tmp_path, {})
+    store.write_marker(unit, tmp_path)
     with pytest.raises(SettingsMismatchError, match="seed"):
         store.check_settings(tmp_path, {"seed": 1, "eps": [0.1]})
-    assert unit.is_complete(tmp_path)
+    assert store.is_complete(unit, tmp_path)
     store.check_settings(tmp_path, {"seed": 1, "eps": [0.1]}, overwrite=True)
-    assert not unit.is_complete(tmp_path)
+    assert not store.is_complete(unit, tmp_path)
     assert json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))["settings"]["seed"] == 1
 
 
@@ -40,7 +40,7 @@ def test_find_unit_prefers_the_lowest_complete_fold_with_a_model(tmp_path):
         unit.directory(tmp_path).mkdir(parents=True)
         if model:
             (unit.directory(tmp_path) / store.MODEL_NAME).write_text("m")
-        store.write_marker(unit, tmp_path, {})
+        store.write_marker(unit, tmp_path)
 
     assert store.find_unit(tmp_path, "unet", "bce") is None
     finish(Unit("holdout", "unet", "bce", None))
