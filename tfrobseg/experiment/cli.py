@@ -60,6 +60,11 @@ def build_parser(phase: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=f"experiments/{phase}.py",
         description=f"Apostolidis et al. {what}: train each model x loss, attack at every eps, score in 3D.",
+        epilog="exit codes: 0 every unit of this call complete (units another process is computing are named and "
+               "left to it); 1 some units failed (one 'failed:' line each; the others are kept, no tables); "
+               "2 bad options or inputs, checked before any folder is created or any unit starts (one 'error:' "
+               "line), or the results folder holds another run ('refused:').",
+        allow_abbrev=False,
     )
     p.add_argument("--model", default="all", help="model name, comma list, or 'all' (the study's five)")
     p.add_argument("--loss", default="all", help="loss name, comma list, or 'all' (the study's six)")

@@ -39,8 +39,9 @@ from tfrobseg.io import atomic_write_json, config_hash, file_hash, to_json
 from tfrobseg.locks import FileLock, LockHeld
 
 __all__ = ["CHECKSUMMED", "FAILURE_NAME", "LOCKS_DIR", "METRICS_NAME", "MODEL_NAME", "RUN_FILE", "RunFile",
-           "UnitMarker", "check_settings", "collect_metrics", "count_complete", "find_unit", "is_complete",
-           "lock_holder", "lock_path", "reset_unit", "unit_problems", "write_failure", "write_marker"]
+           "UnitMarker", "check_settings", "collect_metrics", "count_complete", "differing", "find_unit",
+           "is_complete", "lock_holder", "lock_path", "read_failure", "reset_unit", "unit_problems", "write_failure",
+           "write_marker"]
 
 RUN_FILE = "run.json"
 METRICS_NAME = "metrics.csv"
@@ -157,6 +158,15 @@ def write_failure(unit: Unit, out_dir: str | os.PathLike, reason: str, details: 
                              {"unit": unit.uid, "reason": reason, "details": details})
 
 
+def read_failure(unit_dir: str | os.PathLike) -> str:
+    """The one-line reason of a unit's ``FAILED.json`` (what :func:`write_failure` recorded)."""
+    path = Path(unit_dir) / FAILURE_NAME
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8"))["reason"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"{path} unreadable ({type(exc).__name__})"
+
+
 def reset_unit(unit: Unit, out_dir: str | os.PathLike) -> bool:
     """Remove the files of a unit that is not complete (:func:`is_complete`) so that it restarts cleanly;
     returns True if any existed. Call it holding the unit's lock (:func:`lock_path`)."""
@@ -225,10 +235,10 @@ def _refusal(out: Path, old: RunFile, settings: Mapping[str, Any], data: Mapping
                 f"hash): this version does not add units to it. Its tables and figures still read "
                 f"(experiments/tables.py --results {out}, figures/make_figures.py --results {out}); to run with this "
                 f"version use another --out, or {deletes}.")
-    differing = _differing(old.settings, json.loads(to_json(settings)))
-    others = [name for name in differing if name != "data_fingerprint"]
+    names = differing(old.settings, json.loads(to_json(settings)))
+    others = [name for name in names if name != "data_fingerprint"]
     parts = []
-    if "data_fingerprint" in differing:
+    if "data_fingerprint" in names:
         changes = _data_changes(old.data, data)
         parts.append(f"the data in {settings.get('data_dir')} changed since these results were made ({changes})")
     if others or not parts:
@@ -246,13 +256,13 @@ def _data_changes(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) 
     return "; ".join(describe_data_changes(dict(old), dict(new))) or "content fingerprint differs"
 
 
-def _differing(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+def differing(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
     """Dotted names of the settings that differ (``train.seed``), nested settings included."""
     names = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, Mapping) and isinstance(b, Mapping):
-            names += _differing(a, b, f"{prefix}{key}.")
+            names += differing(a, b, f"{prefix}{key}.")
         elif a != b:
             names.append(f"{prefix}{key}")
     return names
