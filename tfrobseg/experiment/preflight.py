@@ -38,10 +38,11 @@ def check_image_size(image_size: int, filters: Sequence[int]) -> None:
     """The networks halve the input ``len(filters) - 1`` times: the size must be a multiple of 2^that."""
     factor = 2 ** (len(filters) - 1)
     if image_size % factor:
-        low = max(factor, 16 + (-16 % factor))
+        above = image_size + factor - image_size % factor
+        near = [size for size in (above - factor, above) if size >= 16]
         raise OptionError(f"--image-size {image_size}: the networks with --filters {','.join(map(str, filters))} "
                           f"({len(filters)} levels) halve it {len(filters) - 1} times, so it must be a multiple of "
-                          f"{factor} (e.g. {low}, {low + factor}, {2 * low + factor}; the study's 256)")
+                          f"{factor} (e.g. {' or '.join(map(str, near))}; the study's 256)")
 
 
 def check_out_dir(out: Path) -> None:
@@ -96,11 +97,11 @@ def check_patients(phase: str, data_dir: Path, manifest: Manifest, folds: Sequen
         patients = UnitPatients(*([p for p in ids if p in labelled] for ids in patients))
         empty = _empty_parts(phase, patients, need_val=split is None)
         if empty:
-            where = f"fold {fold}" if fold is not None else "the hold-out"
+            where = f"{phase} fold {fold}" if fold is not None else phase
             source = f"the split file {split_file}" if split else f"the data in {data_dir}"
             s = manifest.split
             raise OptionError(
-                f"{phase} {where}: no labelled patients for {' or '.join(empty)}; {source} has {len(labelled)} "
+                f"{where}: no labelled patients for {' or '.join(empty)}; {source} has {len(labelled)} "
                 f"labelled patient(s) (train {len(s.get('train', []))} in folds "
                 f"{[len(f) for f in s.get('folds', [])]}, val {len(s.get('val', []))}, test {len(s.get('test', []))}). "
                 f"Prepare at least {min_labelled(phase, manifest, split is not None)} labelled patients "
