@@ -17,6 +17,14 @@ TINY = ["--model", "unet", "--loss", "bce", "--epsilons", "0.5", "--max-epochs",
         "--image-size", "32", "--no-xla", "--no-progress", "--jobs", "1"]
 
 
+def _settings(data_dir):
+    from tfrobseg.experiment.settings import resolve_settings
+
+    args = cli.build_parser("crossval").parse_args(["--max-epochs", "1", "--filters", "4,8", "--image-size", "32",
+                                                    "--no-xla", "--epsilons", "0.5"])
+    return resolve_settings(args, Path(data_dir), None, gpus=0)[0]
+
+
 def _main(capsys, phase, *argv):
     code = cli.main(phase, [str(a) for a in argv])
     return code, capsys.readouterr().err
@@ -41,12 +49,12 @@ def _truncate(record: Path, keep: int) -> None:
     (["--max-units", "0"], "--max-units 0: must be >= 1"),
     (["--early-stopping-patience", "-1"], "--early-stopping-patience -1: must be >= 0"),
     (["--learning-rate", "0"], "--learning-rate 0: must be > 0"),
-    (["--image-size", "50", "--filters", "4,8,16"], "--image-size 50: the networks with --filters 4,8,16 (3 levels) halve "
-                                                    "it 2 times, so it must be a multiple of 4 (e.g. 48 or 52; the "
-                                                    "study's 256)"),
-    (["--image-size", "40", "--filters", "8,16,32,64,128"], "--image-size 40: the networks with --filters 8,16,32,64,128 "
-                                                            "(5 levels) halve it 4 times, so it must be a multiple of 16 "
-                                                            "(e.g. 32 or 48; the study's 256)"),
+    (["--image-size", "50", "--filters", "4,8,16"], ("--image-size 50: the networks with --filters 4,8,16 (3 levels) halve "
+                                                     "it 2 times, so it must be a multiple of 4 (e.g. 48 or 52; the "
+                                                     "study's 256)")),
+    (["--image-size", "40", "--filters", "8,16,32,64,128"], ("--image-size 40: the networks with --filters 8,16,32,64,128 "
+                                                             "(5 levels) halve it 4 times, so it must be a multiple of 16 "
+                                                             "(e.g. 32 or 48; the study's 256)")),
 ])
 def test_bad_counts_and_sizes_stop_before_the_results_folder(tiny_cohort, tmp_path, capsys, argv, message):
     out = tmp_path / "res"
@@ -128,13 +136,12 @@ def test_a_truncated_record_stops_the_run_naming_patient_and_file(tiny_cohort, t
 def test_run_unit_verifies_its_records_before_training(tiny_cohort, tmp_path, monkeypatch):
     from tfrobseg.experiment import runner
     from tfrobseg.experiment.units import Unit
-    from tests.experiment.test_runner import TINY_ARGV, _settings
 
     data = _copy(tiny_cohort, tmp_path)
     manifest = Manifest.read(data)
     pid = manifest.split["folds"][1][0]
     _truncate(data / manifest.patients[pid].record, 2)
-    settings, _ = _settings(data, TINY_ARGV)
+    settings = _settings(data)
     monkeypatch.setattr(runner, "train", lambda *a, **k: pytest.fail("trained on a truncated record"))
     with pytest.raises(RecordError, match=pid):
         runner.run_unit(Unit("crossval", "unet", "bce", 0), settings, tmp_path / "out", progress=False)
@@ -157,9 +164,8 @@ def test_scoring_refuses_a_patient_with_missing_slices(tiny_cohort, tmp_path):
 def test_a_data_loss_while_reading_names_the_units_files(tiny_cohort):
     from tfrobseg.experiment import runner
     from tfrobseg.experiment.units import Unit, UnitPatients
-    from tests.experiment.test_runner import TINY_ARGV, _settings
 
-    settings, _ = _settings(tiny_cohort, TINY_ARGV)
+    settings = _settings(tiny_cohort)
     manifest = Manifest.read(tiny_cohort)
     ids = manifest.split["folds"][0]
     with pytest.raises(RecordError) as info, runner._reading(Unit("crossval", "unet", "bce", 0), settings,
