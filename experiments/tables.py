@@ -14,9 +14,13 @@ from tfrobseg.experiment.store import collect_metrics
 from tfrobseg.experiment.units import MARKER
 from tfrobseg.reporting.tables import EMPTY_PREDICTIONS, STD_OVER, write_tables
 
+EPILOG = """exit codes: 0 tables written; 1 no completed unit in the folder; 2 bad usage (unknown option,
+--results folder does not exist)."""
+
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="experiments/tables.py", description=__doc__.splitlines()[0],
+                                     epilog=EPILOG, allow_abbrev=False)
     parser.add_argument("--results", required=True, help="results folder of crossval.py / holdout.py")
     parser.add_argument("--out", default=None, help="table folder (default: <results>/tables)")
     parser.add_argument("--std-over", choices=STD_OVER, default="patients",
@@ -30,6 +34,10 @@ def main(argv=None) -> int:
     setup_console(args.verbose)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")  # "±" on a non-UTF-8 terminal
+    if not Path(args.results).is_dir():
+        print(f"error: --results {args.results}: no such folder (the --out of crossval.py / holdout.py)",
+              file=sys.stderr)
+        return 2
     results = collect_metrics(args.results)
     if results.empty:
         print(f"error: no completed units (with {MARKER}) under {args.results}", file=sys.stderr)

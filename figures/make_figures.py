@@ -8,11 +8,17 @@ import argparse
 import sys
 
 from tfrobseg.console import add_verbose_option, setup_console
+from tfrobseg.errors import UnitFilesError
 from tfrobseg.reporting.figures import make_figures
+
+EPILOG = """exit codes: 0 figures written (those whose unit was not run are listed as skipped); 1 no
+completed unit in the folder, or a unit's model differs from its checksum or cannot be loaded (one line
+naming the unit; nothing is written); 2 bad usage (unknown option, --results folder does not exist)."""
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="figures/make_figures.py", description=__doc__.splitlines()[0],
+                                     epilog=EPILOG, allow_abbrev=False)
     parser.add_argument("--results", required=True, help="results folder of crossval.py / holdout.py")
     parser.add_argument("--out", default=None, help="figure folder (default: <results>/figures)")
     add_verbose_option(parser)
@@ -21,6 +27,9 @@ def main(argv=None) -> int:
     try:
         report = make_figures(args.results, args.out)
     except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (LookupError, UnitFilesError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for path in report["written"]:

@@ -3,7 +3,8 @@ prepared record that no longer matches its manifest, a results folder made with 
 
 from __future__ import annotations
 
-__all__ = ["InputError", "OutputError", "RecordError", "SettingsMismatchError", "TrainingDiverged", "UnitsFailed"]
+__all__ = ["InputError", "OptionError", "OutputError", "RecordError", "SettingsMismatchError", "TrainingDiverged",
+           "UnitFilesError", "UnitsFailed"]
 
 
 class InputError(ValueError):
@@ -39,3 +40,14 @@ class UnitsFailed(RuntimeError):
     def __init__(self, failures: dict[str, str]):
         self.failures = dict(failures)
         super().__init__("; ".join(f"{uid}: {reason}" for uid, reason in self.failures.items()))
+
+
+class OptionError(SystemExit):
+    """A command-line option, the --out folder or the data cannot make a run; the one-line message says which
+    and how to fix it. Raised before any folder is created or any work starts. A SystemExit, so that a script
+    that does not catch it still ends with its message; the experiment scripts print it and exit 2."""
+
+
+class UnitFilesError(RuntimeError):
+    """A completed unit's files do not match the checksums of its marker, or its model cannot be loaded;
+    the one-line message names the unit and the file."""

@@ -79,7 +79,7 @@ def test_crossval_resume_refuse_tables_figures(tiny_cohort, tmp_path):
     assert len(m) == 2 * len(cfg["patients"]["eval"])
     assert set(m["patient_id"]) == set(cfg["patients"]["eval"])
     assert not set(cfg["patients"]["eval"]) & set(cfg["patients"]["train"])
-    assert cfg["seed"] == 0 and cfg["settings"]["manifest_sha256"] and cfg["versions"]["tensorflow"]
+    assert cfg["seed"] == 0 and cfg["settings"]["data_fingerprint"] and cfg["versions"]["tensorflow"]
     assert (m["spacing_y"] == 0.5 * 256 / 32).all()  # resampled to 32 px: spacing scaled
     combined = pd.read_csv(out / "results_crossval.csv")
     assert len(combined) == sum(len(pd.read_csv(p)) for p in out.glob("crossval/*/*/*/metrics.csv"))
@@ -88,6 +88,12 @@ def test_crossval_resume_refuse_tables_figures(tiny_cohort, tmp_path):
     refused = _run("experiments/crossval.py", *base[:-1], "1", check=False)  # --seed 1
     assert refused.returncode == 2 and "refused" in refused.stderr and "seed" in refused.stderr
     assert len(list(out.glob("crossval/*/*/*/DONE.json"))) == 4
+
+    # verify.py: folds 0, 1 of 3 ran, so each model x loss has a gap; the rest is intact.
+    checked = _run("experiments/verify.py", "--results", out, check=False)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "problem: crossval/unet/bce: fold(s) 2 missing (have fold0, fold1)" in checked.stdout
+    assert checked.stdout.splitlines()[-1].endswith("4 unit(s) complete, 0 running; 2 problem(s), 0 warning(s)")
 
     # 4) Tables and figures from the results folder.
     _run("experiments/tables.py", "--results", out)

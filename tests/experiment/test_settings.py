@@ -51,7 +51,7 @@ def test_study_run_resolves_to_the_paper_protocol(tiny_cohort):
 
 def test_settings_defaults_and_fingerprint(tiny_cohort):
     # Settings built in code (not from the command line) default to the study's protocol too.
-    required = {"data_dir": str(tiny_cohort), "manifest_sha256": "abc", "split_file": "s.json", "split_sha256": None,
+    required = {"data_dir": str(tiny_cohort), "data_fingerprint": "abc", "split_file": "s.json", "split_sha256": None,
                 "epsilons": (0.0, 0.5), "attack": "fgsm", "attack_loss": "same", "filters": (16, 32), "image_size": 256}
     settings = S.Settings(**required, train=TrainConfig(precision="float32"))
     assert {k: getattr(settings.train, k) for k in STUDY_PROTOCOL} == STUDY_PROTOCOL
@@ -128,9 +128,9 @@ def test_attack_precision_option(tiny_cohort, monkeypatch):
         raise StopIteration
 
     monkeypatch.setattr(tfrobseg.attacks, "attack_dataset", capture)
-    monkeypatch.setattr(tfrobseg.experiment.scoring, "load_volumes", lambda ds: {})
+    monkeypatch.setattr(tfrobseg.experiment.scoring, "load_volumes", lambda ds, expected=None: {})
     with pytest.raises(StopIteration):
-        runner.attack_and_score(Unit("crossval", "unet", "bce", 0), chosen, None, None, False, 0)
+        runner.attack_and_score(Unit("crossval", "unet", "bce", 0), chosen, None, None, [], False, 0)
     assert seen["attack_precision"] == "float32"
 
 

@@ -89,3 +89,4 @@ def test_a_record_of_an_earlier_version_still_reads():
     record = units.UnitRecord.from_json(old)
     assert record.settings.train.learning_rate == 1e-3 and record.settings.filters == (8, 16)
     assert record.settings.split_file is None and record.attack_loss == "bce" and record.patients.eval == ["B"]
+    assert record.settings.data_fingerprint == "manifest_sha256:m"  # the older data identity, kept readable

@@ -28,7 +28,7 @@ def test_figure_shows_the_largest_reference_slice_of_the_first_eval_patient(tiny
     unit = tmp_path / "crossval" / "unet" / "dice" / "fold0"
     unit.mkdir(parents=True)
     build_model("unet", (32, 32, 1), filters=(4, 8)).save(unit / "best.keras")
-    settings = Settings(data_dir=str(tiny_cohort), manifest_sha256="-", split_file=None, split_sha256=None,
+    settings = Settings(data_dir=str(tiny_cohort), data_fingerprint="-", split_file=None, split_sha256=None,
                         epsilons=(0.0, 0.5), attack="fgsm", attack_loss="same", filters=(4, 8), image_size=32,
                         train=TrainConfig(precision="float32"))
     UnitRecord(Unit("crossval", "unet", "dice", 0), settings, UnitPatients([], [], patients), {}, {}).write(tmp_path)

@@ -10,13 +10,14 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tfrobseg import study
 from tfrobseg.console import add_verbose_option, setup_console
-from tfrobseg.errors import SettingsMismatchError, UnitsFailed
+from tfrobseg.errors import InputError, OptionError, SettingsMismatchError, UnitsFailed
 from tfrobseg.experiment.settings import (
     BUILTIN_DATA,
     BUILTIN_PRESET,
@@ -59,6 +60,11 @@ def build_parser(phase: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=f"experiments/{phase}.py",
         description=f"Apostolidis et al. {what}: train each model x loss, attack at every eps, score in 3D.",
+        epilog="exit codes: 0 every unit of this call complete (units another process is computing are named and "
+               "left to it); 1 some units failed (one 'failed:' line each; the others are kept, no tables); "
+               "2 bad options or inputs, checked before any folder is created or any unit starts (one 'error:' "
+               "line), or the results folder holds another run ('refused:').",
+        allow_abbrev=False,
     )
     p.add_argument("--model", default="all", help="model name, comma list, or 'all' (the study's five)")
     p.add_argument("--loss", default="all", help="loss name, comma list, or 'all' (the study's six)")
@@ -115,7 +121,7 @@ def _names(text: str, all_names: Sequence[str], kind: str, known: Sequence[str])
     names = [t.strip() for t in text.split(",") if t.strip()]
     bad = [n for n in names if n not in known]
     if bad:
-        raise SystemExit(f"unknown {kind}(s) {bad}; choose from {', '.join(known)} or 'all'")
+        raise OptionError(f"unknown {kind}(s) {bad}; choose from {', '.join(known)} or 'all'")
     return names
 
 
@@ -125,9 +131,9 @@ def _folds(text: str | None, n_folds: int) -> list[int]:
     try:
         vals = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise SystemExit(f"--folds expects comma-separated fold indices, got {text!r}") from None
+        raise OptionError(f"--folds expects comma-separated fold indices, got {text!r}") from None
     if not vals or any(not 0 <= v < n_folds for v in vals):
-        raise SystemExit(f"--folds {text!r}: indices must be in 0..{n_folds - 1}")
+        raise OptionError(f"--folds {text!r}: indices must be in 0..{n_folds - 1}")
     return vals
 
 
@@ -145,15 +151,15 @@ def _check_names(args: argparse.Namespace) -> tuple[list[str], list[str], tuple[
     model_names = _names(args.model, study.MODELS, "model", models.MODEL_NAMES)
     loss_names = _names(args.loss, study.LOSSES, "loss", losses.LOSS_NAMES)
     if args.attack not in ATTACKS:
-        raise SystemExit(f"unknown --attack {args.attack!r}; choose from {', '.join(ATTACKS)}")
+        raise OptionError(f"unknown --attack {args.attack!r}; choose from {', '.join(ATTACKS)}")
     if args.attack_precision not in ATTACK_PRECISIONS:
-        raise SystemExit(f"unknown --attack-precision {args.attack_precision!r}; choose from {', '.join(ATTACK_PRECISIONS)}")
+        raise OptionError(f"unknown --attack-precision {args.attack_precision!r}; choose from {', '.join(ATTACK_PRECISIONS)}")
     if args.attack_loss != "same" and args.attack_loss not in losses.LOSS_NAMES:
-        raise SystemExit(f"unknown --attack-loss {args.attack_loss!r}; 'same' or one of {', '.join(losses.LOSS_NAMES)}")
+        raise OptionError(f"unknown --attack-loss {args.attack_loss!r}; 'same' or one of {', '.join(losses.LOSS_NAMES)}")
     try:
         return model_names, loss_names, parse_shard(args.shard)
     except ValueError as exc:
-        raise SystemExit(str(exc)) from None
+        raise OptionError(str(exc)) from None
 
 
 def _describe(phase: str, settings: Settings, jobs: int, models: list[str], losses: list[str], folds: list,
@@ -189,20 +195,19 @@ def main(phase: str, argv: Sequence[str] | None = None) -> int:
         sys.stdout.reconfigure(errors="replace")
     args = build_parser(phase).parse_args(argv)
     setup_console(args.verbose)
-    model_names, loss_names, shard = _check_names(args)
-    data_dir, preset = resolve_data(args.data)
-    out_dir = default_out_dir(args.out, data_dir, preset)
-    settings, jobs = resolve_settings(args, data_dir, preset, gpus=_gpus())
-    from tfrobseg.dataset.manifest import Manifest
+    try:
+        run = _prepare_run(phase, args)
+    except (OptionError, InputError) as exc:  # InputError: a prepared record missing, truncated or corrupt
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     from tfrobseg.experiment.grid import run_grid
 
-    folds: list[int | None] = list(_folds(args.folds, Manifest.read(data_dir).n_folds)) if phase == "crossval" else [None]
-    n_units = len(select_shard(make_grid(phase, model_names, loss_names, folds), shard))
-    _describe(phase, settings, jobs, model_names, loss_names, folds, n_units, out_dir)
+    _describe(phase, run.settings, run.jobs, run.models, run.losses, run.folds, run.n_units, run.out_dir)
     t0 = time.perf_counter()
     try:
-        combined = run_grid(phase, settings, out_dir, models=model_names, losses=loss_names, folds=folds, shard=shard,
-                            overwrite=args.overwrite, max_units=args.max_units, jobs=jobs, progress=not args.no_progress)
+        combined = run_grid(phase, run.settings, run.out_dir, models=run.models, losses=run.losses, folds=run.folds,
+                            shard=run.shard, overwrite=args.overwrite, max_units=args.max_units, jobs=run.jobs,
+                            progress=not args.no_progress, data=run.data)
     except SettingsMismatchError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
@@ -210,13 +215,51 @@ def main(phase: str, argv: Sequence[str] | None = None) -> int:
         for uid, reason in exc.failures.items():
             print(f"failed: {uid}: {reason}", file=sys.stderr)
         print(f"{len(exc.failures)} unit(s) failed and have no completion marker (details in each unit's "
-              f"FAILED.json and {out_dir / 'log.txt'}); the completed units are kept, and a re-run retries "
+              f"FAILED.json and {run.out_dir / 'log.txt'}); the completed units are kept, and a re-run retries "
               "only the failed ones. No tables were written.", file=sys.stderr)
         return 1
     print(f"{phase} finished in {time.perf_counter() - t0:.0f} s.", flush=True)
-    print(f"Per-unit results: {out_dir}/{phase}/<model>/<loss>/<fold>/metrics.csv", flush=True)
+    print(f"Per-unit results: {run.out_dir}/{phase}/<model>/<loss>/<fold>/metrics.csv", flush=True)
     if not combined.empty:
-        print(f"Combined results: {out_dir / f'results_{phase}.csv'} ({len(combined)} rows)", flush=True)
+        print(f"Combined results: {run.out_dir / f'results_{phase}.csv'} ({len(combined)} rows)", flush=True)
         if not args.no_tables:
-            _write_tables(out_dir)
+            _write_tables(run.out_dir)
     return 0
+
+
+@dataclass
+class _Run:
+    """A run's resolved options, checked before anything is created."""
+
+    settings: Settings
+    jobs: int
+    models: list[str]
+    losses: list[str]
+    folds: list[int | None]
+    shard: tuple[int, int]
+    n_units: int
+    out_dir: Path
+    data: dict
+
+
+def _prepare_run(phase: str, args: argparse.Namespace) -> _Run:
+    """Every check a run can fail, in order of cost, before any folder is created or any unit starts
+    (:mod:`tfrobseg.experiment.preflight`); raises OptionError or a RecordError."""
+    from tfrobseg.dataset.manifest import Manifest
+    from tfrobseg.experiment import preflight
+
+    preflight.check_counts(args)
+    model_names, loss_names, shard = _check_names(args)
+    if args.out:
+        preflight.check_out_dir(Path(args.out))
+    data_dir, preset = resolve_data(args.data)
+    out_dir = default_out_dir(args.out, data_dir, preset)
+    preflight.check_out_dir(out_dir)
+    settings, jobs = resolve_settings(args, data_dir, preset, gpus=_gpus())
+    preflight.check_image_size(settings.image_size, settings.filters)
+    manifest = Manifest.read(data_dir)
+    folds: list[int | None] = list(_folds(args.folds, manifest.n_folds)) if phase == "crossval" else [None]
+    patients = preflight.check_patients(phase, data_dir, manifest, folds, settings.split_file)
+    preflight.check_records(data_dir, manifest, patients)
+    n_units = len(select_shard(make_grid(phase, model_names, loss_names, folds), shard))
+    return _Run(settings, jobs, model_names, loss_names, folds, shard, n_units, out_dir, manifest.fingerprint())

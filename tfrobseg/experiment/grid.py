@@ -6,8 +6,9 @@
 * ``holdout``: for each model × loss, train on the whole training part (early stopping on the
   validation split), attack the hold-out test split (Tables II and IV).
 
-Completed units are skipped on a re-run; an interrupted unit is restarted from scratch
-(:mod:`tfrobseg.experiment.store`). Progress goes to the terminal and to ``<out>/log.txt``.
+Completed units are skipped on a re-run; an interrupted unit, or one whose files no longer match its
+marker's checksums, is restarted from scratch (:mod:`tfrobseg.experiment.store`); a unit another process
+holds is left to it, so several processes or machines can share one results folder. Progress goes to the terminal and to ``<out>/log.txt``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pandas as pd
 from tfrobseg.errors import UnitsFailed
 from tfrobseg.experiment import store
 from tfrobseg.experiment.settings import Settings
-from tfrobseg.experiment.units import Unit, make_grid, select_shard
+from tfrobseg.experiment.units import MARKER, Unit, make_grid, select_shard
 from tfrobseg.io import atomic_write_csv
 
 __all__ = ["run_grid"]
@@ -60,27 +61,47 @@ def _worker_init(slots: Any, threads: int, deterministic: bool) -> None:
 
 @dataclass
 class _Outcome:
-    """What a worker sends back for a unit: its metrics, or the one-line reason it failed."""
+    """What a worker sends back for a unit: its metrics, the one-line reason it failed, or why it was left
+    to another process (``skipped``)."""
 
     metrics: pd.DataFrame | None
     seconds: float
     error: str | None = None
+    skipped: str | None = None
+
+
+def holder_text(holder: dict) -> str:
+    """"process P on host H" of a lock's holder (:func:`tfrobseg.experiment.store.lock_holder`)."""
+    return f"process {holder.get('pid', '?')} on host {holder.get('host', '?')}"
 
 
 def _worker_run(job: tuple[Unit, Settings, Path, bool]) -> _Outcome:
     from tfrobseg.errors import TrainingDiverged
-    from tfrobseg.experiment.runner import run_unit
+    from tfrobseg.locks import FileLock, LockHeld
 
     unit, settings, out_dir, progress = job
     t0 = time.perf_counter()
+    lock = FileLock(store.lock_path(unit, out_dir))
     try:
-        metrics = run_unit(unit, settings, out_dir, progress=progress, position=_WORKER_SLOT)
-    except Exception as exc:  # noqa: BLE001 (one unit's failure must not take the others down: record, report)
-        reason = str(exc) if isinstance(exc, TrainingDiverged) else f"{type(exc).__name__}: {exc}"
-        reason = " ".join(reason.split())
-        store.write_failure(unit, out_dir, reason, traceback.format_exc())
-        return _Outcome(None, time.perf_counter() - t0, reason)
-    return _Outcome(metrics, time.perf_counter() - t0)
+        lock.acquire()  # held from before the half-finished folder is cleared until the marker or failure is written
+    except LockHeld as exc:  # another process took the unit since the parent looked
+        return _Outcome(None, 0.0, skipped=f"being computed by {holder_text(exc.holder)}")
+    try:
+        if store.is_complete(unit, out_dir):
+            return _Outcome(None, 0.0, skipped="completed by another process")
+        store.reset_unit(unit, out_dir)
+        from tfrobseg.experiment.runner import run_unit
+
+        try:
+            metrics = run_unit(unit, settings, out_dir, progress=progress, position=_WORKER_SLOT)
+        except Exception as exc:  # noqa: BLE001 (one unit's failure must not take the others down: record, report)
+            reason = str(exc) if isinstance(exc, TrainingDiverged) else f"{type(exc).__name__}: {exc}"
+            reason = " ".join(reason.split())
+            store.write_failure(unit, out_dir, reason, traceback.format_exc())
+            return _Outcome(None, time.perf_counter() - t0, reason)
+        return _Outcome(metrics, time.perf_counter() - t0)
+    finally:
+        lock.release()
 
 
 def _unit_summary(df: pd.DataFrame) -> str:
@@ -89,39 +110,59 @@ def _unit_summary(df: pd.DataFrame) -> str:
     return f"clean Dice {clean:.3f}, attacked mean Dice {attacked:.3f}"
 
 
-def _units_to_compute(grid: list[Unit], out: Path, max_units: int | None, say) -> list[Unit]:
-    """The incomplete units of ``grid`` (at most ``max_units``), their half-written folders cleared."""
-    todo = []
+@dataclass
+class _Plan:
+    """The units of a grid this call computes, and those another process is computing."""
+
+    todo: list[Unit]
+    elsewhere: list[str]
+    complete: int
+
+
+def _plan(grid: list[Unit], out: Path, max_units: int | None, say) -> _Plan:
+    """The incomplete units of ``grid`` no other process holds (at most ``max_units``). A unit whose files
+    differ from its marker's checksums is recomputed; its folder is cleared by the worker, under its lock."""
+    todo, elsewhere, complete = [], [], 0
     for k, unit in enumerate(grid, 1):
-        if unit.is_complete(out):
+        d = unit.directory(out)
+        problems = store.unit_problems(d) if (d / MARKER).is_file() else None
+        if problems == []:
+            complete += 1
             say(f"[{k}/{len(grid)}] skip {unit.uid} (complete)")
-        else:
-            todo.append(unit)
+            continue
+        holder = store.lock_holder(store.lock_path(unit, out))
+        if holder is not None:
+            elsewhere.append(unit.uid)
+            say(f"[{k}/{len(grid)}] skip {unit.uid} (being computed by {holder_text(holder)})")
+            continue
+        if problems:
+            say(f"[{k}/{len(grid)}] {unit.uid} is not complete ({'; '.join(problems)}): recomputing it")
+        elif d.exists():
+            say(f"[{k}/{len(grid)}] {unit.uid} was interrupted or failed earlier: restarting it from scratch")
+        todo.append(unit)
     if max_units is not None and len(todo) > max_units:
         todo = todo[:max_units]
         say(f"computing {max_units} unit(s) in this call (--max-units)")
-    for unit in todo:
-        if store.reset_unit(unit, out):
-            say(f"[{grid.index(unit) + 1}/{len(grid)}] {unit.uid} was interrupted or failed earlier: restarting it "
-                "from scratch")
-    return todo
+    return _Plan(todo, elsewhere, complete)
 
 
-def _compute(todo: list[Unit], settings: Settings, out: Path, jobs: int, progress: bool, say, tag) -> dict[str, str]:
-    """Compute the units in ``jobs`` worker processes; returns ``{unit id: reason}`` of those that failed.
+def _compute(todo: list[Unit], settings: Settings, out: Path, jobs: int, progress: bool, say, tag
+             ) -> tuple[dict[str, str], list[str]]:
+    """Compute the units in ``jobs`` worker processes; returns ``{unit id: reason}`` of those that failed
+    and the ids of those another process took first.
 
     Always in workers, even for ``jobs = 1``: every unit then runs with the same thread pools and
     determinism settings (:attr:`Settings.threads`), which a process that already started
     TensorFlow could not change, so its numbers do not depend on ``jobs``.
     """
     if not todo:
-        return {}
+        return {}, []
     import multiprocessing
 
     from tfrobseg.parallel import process_map
 
     jobs = min(jobs, len(todo))
-    failures = {}
+    failures, elsewhere = {}, []
     # A queue of terminal rows, one per worker, so that their progress bars do not overwrite each other.
     with multiprocessing.get_context("spawn").Manager() as manager:
         slots = manager.Queue()
@@ -131,13 +172,17 @@ def _compute(todo: list[Unit], settings: Settings, out: Path, jobs: int, progres
                               initializer=_worker_init, initargs=(slots, settings.threads, settings.deterministic),
                               on_submit=lambda job: say(f"{tag(job[0])} start {job[0].uid}"), max_in_flight=jobs)
         for job, outcome in results:
-            if outcome.error is None:
-                say(f"{tag(job[0])} done {job[0].uid} in {outcome.seconds:.0f} s ({_unit_summary(outcome.metrics)})")
+            uid = job[0].uid
+            if outcome.skipped is not None:
+                elsewhere.append(uid)
+                say(f"{tag(job[0])} skip {uid} ({outcome.skipped})")
+            elif outcome.error is None:
+                say(f"{tag(job[0])} done {uid} in {outcome.seconds:.0f} s ({_unit_summary(outcome.metrics)})")
             else:
-                failures[job[0].uid] = outcome.error
-                say(f"{tag(job[0])} FAILED {job[0].uid} after {outcome.seconds:.0f} s: {outcome.error} "
+                failures[uid] = outcome.error
+                say(f"{tag(job[0])} FAILED {uid} after {outcome.seconds:.0f} s: {outcome.error} "
                     f"(details: {job[0].directory(out) / store.FAILURE_NAME})")
-    return failures
+    return failures, elsewhere
 
 
 def run_grid(
@@ -154,11 +199,14 @@ def run_grid(
     jobs: int = 1,
     progress: bool = True,
     quiet: bool = False,
+    data: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Run (or resume) a phase's grid into ``out_dir``; returns the combined metrics of the phase.
 
     Refuses (:class:`tfrobseg.errors.SettingsMismatchError`) when ``out_dir`` holds a run with
-    other settings, unless ``overwrite``. ``max_units`` stops after that many units were *computed*
+    other settings, unless ``overwrite``; ``data`` (:meth:`~tfrobseg.dataset.manifest.Manifest.fingerprint`,
+    read from ``settings.data_dir`` when None) lets the refusal say what changed in the data. Units another
+    process holds (their lock, :func:`tfrobseg.experiment.store.lock_path`) are skipped and named. ``max_units`` stops after that many units were *computed*
     in this call (skipped complete units do not count), e.g. for time-sliced cluster jobs.
     ``jobs > 1`` trains that many units at once in worker processes, each with
     :attr:`Settings.threads` threads: graph tracing is single-threaded Python, so two workers keep
@@ -171,8 +219,12 @@ def run_grid(
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     out = Path(out_dir)
+    if data is None:
+        from tfrobseg.dataset.manifest import Manifest
+
+        data = Manifest.read(settings.data_dir).fingerprint()
     out.mkdir(parents=True, exist_ok=True)
-    store.check_settings(out, settings.fingerprint(), overwrite=overwrite)
+    store.check_settings(out, settings.fingerprint(), data=data, overwrite=overwrite)
     grid = select_shard(make_grid(phase, list(models), list(losses), list(folds)), shard)
 
     def say(message: str) -> None:
@@ -181,10 +233,14 @@ def run_grid(
     def tag(unit: Unit) -> str:
         return f"[{grid.index(unit) + 1}/{len(grid)}]"
 
-    done = store.completed_units(out, grid)
-    say(f"{phase}: {len(grid)} units in this shard ({shard[0]}/{shard[1]}), {len(done)} already complete")
-    todo = _units_to_compute(grid, out, max_units, say)
-    failures = _compute(todo, settings, out, jobs, progress, say, tag)
+    say(f"{phase}: {len(grid)} units in this shard ({shard[0]}/{shard[1]})")
+    plan = _plan(grid, out, max_units, say)
+    say(f"{plan.complete} unit(s) already complete, {len(plan.todo)} to compute in this call")
+    failures, taken = _compute(plan.todo, settings, out, jobs, progress, say, tag)
+    elsewhere = plan.elsewhere + taken
+    if elsewhere:
+        say(f"{len(elsewhere)} unit(s) left to other processes sharing {out} ({', '.join(elsewhere)}): the results "
+            "and tables of this call hold only the complete units; run the same command again when they finish")
     combined = store.collect_metrics(out, phase)
     if not combined.empty:
         atomic_write_csv(out / f"results_{phase}.csv", combined)

@@ -1,7 +1,7 @@
 """One unit of the study, in four steps: data → train → attack and score → record.
 
-* data: the unit's patients (:func:`~tfrobseg.experiment.units.unit_patients`) as ``tf.data``
-  datasets at the run's input size;
+* data: the unit's patients (:func:`~tfrobseg.experiment.units.unit_patients`), their records verified
+  (:func:`tfrobseg.dataset.records.verify_records`), as ``tf.data`` datasets at the run's input size;
 * train: :func:`tfrobseg.training.train_model` under the run's :class:`~tfrobseg.training.TrainConfig`
   (early stopping on the validation split), writing ``best.keras`` and ``history.csv``;
 * attack and score: every slice of the evaluation patients at every ε
@@ -16,8 +16,10 @@ scratch keeps the seeded result identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from tfrobseg.dataset.manifest import Manifest
+from tfrobseg.errors import RecordError
 from tfrobseg.experiment import store
 from tfrobseg.experiment.settings import Settings
 from tfrobseg.experiment.units import (
@@ -50,13 +53,25 @@ class UnitData:
 
 
 def load_data(unit: Unit, settings: Settings) -> UnitData:
-    """Step 1: the unit's patients and datasets."""
+    """Step 1: the unit's patients, their records verified (a truncated or changed file stops the unit
+    before training, naming the patient and the file), and their datasets."""
+    from tfrobseg.dataset.records import verify_records
+
     split = load_split(settings.split_file) if settings.split_file else None
-    patients = unit_patients(unit, Manifest.read(settings.data_dir), split)
+    manifest = Manifest.read(settings.data_dir)
+    patients = unit_patients(unit, manifest, split)
     if not patients.train or not patients.eval:
         raise ValueError(f"unit {unit.uid}: empty training ({len(patients.train)}) or evaluation "
                          f"({len(patients.eval)}) set")
+    verify_records(settings.data_dir, sorted({*patients.train, *patients.val, *patients.eval}), manifest=manifest)
     return unit_datasets(settings, patients)
+
+
+def record_files(settings: Settings, patient_ids: list[str]) -> dict[str, tuple[Path, int]]:
+    """Each patient's record file and slice count, as the manifest of the run's data lists them."""
+    manifest = Manifest.read(settings.data_dir)
+    entries = {pid: manifest.entry(pid, settings.data_dir) for pid in patient_ids}
+    return {pid: (Path(settings.data_dir) / e.record, e.n_slices) for pid, e in entries.items() if e.labelled}
 
 
 def unit_datasets(settings: Settings, patients: UnitPatients) -> UnitData:
@@ -85,7 +100,7 @@ def train(unit: Unit, settings: Settings, data: UnitData, unit_dir: Path, progre
     )
 
 
-def attack_and_score(unit: Unit, settings: Settings, model: Any, eval_ds: Any, progress: bool,
+def attack_and_score(unit: Unit, settings: Settings, model: Any, eval_ds: Any, patients: list[str], progress: bool,
                      position: int) -> pd.DataFrame:
     """Step 3: attack every evaluation slice at every ε and score each patient in 3D."""
     from tfrobseg.attacks import attack_dataset
@@ -97,7 +112,7 @@ def attack_and_score(unit: Unit, settings: Settings, model: Any, eval_ds: Any, p
     from tfrobseg.losses import get_loss
 
     attack_loss = settings.attack_loss_for(unit.loss)
-    volumes = load_volumes(eval_ds)
+    volumes = load_volumes(eval_ds, expected=record_files(settings, patients))
     total = sum(v.n_slices for v in volumes.values()) * len(settings.epsilons)
     stream = attack_dataset(model, eval_ds, list(settings.epsilons), attack=settings.attack,
                             loss=get_loss(attack_loss), batch_size=settings.train.batch_size, return_images=True,
@@ -119,7 +134,23 @@ def record(unit: Unit, settings: Settings, out_dir: Path, data: UnitData, result
                 "replicas": result.replicas, "params": int(result.model.count_params())}
     UnitRecord(unit, settings, data.patients, training, seconds, versions=environment_versions(),
                keras_dtype_policy=keras.mixed_precision.dtype_policy().name).write(out_dir)
-    store.write_marker(unit, out_dir, {"seconds": seconds["total"], "rows": len(metrics)})
+    store.write_marker(unit, out_dir, seconds=seconds["total"], rows=len(metrics))
+
+
+@contextlib.contextmanager
+def _reading(unit: Unit, settings: Settings, patients: UnitPatients) -> Iterator[None]:
+    """Turn TensorFlow's DataLossError (a record that changed after it was verified) into one line naming
+    the unit's record files; TensorFlow's own message does not say which file."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.DataLossError as exc:
+        ids = sorted({*patients.train, *patients.val, *patients.eval})
+        files = ", ".join(str(path) for path, _ in record_files(settings, ids).values())
+        raise RecordError(f"unit {unit.uid}: a record could not be read ({str(exc).splitlines()[0]}); it is one of "
+                          f"{files}; find it with tfrobseg.dataset.records.verify_records and prepare the data "
+                          "again") from None
 
 
 def run_unit(unit: Unit, settings: Settings, out_dir: str | os.PathLike, *, progress: bool = True,
@@ -141,9 +172,10 @@ def run_unit(unit: Unit, settings: Settings, out_dir: str | os.PathLike, *, prog
     unit_dir = unit.directory(out_dir)
     unit_dir.mkdir(parents=True, exist_ok=True)
     data = load_data(unit, settings)
-    result = train(unit, settings, data, unit_dir, progress, position)
-    t_train = time.perf_counter() - t0
-    metrics = attack_and_score(unit, settings, result.model, data.eval, progress, position)
+    with _reading(unit, settings, data.patients):
+        result = train(unit, settings, data, unit_dir, progress, position)
+        t_train = time.perf_counter() - t0
+        metrics = attack_and_score(unit, settings, result.model, data.eval, data.patients.eval, progress, position)
     total = time.perf_counter() - t0
     record(unit, settings, out_dir, data, result, metrics,
            {"train": t_train, "attack_and_metrics": total - t_train, "total": total})

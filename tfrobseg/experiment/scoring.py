@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from tfrobseg.dataset.records import check_slice_count
 from tfrobseg.metrics.evaluate import stack_slices
 
 
@@ -48,10 +50,14 @@ def _scalar(x: Any) -> Any:
     return x.reshape(-1)[0].item()
 
 
-def load_volumes(dataset: Iterable[Mapping[str, Any]]) -> dict[str, PatientVolume]:
+def load_volumes(dataset: Iterable[Mapping[str, Any]],
+                 expected: Mapping[str, tuple[Path, int]] | None = None) -> dict[str, PatientVolume]:
     """Collect each patient's clean image, mask and spacing from a (batched) dict dataset.
 
     ``dataset`` is a :func:`tfrobseg.dataset.pipeline.make_dataset` dataset; elements may be batched or not.
+    ``expected`` maps each patient to its record file and the manifest's slice count: a patient with
+    another number of slices (a record truncated at a record boundary reads without error) raises
+    :class:`~tfrobseg.errors.RecordError` naming the patient and the file, never scored on fewer slices.
     Raises ``ValueError`` when a patient's slices disagree on spacing or repeat a slice index.
     """
     slices: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
@@ -75,6 +81,8 @@ def load_volumes(dataset: Iterable[Mapping[str, Any]]) -> dict[str, PatientVolum
             if idx in per:
                 raise ValueError(f"patient {pid}: slice {idx} appears twice in the dataset")
             per[idx] = (item["image"][..., 0].astype(np.float32), item["mask"][..., 0] > 0.5)
+    for pid, (path, n_slices) in (expected or {}).items():
+        check_slice_count(pid, path, len(slices.get(pid, {})), n_slices)
     volumes = {}
     for pid, per in slices.items():
         order = np.array(sorted(per), dtype=np.int64)

@@ -16,6 +16,7 @@ from typing import Any
 
 from tfrobseg import study
 from tfrobseg.dataset.manifest import MANIFEST_NAME, Manifest
+from tfrobseg.errors import OptionError
 from tfrobseg.io import file_hash
 from tfrobseg.training.config import (
     TrainConfig,
@@ -28,6 +29,8 @@ __all__ = ["BUILTIN_DATA", "BUILTIN_PRESET", "Settings", "default_out_dir", "def
            "resolve_settings"]
 
 BUILTIN_DATA = Path("data/builtin")
+#: The key under which tfrobseg before issue 13 identified the data (the manifest file's SHA-256).
+LEGACY_DATA_KEY = "manifest_sha256"
 
 # Defaults the built-in synthetic cohort sets when the user does not choose: sized so that the
 # main command (one model, 6 losses x 3 folds = 18 units, 11 eps) finishes within 30 minutes on a
@@ -59,7 +62,7 @@ class Settings:
     """
 
     data_dir: str
-    manifest_sha256: str
+    data_fingerprint: str  # Manifest.content_hash(): the prepared data's content, not the manifest file
     split_file: str | None
     split_sha256: str | None
     epsilons: tuple[float, ...]
@@ -83,6 +86,9 @@ class Settings:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Settings:
         d = dict(d)
+        if LEGACY_DATA_KEY in d:
+            # Written before the data fingerprint: the hash of the manifest file (timestamps included).
+            d["data_fingerprint"] = f"{LEGACY_DATA_KEY}:{d.pop(LEGACY_DATA_KEY)}"
         d["train"] = TrainConfig.from_dict(d["train"])
         d["epsilons"] = tuple(float(e) for e in d["epsilons"])
         d["filters"] = tuple(int(f) for f in d["filters"])
@@ -91,7 +97,7 @@ class Settings:
     def fingerprint(self) -> dict[str, Any]:
         """The settings that must agree for two runs to share a results folder."""
         d = self.to_json()
-        d["data_dir"] = os.path.abspath(d["data_dir"])  # the manifest hash identifies the data
+        d["data_dir"] = os.path.abspath(d["data_dir"])  # the data fingerprint identifies the content
         d.pop("split_file")  # its hash identifies the split
         return d
 
@@ -110,7 +116,7 @@ def resolve_data(data: str | None) -> tuple[Path, str | None]:
     if data is not None:
         data_dir = Path(data)
         if not (data_dir / MANIFEST_NAME).exists():
-            raise SystemExit(f"--data {data_dir}: no {MANIFEST_NAME} (prepare it with data_prep/prostatex.py)")
+            raise OptionError(f"--data {data_dir}: no {MANIFEST_NAME} (prepare it with data_prep/prostatex.py)")
         return data_dir, None
     data_dir = BUILTIN_DATA
     if (data_dir / MANIFEST_NAME).exists():
@@ -163,8 +169,11 @@ def resolve_settings(args: Any, data_dir: Path, preset: str | None, *, gpus: int
 
     if args.batch_size < 1 or (args.max_epochs is not None and args.max_epochs < 1) \
             or (args.image_size is not None and args.image_size < 16) or (args.threads is not None and args.threads < 1):
-        raise SystemExit("--batch-size, --max-epochs and --threads must be >= 1, --image-size >= 16")
+        raise OptionError("--batch-size, --max-epochs and --threads must be >= 1, --image-size >= 16")
     split_file = getattr(args, "split", None)
+    if split_file and not Path(split_file).is_file():
+        raise OptionError(f"--split {split_file}: no such file (a JSON file with train/val/test patient lists)")
+    manifest = Manifest.read(data_dir)
     xla = args.xla if args.xla is not None else not (preset and not has_gpu)
     try:
         strategy, replicas = resolve_strategy(args.strategy, gpus, tf_config_workers())
@@ -180,17 +189,17 @@ def resolve_settings(args: Any, data_dir: Path, preset: str | None, *, gpus: int
             seed=args.seed,
         )
     except ValueError as exc:  # TrainConfig's own checks, reported as a bad option
-        raise SystemExit(f"error: {exc}") from None
+        raise OptionError(str(exc)) from None
     settings = Settings(
         data_dir=str(data_dir),
-        manifest_sha256=file_hash(data_dir / MANIFEST_NAME),
+        data_fingerprint=manifest.content_hash(),
         split_file=split_file,
         split_sha256=file_hash(split_file) if split_file else None,
         epsilons=tuple(sorted({0.0, *args.epsilons})),
         attack=args.attack,
         attack_loss=args.attack_loss,
         filters=tuple(pick(args.filters, "filters", study.FILTERS)),
-        image_size=int(pick(args.image_size, "image_size", Manifest.read(data_dir).image_size)),
+        image_size=int(pick(args.image_size, "image_size", manifest.image_size)),
         train=train,
         preset=preset,
         attack_precision=args.attack_precision,

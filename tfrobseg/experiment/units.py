@@ -48,9 +48,6 @@ class Unit:
     def directory(self, out_dir: str | os.PathLike) -> Path:
         return Path(out_dir) / self.uid
 
-    def is_complete(self, out_dir: str | os.PathLike) -> bool:
-        return (self.directory(out_dir) / MARKER).is_file()
-
 
 def make_grid(phase: str, models: list[str] | tuple[str, ...], losses: list[str] | tuple[str, ...],
               folds: list[int | None] | tuple[int | None, ...]) -> list[Unit]:

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from tfrobseg import study
+from tfrobseg.errors import UnitFilesError
 from tfrobseg.experiment import store
 from tfrobseg.experiment.units import MARKER, UnitRecord
 from tfrobseg.io import atomic_write_text, save_figure
@@ -41,8 +42,8 @@ from tfrobseg.reporting.tables import (
     study_order,
 )
 
-__all__ = ["OVERLAY_ALPHA", "OVERLAY_COLOURS", "attack_figure", "attack_slice", "load_unit_model", "make_figures",
-           "overlay_rgba", "robustness_curves"]
+__all__ = ["OVERLAY_ALPHA", "OVERLAY_COLOURS", "attack_figure", "attack_slice", "draw_attack_figure", "load_unit_model",
+           "make_figures", "overlay_rgba", "robustness_curves"]
 
 
 def _display(name: str, kind: str) -> str:
@@ -83,22 +84,31 @@ def robustness_curves(results: pd.DataFrame, out_dir: str | Path, phase: str = "
 
 
 def load_unit_model(unit_dir: Path) -> Any:
-    """Load a unit's ``best.keras`` (rebuilding the architecture from its record if needed)."""
+    """Load a unit's ``best.keras`` (rebuilding the architecture from its record if needed).
+
+    Raises :class:`~tfrobseg.errors.UnitFilesError` naming the unit when the file cannot be loaded.
+    """
     import keras
 
     import tfrobseg.models  # noqa: F401  (registers the custom layers for deserialisation)
 
     try:
-        return keras.saving.load_model(unit_dir / store.MODEL_NAME, compile=False)
-    except (TypeError, ValueError):
-        # Custom layers not registered for deserialisation: rebuild and load the weights only.
-        from tfrobseg.models import build_model
+        try:
+            return keras.saving.load_model(unit_dir / store.MODEL_NAME, compile=False)
+        except (TypeError, ValueError):
+            # Custom layers not registered for deserialisation: rebuild and load the weights only.
+            from tfrobseg.models import build_model
 
-        rec = UnitRecord.read(unit_dir)
-        size = rec.settings.image_size
-        model = build_model(rec.unit.model, (size, size, 1), filters=rec.settings.filters)
-        model.load_weights(unit_dir / store.MODEL_NAME)
-        return model
+            rec = UnitRecord.read(unit_dir)
+            size = rec.settings.image_size
+            model = build_model(rec.unit.model, (size, size, 1), filters=rec.settings.filters)
+            model.load_weights(unit_dir / store.MODEL_NAME)
+            return model
+    except Exception as exc:  # noqa: BLE001 (any failure to read the file makes it unusable: say which unit)
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise UnitFilesError(f"{unit_dir}: {store.MODEL_NAME} cannot be loaded ({type(exc).__name__}: {first}); "
+                             "recompute the unit (run its experiment again with the same --out after removing its "
+                             f"{MARKER}), and check the folder with experiments/verify.py") from None
 
 
 def attack_slice(unit_dir: Path) -> dict[str, Any]:
@@ -142,9 +152,13 @@ def overlay_rgba(mask: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
 def attack_figure(unit_dir: Path, title: str, stem: Path, threshold: float = 0.5) -> list[Path]:
     """Rows = ε; columns = attacked image, perturbation heatmap, prediction vs reference."""
+    return draw_attack_figure(attack_slice(unit_dir), title, stem, threshold)
+
+
+def draw_attack_figure(res: dict[str, Any], title: str, stem: Path, threshold: float = 0.5) -> list[Path]:
+    """Draw and save :func:`attack_figure` from an :func:`attack_slice` result."""
     from tfrobseg import metrics
 
-    res = attack_slice(unit_dir)
     outs, mask = res["outs"], res["mask"]
     n = len(outs)
     clean = outs[0]["image"][..., 0]
@@ -179,21 +193,40 @@ def make_figures(results_dir: str | Path, out_dir: str | Path | None = None) -> 
     """Write Figures 1–3 (those whose unit exists) and the robustness curves.
 
     Returns ``{"written": [paths], "missing": [explanations], "most_robust_loss": name}``.
-    A figure whose model / loss was not run is skipped with an explanation, never faked.
+    A figure whose model / loss was not run is skipped with an explanation, never faked. Every unit a
+    figure needs is found, checked against its marker and attacked before anything is written, so an
+    error (FileNotFoundError: no results; :class:`~tfrobseg.errors.UnitFilesError`: a unit's model)
+    leaves no half set of figures and creates no folder.
     """
     root = Path(results_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--results {root}: no such folder (the --out of crossval.py / holdout.py)")
     out = Path(out_dir) if out_dir else root / "figures"
-    out.mkdir(parents=True, exist_ok=True)
     results = store.collect_metrics(root)
     if results.empty:
-        raise FileNotFoundError(f"no completed units (with {MARKER}) under {root}")
-    written: list[Path] = []
-    missing: list[str] = []
-    for phase in ("crossval", "holdout"):
-        written += robustness_curves(results, out, phase)
+        raise LookupError(f"no completed units (with {MARKER}) under {root}")
     phase = "crossval" if (results["phase"] == "crossval").any() else "holdout"
     best = most_robust_loss(results, phase)
-    made_study_figure = False
+    panels, missing = _plan_panels(root, results, phase, best)
+    computed = [(attack_slice(unit), title, stem) for unit, title, stem in panels]
+    written: list[Path] = []
+    for p in ("crossval", "holdout"):
+        written += robustness_curves(results, out, p)
+    for res, title, stem in computed:
+        written += draw_attack_figure(res, title, out / stem)
+    index = ["# Figures", "", f"Most robust loss ({phase} loss table, highest attacked mean Dice): {best}", ""]
+    index += [f"- {p.name}" for p in written if p.suffix == ".png"]
+    if missing:
+        index += ["", "Not made:"] + [f"- {m}" for m in missing]
+    atomic_write_text(out / "index.md", "\n".join(index) + "\n")
+    return {"written": written, "missing": missing, "most_robust_loss": best}
+
+
+def _plan_panels(root: Path, results: pd.DataFrame, phase: str, best: str | None
+                 ) -> tuple[list[tuple[Path, str, str]], list[str]]:
+    """The attack panels to draw (unit folder, title, file stem) and the figures that cannot be made."""
+    panels: list[tuple[Path, str, str]] = []
+    missing: list[str] = []
     for spec in study.FIGURES:
         loss = spec.loss or best
         unit = store.find_unit(root, spec.model, loss) if loss else None
@@ -206,9 +239,8 @@ def make_figures(results_dir: str | Path, out_dir: str | Path | None = None) -> 
         title = f"Figure {spec.number}: {_display(spec.model, 'model')} trained with {_display(loss, 'loss')}"
         if spec.loss is None:
             title += f" (most robust loss in the {phase} loss table)"
-        written += attack_figure(unit, title, out / f"figure{spec.number}_{spec.model}_{loss}")
-        made_study_figure = True
-    if not made_study_figure and best is not None:
+        panels.append((unit, title, f"figure{spec.number}_{spec.model}_{loss}"))
+    if not panels and best is not None:
         # Fallback: none of the study's three model/loss pairs was run (e.g. only U-Net); draw the
         # same panel for every model that was, with the most robust loss, so the attack is visible.
         for model in sorted(results["model"].unique()):
@@ -216,10 +248,5 @@ def make_figures(results_dir: str | Path, out_dir: str | Path | None = None) -> 
             if unit is not None:
                 title = (f"Fallback panel: {_display(model, 'model')} trained with {_display(best, 'loss')} "
                          "(the study's figure models were not run)")
-                written += attack_figure(unit, title, out / f"fallback_{model}_{best}")
-    index = ["# Figures", "", f"Most robust loss ({phase} loss table, highest attacked mean Dice): {best}", ""]
-    index += [f"- {p.name}" for p in written if p.suffix == ".png"]
-    if missing:
-        index += ["", "Not made:"] + [f"- {m}" for m in missing]
-    atomic_write_text(out / "index.md", "\n".join(index) + "\n")
-    return {"written": written, "missing": missing, "most_robust_loss": best}
+                panels.append((unit, title, f"fallback_{model}_{best}"))
+    return panels, missing

@@ -1,0 +1,36 @@
+"""Check a results folder of crossval.py / holdout.py: settings, unit files, gaps, data.
+
+Run `python experiments/verify.py --help`; see tfrobseg.experiment.verify for every check.
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tfrobseg.experiment.verify import verify_results
+
+EPILOG = """exit codes: 0 no problem (warnings, running units and study-grid units not run are listed but
+do not fail); 1 at least one problem (one line each, then a summary); 2 bad usage (unknown option,
+the folder does not exist or has no run.json)."""
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="experiments/verify.py", description=__doc__.splitlines()[0],
+                                     epilog=EPILOG, allow_abbrev=False)
+    parser.add_argument("--results", required=True, help="results folder of crossval.py / holdout.py")
+    args = parser.parse_args(argv)
+    try:
+        report = verify_results(args.results)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for finding in report.findings:
+        print(finding.line())
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Checks of a run before any folder is created or any work starts.
+
+Every problem a run could otherwise meet only after its results folder exists, or after a unit trained
+for an hour, is one :class:`~tfrobseg.errors.OptionError` line here: counts out of range, an image size
+the network depth cannot halve, a results folder that cannot be written, too few labelled patients for
+the phase. The records of the patients the grid uses are read once
+(:func:`tfrobseg.dataset.records.verify_records`), so a truncated or corrupt file stops the run naming
+the patient and the file (:class:`~tfrobseg.errors.RecordError`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from tfrobseg.dataset.manifest import Manifest
+from tfrobseg.dataset.splits import make_split
+from tfrobseg.errors import OptionError
+from tfrobseg.experiment.units import Unit, UnitPatients, load_split, unit_patients
+
+__all__ = ["check_counts", "check_image_size", "check_out_dir", "check_patients", "check_records", "min_labelled"]
+
+
+def check_counts(args: argparse.Namespace) -> None:
+    """``--jobs``, ``--max-units`` >= 1, ``--early-stopping-patience`` >= 0, ``--learning-rate`` > 0."""
+    for flag, value, low in (("--jobs", args.jobs, 1), ("--max-units", args.max_units, 1),
+                             ("--early-stopping-patience", args.early_stopping_patience, 0)):
+        if value is not None and value < low:
+            raise OptionError(f"{flag} {value}: must be >= {low}")
+    if args.learning_rate is not None and not args.learning_rate > 0:
+        raise OptionError(f"--learning-rate {args.learning_rate:g}: must be > 0 (the study: 1e-4)")
+
+
+def check_image_size(image_size: int, filters: Sequence[int]) -> None:
+    """The networks halve the input ``len(filters) - 1`` times: the size must be a multiple of 2^that."""
+    factor = 2 ** (len(filters) - 1)
+    if image_size % factor:
+        above = image_size + factor - image_size % factor
+        near = [size for size in (above - factor, above) if size >= 16]
+        raise OptionError(f"--image-size {image_size}: the networks with --filters {','.join(map(str, filters))} "
+                          f"({len(filters)} levels) halve it {len(filters) - 1} times, so it must be a multiple of "
+                          f"{factor} (e.g. {' or '.join(map(str, near))}; the study's 256)")
+
+
+def check_out_dir(out: Path) -> None:
+    """``out`` is a folder, or can be created: no file in the way, and its nearest existing folder writable."""
+    if out.exists() and not out.is_dir():
+        raise OptionError(f"--out {out}: is a file, not a folder; choose a folder")
+    ancestor = out
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OptionError(f"--out {out}: {ancestor} is a file, so the folder cannot be created; choose another --out")
+    try:  # the permission bits do not tell (root ignores them; read-only mounts): try to write
+        fd, probe = tempfile.mkstemp(prefix=".tfrobseg-probe-", dir=ancestor)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OptionError(f"--out {out}: cannot write in {ancestor} ({exc.strerror}); choose a folder you can "
+                          "write to") from None
+
+
+def min_labelled(phase: str, manifest: Manifest, split_file: bool = False) -> int:
+    """The fewest labelled patients whose seeded split gives every unit of ``phase`` its patients."""
+    n_folds = max(manifest.n_folds, 1)
+    for n in range(1, 1000):
+        split = make_split([f"P{i:04d}" for i in range(n)], seed=manifest.seed, n_folds=n_folds)
+        if phase == "crossval":
+            ok = split["val"] and all(split["folds"]) and all(len(f) < len(split["train"]) for f in split["folds"])
+        else:
+            ok = split["train"] and split["test"] and (split["val"] or split_file)
+        if ok:
+            return n
+    raise AssertionError("unreachable: 1000 patients fill any split")
+
+
+def _empty_parts(phase: str, patients: UnitPatients, need_val: bool) -> list[str]:
+    names = ("training", "validation", "evaluation (held-out fold)" if phase == "crossval" else "test")
+    return [name for name, ids, needed in zip(names, patients, (True, need_val, True)) if needed and not ids]
+
+
+def check_patients(phase: str, data_dir: Path, manifest: Manifest, folds: Sequence[int | None],
+                   split_file: str | None = None) -> dict[int | None, UnitPatients]:
+    """Every fold of the phase (``None``: the hold-out) has labelled training, validation and evaluation
+    patients (an explicit ``--split`` may leave validation empty); returns each fold's labelled patients."""
+    labelled = {p for p in manifest.ok_patients if manifest.patients[p].labelled}
+    units = {}
+    for fold in folds:
+        try:  # which patients a unit uses does not depend on its model or loss
+            split = load_split(split_file) if split_file else None
+            patients = unit_patients(Unit(phase, "any", "any", fold), manifest, split)
+        except (OSError, ValueError) as exc:
+            raise OptionError(f"--split: {exc}") from None
+        patients = UnitPatients(*([p for p in ids if p in labelled] for ids in patients))
+        empty = _empty_parts(phase, patients, need_val=split is None)
+        if empty:
+            where = f"{phase} fold {fold}" if fold is not None else phase
+            source = f"the split file {split_file}" if split else f"the data in {data_dir}"
+            s = manifest.split
+            raise OptionError(
+                f"{where}: no labelled patients for {' or '.join(empty)}; {source} has {len(labelled)} "
+                f"labelled patient(s) (train {len(s.get('train', []))} in folds "
+                f"{[len(f) for f in s.get('folds', [])]}, val {len(s.get('val', []))}, test {len(s.get('test', []))}). "
+                f"Prepare at least {min_labelled(phase, manifest, split is not None)} labelled patients "
+                "(data_prep/prostatex.py)" + (", or give non-empty lists in the split file" if split else ""))
+        units[fold] = patients
+    return units
+
+
+def check_records(data_dir: Path, manifest: Manifest, units: dict[int | None, UnitPatients]) -> None:
+    """Read the records of every patient the units use (RecordError naming the first bad one)."""
+    from tfrobseg.dataset.records import verify_records
+
+    ids = sorted({p for patients in units.values() for part in patients for p in part})
+    verify_records(data_dir, ids, manifest=manifest)
