@@ -4,11 +4,9 @@ Run `python experiments/verify.py --help`; see tfrobseg.experiment.verify for ev
 """
 
 import argparse
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
+from tfrobseg.console import add_verbose_option, setup_console
 from tfrobseg.experiment.verify import verify_results
 
 EPILOG = """exit codes: 0 no problem (warnings, running units and study-grid units not run are listed but
@@ -20,7 +18,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="experiments/verify.py", description=__doc__.splitlines()[0],
                                      epilog=EPILOG, allow_abbrev=False)
     parser.add_argument("--results", required=True, help="results folder of crossval.py / holdout.py")
+    add_verbose_option(parser)
     args = parser.parse_args(argv)
+    setup_console(args.verbose)
     try:
         report = verify_results(args.results)
     except FileNotFoundError as exc:

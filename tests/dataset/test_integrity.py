@@ -159,3 +159,24 @@ def test_a_second_writer_is_refused_naming_the_holder(cohort, tmp_path, capsys):
         holder.wait()
     prepare_builtin(cohort, n_patients=6, seed=0)  # the lock went with its holder
     verify_records(cohort)
+
+
+WRITE_RECORD = """
+import sys
+import numpy as np
+from tfrobseg.dataset.records import write_patient_records
+image = np.arange(2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8)
+write_patient_records(sys.argv[1], "P", image, (image > 60).astype(np.uint8), None, (3.0, 0.5, 0.5))
+"""
+
+
+def test_records_have_the_same_bytes_whichever_process_writes_them(tmp_path):
+    # The record checksums are the data's identity: a protobuf map serialised in hash order would
+    # give another checksum after every re-preparation (another process, another hash seed).
+    digests = set()
+    for seed in ("1", "2", "3"):
+        path = tmp_path / f"r{seed}.tfrecord"
+        env = {**os.environ, "PYTHONHASHSEED": seed, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        subprocess.run([sys.executable, "-c", WRITE_RECORD, str(path)], check=True, env=env, capture_output=True)
+        digests.add(path.read_bytes())
+    assert len(digests) == 1

@@ -78,7 +78,10 @@ def _write(path: str | Path, patient_id: str, image: np.ndarray, m1: np.ndarray,
                 "height": _int(h),
                 "width": _int(w),
             }
-            writer.write(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
+            # deterministic: the feature map in key order, so that the same slices always give the same
+            # bytes (and checksum) whichever process writes them.
+            example = tf.train.Example(features=tf.train.Features(feature=features))
+            writer.write(example.SerializeToString(deterministic=True))
 
 
 def parse_example(serialized: tf.Tensor, height: int, width: int) -> dict[str, tf.Tensor]:
