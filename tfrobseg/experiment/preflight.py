@@ -4,7 +4,7 @@ Every problem a run could otherwise meet only after its results folder exists, o
 for an hour, is one :class:`~tfrobseg.errors.OptionError` line here: counts out of range, an image size
 the network depth cannot halve, a results folder that cannot be written, too few labelled patients for
 the phase. The records of the patients the grid uses are read once
-(:func:`tfrobseg.dataset.records.verify_records`), so a truncated or corrupt file stops the run naming
+(:func:`tfrobseg.dataset.integrity.verify_records`), so a truncated or corrupt file stops the run naming
 the patient and the file (:class:`~tfrobseg.errors.RecordError`).
 """
 
@@ -112,7 +112,7 @@ def check_patients(phase: str, data_dir: Path, manifest: Manifest, folds: Sequen
 
 def check_records(data_dir: Path, manifest: Manifest, units: dict[int | None, UnitPatients]) -> None:
     """Read the records of every patient the units use (RecordError naming the first bad one)."""
-    from tfrobseg.dataset.records import verify_records
+    from tfrobseg.dataset.integrity import verify_records
 
     ids = sorted({p for patients in units.values() for part in patients for p in part})
     verify_records(data_dir, ids, manifest=manifest)

@@ -1,7 +1,7 @@
 """One unit of the study, in four steps: data → train → attack and score → record.
 
 * data: the unit's patients (:func:`~tfrobseg.experiment.units.unit_patients`), their records verified
-  (:func:`tfrobseg.dataset.records.verify_records`), as ``tf.data`` datasets at the run's input size;
+  (:func:`tfrobseg.dataset.integrity.verify_records`), as ``tf.data`` datasets at the run's input size;
 * train: :func:`tfrobseg.training.train_model` under the run's :class:`~tfrobseg.training.TrainConfig`
   (early stopping on the validation split), writing ``best.keras`` and ``history.csv``;
 * attack and score: every slice of the evaluation patients at every ε
@@ -55,7 +55,7 @@ class UnitData:
 def load_data(unit: Unit, settings: Settings) -> UnitData:
     """Step 1: the unit's patients, their records verified (a truncated or changed file stops the unit
     before training, naming the patient and the file), and their datasets."""
-    from tfrobseg.dataset.records import verify_records
+    from tfrobseg.dataset.integrity import verify_records
 
     split = load_split(settings.split_file) if settings.split_file else None
     manifest = Manifest.read(settings.data_dir)
@@ -149,7 +149,7 @@ def _reading(unit: Unit, settings: Settings, patients: UnitPatients) -> Iterator
         ids = sorted({*patients.train, *patients.val, *patients.eval})
         files = ", ".join(str(path) for path, _ in record_files(settings, ids).values())
         raise RecordError(f"unit {unit.uid}: a record could not be read ({str(exc).splitlines()[0]}); it is one of "
-                          f"{files}; find it with tfrobseg.dataset.records.verify_records and prepare the data "
+                          f"{files}; find it with tfrobseg.dataset.integrity.verify_records and prepare the data "
                           "again") from None
 
 

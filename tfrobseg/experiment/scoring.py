@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tfrobseg.dataset.records import check_slice_count
+from tfrobseg.dataset.integrity import check_slice_count
 from tfrobseg.metrics.evaluate import stack_slices
 
 

@@ -179,8 +179,8 @@ def _check_gaps(report: VerifyReport, run: store.RunFile | None,
 
 def _check_data(report: VerifyReport, run: store.RunFile) -> None:
     """The run's data folder, when it is here, has the same content and readable records."""
+    from tfrobseg.dataset.integrity import verify_records
     from tfrobseg.dataset.manifest import Manifest, describe_data_changes
-    from tfrobseg.dataset.records import verify_records
 
     data_dir = Path(str(run.settings.get("data_dir", "")))
     if not data_dir.is_dir():
