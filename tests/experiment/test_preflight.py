@@ -157,7 +157,7 @@ def test_scoring_refuses_a_patient_with_missing_slices(tiny_cohort, tmp_path):
     record, n = data / manifest.patients[pid].record, manifest.patients[pid].n_slices
     assert load_volumes(make_dataset(data, [pid]), expected={pid: (record, n)})[pid].n_slices == n
     _truncate(record, n - 2)  # cut at a record boundary: TensorFlow reads n - 2 slices without error
-    with pytest.raises(RecordError, match=rf"^{pid}: {record}: {n - 2} slices read, {n} expected"):
+    with pytest.raises(RecordError, match=rf"^{pid}: {record}: {n - 2} slice\(s\) read, manifest.json records {n} "):
         load_volumes(make_dataset(data, [pid]), expected={pid: (record, n)})
 
 
