@@ -21,7 +21,8 @@ from typing import Any
 
 __all__ = [
     "atomic_path", "atomic_save_model", "atomic_write_csv", "atomic_write_json", "atomic_write_text",
-    "config_hash", "environment_versions", "file_hash", "remove_stale_temporaries", "save_figure", "to_json",
+    "config_hash", "environment_versions", "file_hash", "out_folder_problem", "remove_stale_temporaries", "save_figure",
+    "to_json",
 ]
 
 TMP_PREFIX = ".tmp-"
@@ -146,3 +147,24 @@ def environment_versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             versions[dist] = "not installed"
     return versions
+
+
+def out_folder_problem(out: str | os.PathLike) -> str | None:
+    """Why ``out`` cannot be used as an output folder (None when it can): it is a file, a file is in the
+    way of creating it, or its nearest existing folder refuses a new file. Writing is tried for real:
+    the permission bits do not tell (root ignores them; read-only mounts)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        return "is a file, not a folder; choose a folder"
+    ancestor = out
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is a file, so the folder cannot be created; choose another --out"
+    probe = ancestor / f"{TMP_PREFIX}probe-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        return f"cannot write in {ancestor} ({exc.strerror or type(exc).__name__}); choose a folder you can write to"
+    return None

@@ -414,8 +414,8 @@ def test_an_unusable_out_fails_before_any_patient(sample_dir, tmp_path, capsys, 
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
     assert {"out-is-a-file": f"error: --out {out}: is a file, not a folder",
-            "parent-is-a-file": f"{tmp_path / 'file'} is a file, so the folder cannot be made",
-            "read-only": f"{ro} is not writable (Permission denied)"}[case] in err
+            "parent-is-a-file": f"{tmp_path / 'file'} is a file, so the folder cannot be created",
+            "read-only": f"cannot write in {ro} (Permission denied)"}[case] in err
     assert not (ro / "out").exists()
 
 

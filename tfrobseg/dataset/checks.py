@@ -7,12 +7,12 @@ fail only after the first patient.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 from tfrobseg.dataset.dicom import VOLUME_SUFFIXES
 from tfrobseg.errors import InputError
+from tfrobseg.io import out_folder_problem
 
 __all__ = ["check_mask_folder", "check_out_folder", "find_mask"]
 
@@ -28,30 +28,10 @@ def find_mask(folder: str | Path | None, patient_id: str) -> Path | None:
     return None
 
 
-def _writable(folder: Path) -> str | None:
-    """None when a file can be created in ``folder``, else why not (tried for real: root ignores modes)."""
-    probe = folder / f".tmp-probe-{uuid.uuid4().hex[:8]}"
-    try:
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        return exc.strerror or type(exc).__name__
-    return None
-
-
 def check_out_folder(out: str | Path) -> None:
     """:class:`InputError` when ``out`` is a file, lies below a file, or cannot be written."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: is a file, not a folder; choose a folder")
-    parent = out
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise InputError(f"--out {out}: {parent} is a file, so the folder cannot be made; choose another --out")
-    if (why := _writable(parent)) is not None:
-        raise InputError(f"--out {out}: {parent} is not writable ({why}); choose another --out or fix its "
-                         "permissions")
+    if (problem := out_folder_problem(out)) is not None:
+        raise InputError(f"--out {out}: {problem}")
 
 
 def _looks_like_images(folder: Path) -> bool:

@@ -11,8 +11,6 @@ the patient and the file (:class:`~tfrobseg.errors.RecordError`).
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from tfrobseg.dataset.manifest import Manifest
 from tfrobseg.dataset.splits import make_split
 from tfrobseg.errors import OptionError
 from tfrobseg.experiment.units import Unit, UnitPatients, load_split, unit_patients
+from tfrobseg.io import out_folder_problem
 
 __all__ = ["check_counts", "check_image_size", "check_out_dir", "check_patients", "check_records", "min_labelled"]
 
@@ -47,20 +46,8 @@ def check_image_size(image_size: int, filters: Sequence[int]) -> None:
 
 def check_out_dir(out: Path) -> None:
     """``out`` is a folder, or can be created: no file in the way, and its nearest existing folder writable."""
-    if out.exists() and not out.is_dir():
-        raise OptionError(f"--out {out}: is a file, not a folder; choose a folder")
-    ancestor = out
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise OptionError(f"--out {out}: {ancestor} is a file, so the folder cannot be created; choose another --out")
-    try:  # the permission bits do not tell (root ignores them; read-only mounts): try to write
-        fd, probe = tempfile.mkstemp(prefix=".tfrobseg-probe-", dir=ancestor)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise OptionError(f"--out {out}: cannot write in {ancestor} ({exc.strerror}); choose a folder you can "
-                          "write to") from None
+    if (problem := out_folder_problem(out)) is not None:
+        raise OptionError(f"--out {out}: {problem}")
 
 
 def min_labelled(phase: str, manifest: Manifest, split_file: bool = False) -> int:
