@@ -99,7 +99,8 @@ def test_find_unit_refuses_a_model_that_differs_from_its_checksum(tmp_path):
 
 
 # --------------------------------------------------------------------------- run.json: data fingerprint, refusals
-DATA = {"parameters": {"size_hw": [256, 256]}, "split": {"train": ["A"]}, "records": {"A": {"sha256": "1"}}}
+DATA = {"parameters": {"size_hw": [256, 256]}, "split": {"train": ["A"]},
+        "patients": {"A": {"sha256": "1", "n_slices": 16, "labelled": True, "second_reader": False}}}
 
 
 def test_run_file_keeps_the_data_fingerprint_outside_the_settings_hash(tmp_path):
@@ -113,7 +114,7 @@ def test_only_the_data_changed_says_what_and_what_overwrite_deletes(tmp_path):
     store.check_settings(tmp_path, {"data_dir": "/d", "data_fingerprint": "x", "seed": 0}, data=DATA)
     _finished(tmp_path, Unit("crossval", "unet", "bce", 0))
     _finished(tmp_path, Unit("crossval", "unet", "bce", 1))
-    changed = {**DATA, "records": {"A": {"sha256": "2"}, "B": {"sha256": "3"}}}
+    changed = {**DATA, "patients": {"A": {**DATA["patients"]["A"], "sha256": "2"}, "B": DATA["patients"]["A"]}}
     with pytest.raises(SettingsMismatchError) as info:
         store.check_settings(tmp_path, {"data_dir": "/d", "data_fingerprint": "y", "seed": 0}, data=changed)
     message = str(info.value)
