@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Self
 
-__all__ = ["FileLock", "LockHeld", "read_holder"]
+__all__ = ["FileLock", "LockHeld", "current_holder", "describe_holder", "read_holder"]
 
 
 class LockHeld(RuntimeError):
@@ -33,9 +33,7 @@ class LockHeld(RuntimeError):
     def __init__(self, path: Path, holder: dict):
         self.path = Path(path)
         self.holder = holder
-        who = (f"process {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('since', '?')}"
-               if holder else "another process")
-        super().__init__(f"{path}: locked by {who}")
+        super().__init__(f"{path}: locked by {describe_holder(holder, since=True)}")
 
 
 class FileLock:
@@ -96,3 +94,22 @@ def read_holder(path: str | os.PathLike) -> dict:
     except (OSError, ValueError):
         return {}
 
+
+
+def describe_holder(holder: dict, *, since: bool = False) -> str:
+    """``process P on host H`` (``since T`` added with ``since``), or ``another process`` when unknown."""
+    if not holder:
+        return "another process"
+    text = f"process {holder.get('pid', '?')} on host {holder.get('host', '?')}"
+    return f"{text} since {holder.get('since', '?')}" if since else text
+
+
+def current_holder(path: str | os.PathLike) -> dict | None:
+    """Who holds the lock at ``path`` ({} when unknown), or None when nobody does (probed by taking it)."""
+    if not Path(path).is_file():
+        return None
+    try:
+        FileLock(path).acquire().release()
+    except LockHeld as exc:
+        return exc.holder
+    return None

@@ -10,6 +10,7 @@ from tfrobseg.errors import SettingsMismatchError
 from tfrobseg.experiment import store
 from tfrobseg.experiment.units import Unit
 from tfrobseg.io import atomic_write_csv
+from tfrobseg.locks import current_holder
 
 
 def test_markers_reset_and_collect(tmp_path):
@@ -143,7 +144,7 @@ def test_lock_holder_names_the_process_holding_a_unit(tmp_path):
 
     unit = Unit("crossval", "unet", "bce", 0)
     path = store.lock_path(unit, tmp_path)
-    assert path == tmp_path / ".locks/crossval/unet/bce/fold0.lock" and store.lock_holder(path) is None
+    assert path == tmp_path / ".locks/crossval/unet/bce/fold0.lock" and current_holder(path) is None
     with FileLock(path):
-        assert store.lock_holder(path)["pid"] == os.getpid()
-    assert store.lock_holder(path) is None
+        assert current_holder(path)["pid"] == os.getpid()
+    assert current_holder(path) is None

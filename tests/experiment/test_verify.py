@@ -25,7 +25,7 @@ from tfrobseg.experiment.grid import _plan, _worker_run, run_grid
 from tfrobseg.experiment.settings import resolve_settings
 from tfrobseg.experiment.units import Unit
 from tfrobseg.experiment.verify import verify_results
-from tfrobseg.locks import FileLock
+from tfrobseg.locks import FileLock, current_holder
 
 pytestmark = pytest.mark.slow  # the module's unit trains for about half a minute
 
@@ -77,8 +77,8 @@ def test_a_unit_held_by_another_process_is_left_to_it(shared):
            f"{socket.gethostname()})" in log
     assert "1 unit(s) left to other processes sharing" in log and "(holdout/unet/dice/holdout)" in log
     assert store.is_complete(BCE, out) and not DICE.directory(out).exists()  # never cleared nor started
-    assert store.lock_holder(store.lock_path(DICE, out)) is None  # released with its process
-    assert store.lock_holder(store.lock_path(BCE, out)) is None  # released once the marker was written
+    assert current_holder(store.lock_path(DICE, out)) is None  # released with its process
+    assert current_holder(store.lock_path(BCE, out)) is None  # released once the marker was written
 
 
 def test_a_worker_leaves_a_unit_taken_since_the_plan(shared, tmp_path):

@@ -28,6 +28,7 @@ from tfrobseg.experiment import store
 from tfrobseg.experiment.settings import Settings
 from tfrobseg.experiment.units import MARKER, Unit, make_grid, select_shard
 from tfrobseg.io import atomic_write_csv
+from tfrobseg.locks import current_holder, describe_holder
 
 __all__ = ["run_grid"]
 
@@ -70,11 +71,6 @@ class _Outcome:
     skipped: str | None = None
 
 
-def holder_text(holder: dict) -> str:
-    """"process P on host H" of a lock's holder (:func:`tfrobseg.experiment.store.lock_holder`)."""
-    return f"process {holder.get('pid', '?')} on host {holder.get('host', '?')}"
-
-
 def _worker_run(job: tuple[Unit, Settings, Path, bool]) -> _Outcome:
     from tfrobseg.errors import TrainingDiverged
     from tfrobseg.locks import FileLock, LockHeld
@@ -85,7 +81,7 @@ def _worker_run(job: tuple[Unit, Settings, Path, bool]) -> _Outcome:
     try:
         lock.acquire()  # held from before the half-finished folder is cleared until the marker or failure is written
     except LockHeld as exc:  # another process took the unit since the parent looked
-        return _Outcome(None, 0.0, skipped=f"being computed by {holder_text(exc.holder)}")
+        return _Outcome(None, 0.0, skipped=f"being computed by {describe_holder(exc.holder)}")
     try:
         if store.is_complete(unit, out_dir):
             return _Outcome(None, 0.0, skipped="completed by another process")
@@ -130,10 +126,10 @@ def _plan(grid: list[Unit], out: Path, max_units: int | None, say) -> _Plan:
             complete += 1
             say(f"[{k}/{len(grid)}] skip {unit.uid} (complete)")
             continue
-        holder = store.lock_holder(store.lock_path(unit, out))
+        holder = current_holder(store.lock_path(unit, out))
         if holder is not None:
             elsewhere.append(unit.uid)
-            say(f"[{k}/{len(grid)}] skip {unit.uid} (being computed by {holder_text(holder)})")
+            say(f"[{k}/{len(grid)}] skip {unit.uid} (being computed by {describe_holder(holder)})")
             continue
         if problems:
             say(f"[{k}/{len(grid)}] {unit.uid} is not complete ({'; '.join(problems)}): recomputing it")

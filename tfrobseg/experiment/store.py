@@ -36,11 +36,10 @@ from tfrobseg.errors import SettingsMismatchError, UnitFilesError
 from tfrobseg.experiment.settings import LEGACY_DATA_KEY
 from tfrobseg.experiment.units import MARKER, PHASES, Unit
 from tfrobseg.io import atomic_write_json, config_hash, file_hash, to_json
-from tfrobseg.locks import FileLock, LockHeld
 
 __all__ = ["CHECKSUMMED", "FAILURE_NAME", "LOCKS_DIR", "METRICS_NAME", "MODEL_NAME", "RUN_FILE", "RunFile",
            "UnitMarker", "check_settings", "collect_metrics", "count_complete", "differing", "find_unit",
-           "is_complete", "lock_holder", "lock_path", "read_failure", "reset_unit", "unit_problems", "write_failure",
+           "is_complete", "lock_path", "read_failure", "reset_unit", "unit_problems", "write_failure",
            "write_marker"]
 
 RUN_FILE = "run.json"
@@ -181,17 +180,6 @@ def reset_unit(unit: Unit, out_dir: str | os.PathLike) -> bool:
 def lock_path(unit: Unit, out_dir: str | os.PathLike) -> Path:
     """``<out>/.locks/<phase>/<model>/<loss>/<fold>.lock``, held by the process computing the unit."""
     return Path(out_dir) / LOCKS_DIR / f"{unit.uid}.lock"
-
-
-def lock_holder(path: str | os.PathLike) -> dict | None:
-    """Who holds the lock at ``path`` ({} when unknown), or None when nobody does."""
-    if not Path(path).is_file():
-        return None
-    try:
-        FileLock(path).acquire().release()
-    except LockHeld as exc:
-        return exc.holder
-    return None
 
 
 # ---------------------------------------------------------------------------------------- settings

@@ -24,6 +24,7 @@ from tfrobseg.errors import InputError
 from tfrobseg.experiment import store
 from tfrobseg.experiment.units import MARKER, PHASES, RECORD_NAME, Unit, UnitRecord
 from tfrobseg.io import config_hash
+from tfrobseg.locks import current_holder, describe_holder
 
 __all__ = ["LEVELS", "Finding", "VerifyReport", "verify_results"]
 
@@ -113,10 +114,9 @@ def _check_unit(report: VerifyReport, root: Path, unit: Unit, run: store.RunFile
     """Report on one unit; True when it is complete or running (it counts as present in its grid)."""
     d = unit.directory(root)
     if not (d / MARKER).is_file():
-        holder = store.lock_holder(store.lock_path(unit, root))
+        holder = current_holder(store.lock_path(unit, root))
         if holder is not None:
-            report.add("running", unit.uid, f"being computed by process {holder.get('pid', '?')} on host "
-                       f"{holder.get('host', '?')} since {holder.get('since', '?')}")
+            report.add("running", unit.uid, f"being computed by {describe_holder(holder, since=True)}")
             return True
         if (d / store.FAILURE_NAME).is_file():
             report.add("problem", unit.uid, f"failed ({store.read_failure(d)}); a re-run of its command retries it")
