@@ -187,6 +187,22 @@ def test_data_that_changed_or_no_longer_reads(shared, tmp_path):
     assert len(problems) == 1 and problems[0].startswith(f"problem: data: {pid}: {record}: ")
 
 
+
+def test_a_manifest_that_changed_since_the_run_says_what(shared):
+    path = shared["data"] / "manifest.json"
+    saved = path.read_bytes()
+    manifest = Manifest.read(shared["data"])
+    manifest.seed += 1  # another seed: another split of the same records
+    manifest.resplit()
+    try:
+        manifest.write(shared["data"])
+        problems = _lines(verify_results(shared["out"]))
+    finally:
+        path.write_bytes(saved)
+    assert len(problems) == 1 and problems[0].startswith(
+        f"problem: data: {shared['data']} changed since the run started (")
+    assert problems[0].endswith("): new units would not match the others")
+
 def test_usage_errors_and_an_older_run_file(shared, tmp_path, capsys):
     assert _script("--results", tmp_path / "missing") == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'missing'}: no such folder\n"
