@@ -36,7 +36,7 @@ __all__ = ["BUILTIN_CONFIG", "make_phantom", "prepare_builtin", "write_cohort", 
 BUILTIN_CONFIG = PrepConfig(n4_shrink=8, n4_iterations=(20, 20))
 _UID_ROOT = "1.2.826.0.1.3680043.8.498."
 # Bump when make_phantom changes, so that prepare_builtin regenerates an existing cohort.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 _MARKER = "cohort.json"
 
 
@@ -46,77 +46,109 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: t
     return f / (f.std() + 1e-8)
 
 
-def _ellipse(x, y, cx, cy, rx, ry):
-    return ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1.0
+def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
+    """Squared normalised in-plane radius about (cx, cy): < 1 inside the ellipse."""
+    return ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2
 
 
-def _gland(x, y, z, c, r, lobes, phase):
-    """Tapered, posteriorly flattened, lobulated ellipsoid; returns the normalised radius (< 1 inside)."""
+def _gland_radius(x, y, z, c, r, lobes: float, phase: float) -> np.ndarray:
+    """Normalised radius (< 1 inside) of a tapered, posteriorly flattened, lobulated ellipsoid."""
     u, v, w = (x - c[0]) / r[0], (y - c[1]) / r[1], (z - c[2]) / r[2]
-    taper = 1.0 - 0.25 * w  # narrower towards the apex (inferior, w < 0 -> larger normalised radius)
+    taper = 1.0 - 0.3 * np.clip(w, -1.5, 1.5)  # apex (inferior, w < 0) narrower than the base
     u, v = u * taper, v * taper
-    v = np.where(v > 0, v * 1.25, v)  # flatter posterior surface (rectum side, +y in LPS)
+    v = np.where(v > 0, v * 1.3, v)  # flat posterior surface against the rectum (+y = posterior in LPS)
     d = np.sqrt(u**2 + v**2 + w**2)
-    theta = np.arctan2(v, u)
-    return d * (1.0 + lobes * np.sin(3 * theta + phase))
+    # Lobulation fades towards apex and base, whose cross-sections stay round.
+    return d * (1.0 + lobes * np.clip(1 - w**2, 0, 1) * np.sin(3 * np.arctan2(v, u) + phase))
+
+
+def _sized_gland(x, y, z, c, shape, target_ml: float, lobes: float, phase: float, voxel_ml: float):
+    """Radii (mm) that give the gland ``target_ml`` on this grid, and its normalised radius field."""
+    r = np.asarray(shape, float) * 20.0
+    for _ in range(2):  # the volume scales with the cube of the radii; two steps land within 0.5 %
+        ml = float((_gland_radius(x, y, z, c, r, lobes, phase) < 1).sum()) * voxel_ml
+        r = r * (target_ml / max(ml, voxel_ml)) ** (1 / 3)
+    return r, _gland_radius(x, y, z, c, r, lobes, phase)
 
 
 def make_phantom(index: int, seed: int = 0) -> dict:
     """One synthetic patient: ``{"image": uint16 (Z, Y, X), "mask", "mask2": uint8, "spacing", "origin"}``.
 
-    Coordinates in mm (LPS: +x patient left, +y posterior, +z superior), spacing (x, y, z).
+    Coordinates in mm (LPS: +x patient left, +y posterior, +z superior), spacing (x, y, z). The
+    acquisition varies like ProstateX (0.5-0.625 mm in-plane, 3.0 or 3.6 mm slices, 180 mm field of
+    view, 64-76 mm covered); the gland volume is drawn log-uniformly in 20-80 mL.
     """
     rng = np.random.default_rng([seed, index])
-    sp = float(rng.choice([0.5, 0.55, 0.6]))
-    dz = 3.6
-    nz = int(rng.integers(12, 14))
-    n = round(150.0 / sp)
-    origin = np.array([-n * sp / 2 + rng.uniform(-5, 5), -n * sp / 2 + rng.uniform(-5, 5), rng.uniform(-40, 0)])
-    xs = origin[0] + sp * np.arange(n)
-    ys = origin[1] + sp * np.arange(n)
-    zs = origin[2] + dz * np.arange(nz)
-    z, y, x = np.meshgrid(zs, ys, xs, indexing="ij")
+    sp = float(rng.choice([0.5, 0.5, 0.5625, 0.625]))
+    dz = float(rng.choice([3.0, 3.0, 3.6]))
+    fov = 180.0
+    n = round(fov / sp)
+    nz = round(rng.uniform(64, 76) / dz)
+    origin = np.array([-fov / 2 + rng.uniform(-4, 4), -fov / 2 + rng.uniform(-4, 4), rng.uniform(-40, 0)])
+    z, y, x = np.meshgrid(origin[2] + dz * np.arange(nz), origin[1] + sp * np.arange(n),
+                          origin[0] + sp * np.arange(n), indexing="ij")
+    centre = origin + np.array([fov / 2, fov / 2, dz * (nz - 1) / 2])
 
-    # Gland near the FOV centre, size and position varying by patient.
-    c = np.array([rng.uniform(-8, 8), rng.uniform(-6, 6), zs.mean() + rng.uniform(-3, 3)])
-    c[:2] += origin[:2] + n * sp / 2
-    r = np.array([rng.uniform(19, 26), rng.uniform(14, 18), rng.uniform(13, 17)])
-    lobes, phase = rng.uniform(0.02, 0.07), rng.uniform(0, 2 * np.pi)
-    d = _gland(x, y, z, c, r, lobes, phase)
+    # Gland near the field-of-view centre; zones: anterior-central transition zone (larger in larger,
+    # hyperplastic glands), peripheral zone around it, anterior fibromuscular stroma, urethra.
+    target_ml = float(np.exp(rng.uniform(np.log(20), np.log(80))))
+    c = centre + [rng.uniform(-6, 6), rng.uniform(-4, 6), rng.uniform(-4, 4)]
+    shape = [1.0, rng.uniform(0.62, 0.78), rng.uniform(0.6, 0.8)]
+    lobes, phase = rng.uniform(0.02, 0.06), rng.uniform(0, 2 * np.pi)
+    r, d = _sized_gland(x, y, z, c, shape, target_ml, lobes, phase, sp * sp * dz / 1000)
     gland = d < 1.0
-    tz = _gland(x, y, z, c + [0, -0.3 * r[1], 0.1 * r[2]], r * [0.62, 0.55, 0.75], lobes, phase) < 1.0
-    tz &= gland
+    tz_scale = np.array([0.6, 0.55, 0.7]) * (0.85 + 0.25 * (target_ml - 20) / 60)
+    tz = (_gland_radius(x, y, z, c + [0, -0.28 * r[1], 0.15 * r[2]], r * tz_scale, lobes, phase) < 1) & gland
+    afms = gland & (y < c[1] - 0.55 * r[1]) & (np.abs(x - c[0]) < 0.45 * r[0])
+    urethra = (_ellipse(x, y, c[0], c[1] - 0.2 * r[1], 1.6, 1.6) < 1) & gland & (z > c[2] - 0.9 * r[2])
     # Reader 2: the same gland, slightly different size and position.
-    r2 = r * (1 + rng.normal(0, 0.035, 3))
-    c2 = c + rng.normal(0, 0.6, 3)
-    gland2 = _gland(x, y, z, c2, r2, lobes, phase) < 1.0
+    gland2 = _gland_radius(x, y, z, c + rng.normal(0, 0.5, 3), r * (1 + rng.normal(0, 0.03, 3)), lobes, phase) < 1
 
+    # Surroundings, T2 signal relative to fat ~1: ischioanal fat with dark septa; dark muscle (levator
+    # ani sling hugging the gland laterally and posteriorly, obturator internus on the side walls);
+    # pubic bones in front; rectum behind; bladder above the base; bright venous plexus in front.
     cx, cy = c[0], c[1]
-    body = _ellipse(x, y, origin[0] + n * sp / 2, origin[1] + n * sp / 2 + 5, rng.uniform(66, 72), rng.uniform(58, 66))
-    t2 = np.where(body, 1.0, 0.0).astype(np.float32)  # fat
-    t2 *= 1 + 0.08 * _smooth_noise(rng, t2.shape, (0.5, 4, 4))
-    for side in (-1, 1):  # obturator internus and levator ani: dark muscle lateral to the gland
-        t2[_ellipse(x, y, cx + side * (r[0] + rng.uniform(18, 24)), cy, 7, 30)] = 0.32
-        t2[_ellipse(x, y, cx + side * (r[0] + 4), cy + r[1] * 0.6, 4, 10)] = 0.4
-        t2[_ellipse(x, y, cx + side * 10, cy - r[1] - 18, 8, 9)] = 0.5  # pubic bone (marrow)
-        t2[_ellipse(x, y, cx + side * 10, cy - r[1] - 18, 8, 9) & ~_ellipse(x, y, cx + side * 10, cy - r[1] - 18, 6, 7)] = 0.1
-    rect = _ellipse(x, y, cx, cy + r[1] + rng.uniform(9, 13), 14, 11)
-    t2[rect] = 0.35
-    t2[_ellipse(x, y, cx, cy + r[1] + 11, 8, 6)] = rng.uniform(0.1, 0.7)  # lumen: air or content
-    bladder = ((x - cx) / 28) ** 2 + ((y - (cy - r[1] - 2)) / 20) ** 2 + ((z - (c[2] + r[2] + 14)) / 14) ** 2 < 1
-    t2[bladder] = 1.25
-    # Periprostatic rim (capsule / venous plexus) just outside the gland, then the zones.
-    t2[(d >= 1.0) & (d < 1.12)] = 0.45
-    pz_level, tz_level = rng.uniform(0.7, 0.85), rng.uniform(0.38, 0.48)
-    t2[gland] = pz_level * (1 + 0.12 * _smooth_noise(rng, t2.shape, (0.3, 2, 2)))[gland]
-    nodules = 1 + 0.22 * _smooth_noise(rng, t2.shape, (0.5, 3, 3))
-    t2[tz] = (tz_level * nodules)[tz]
-    t2 = ndimage.gaussian_filter(t2, (0, 0.7, 0.7))  # partial volume at edges
+    fat = rng.uniform(0.9, 1.1)
+    muscle = rng.uniform(0.28, 0.36)
+    t2 = np.zeros(x.shape, np.float32)
+    body = _ellipse(x, y, centre[0], centre[1] + 8, rng.uniform(80, 88), rng.uniform(66, 74)) < 1
+    t2[body] = fat * (1 + 0.1 * _smooth_noise(rng, x.shape, (0.4, 5, 5)))[body]
+    t2[(np.abs(_smooth_noise(rng, x.shape, (0.8, 6, 6))) < 0.08) & body] *= 0.6
+    outside = ndimage.distance_transform_edt(~gland, sampling=(dz, sp, sp))
+    gap = rng.uniform(0.5, 2.5)  # fat between gland and levator ani, mm
+    for side in (-1, 1):
+        t2[(_ellipse(x, y, cx + side * (r[0] + rng.uniform(20, 26)), cy - 4, 8, 34) < 1) & body] = muscle
+        bx, by = cx + side * rng.uniform(9, 13), cy - r[1] - rng.uniform(14, 20)
+        t2[_ellipse(x, y, bx, by, 10, 9) < 1] = 0.1  # cortical bone
+        t2[_ellipse(x, y, bx, by, 8, 7) < 1] = rng.uniform(0.55, 0.75)  # marrow
+    sling = (outside > gap) & (outside < gap + rng.uniform(3, 5)) & (y > cy - 0.3 * r[1]) & (z < c[2] + 0.6 * r[2])
+    t2[sling & body] = muscle
+    rect = _ellipse(x, y, cx + rng.uniform(-4, 4), cy + 0.75 * r[1] + gap + rng.uniform(9, 12),
+                    rng.uniform(14, 18), rng.uniform(11, 14))
+    t2[rect < 1] = 1.1 * muscle  # muscular wall
+    t2[rect < 0.55] = 0.6  # mucosa
+    t2[rect < 0.3] = rng.uniform(0.05, 0.8)  # lumen: air or content
+    bladder = (_ellipse(x, y, cx, cy - 0.3 * r[1], rng.uniform(30, 40), rng.uniform(24, 30))
+               + ((z - (c[2] + r[2] + rng.uniform(10, 16))) / 18) ** 2)
+    t2[bladder < 1.35] = muscle  # wall
+    t2[bladder < 1] = rng.uniform(1.4, 1.8)  # urine
+    plexus = (outside < gap + 2) & (y < cy - 0.2 * r[1]) & (_smooth_noise(rng, x.shape, (0.6, 3, 3)) > 0.6)
+    t2[plexus] = 1.25 * fat
+    # The gland: bright, finely textured peripheral zone; darker, nodular transition zone; dark
+    # stroma; a faint capsule line only where the peripheral zone meets the outside (no dark rim
+    # all round: the network has to use shape and context, as on real T2).
+    t2[gland] = (rng.uniform(0.92, 1.1) * (1 + 0.15 * _smooth_noise(rng, x.shape, (0.3, 1.5, 1.5))))[gland]
+    t2[tz] = (rng.uniform(0.58, 0.72) * (1 + 0.3 * _smooth_noise(rng, x.shape, (0.5, 2.5, 2.5))))[tz]
+    t2[afms] = 1.2 * muscle
+    t2[urethra] = 0.8
+    t2[(d >= 0.97) & gland & ~tz & ~afms] *= 0.7
+    t2 = ndimage.gaussian_filter(t2, (0, 0.6, 0.6))  # partial volume at edges
 
     # Smooth multiplicative bias field (coil sensitivity) and Rician noise.
-    xn, yn = (x - cx) / 75.0, (y - cy) / 75.0
+    xn, yn = (x - cx) / 90.0, (y - cy) / 90.0
     a = rng.normal(0, 0.25, 5)
-    bias = np.exp(a[0] * xn + a[1] * yn + a[2] * xn**2 + a[3] * yn**2 + a[4] * xn * yn + 0.2 * np.exp(-(xn**2 + (yn - 0.3) ** 2) / 0.1))
+    bias = np.exp(a[0] * xn + a[1] * yn + a[2] * xn**2 + a[3] * yn**2 + a[4] * xn * yn
+                  + 0.2 * np.exp(-(xn**2 + (yn - 0.3) ** 2) / 0.1))
     signal = t2 * bias
     sigma = rng.uniform(0.04, 0.07)
     noisy = np.sqrt((signal + rng.normal(0, sigma, signal.shape)) ** 2 + rng.normal(0, sigma, signal.shape) ** 2)
