@@ -1,10 +1,11 @@
 """The package's own errors: a bad input file of one patient, an output file that cannot be written, a
-prepared record that no longer matches its manifest, a results folder made with other settings, and a training run whose loss stopped being finite."""
+prepared record that no longer matches its manifest, a results folder made with other settings, a training run
+whose loss stopped being finite, and a figure's unit that cannot be trained."""
 
 from __future__ import annotations
 
-__all__ = ["InputError", "OptionError", "OutputError", "RecordError", "SettingsMismatchError", "TrainingDiverged",
-           "UnitFilesError", "UnitsFailed"]
+__all__ = ["FigureUnitError", "InputError", "OptionError", "OutputError", "RecordError", "SettingsMismatchError",
+           "TrainingDiverged", "UnitFilesError", "UnitsFailed"]
 
 
 class InputError(ValueError):
@@ -51,3 +52,9 @@ class OptionError(SystemExit):
 class UnitFilesError(RuntimeError):
     """A completed unit's files do not match the checksums of its marker, or its model cannot be loaded;
     the one-line message names the unit and the file."""
+
+
+class FigureUnitError(RuntimeError):
+    """The unit a figure needs is not in the results folder and cannot be trained for it (the folder's
+    ``run.json`` or settings unreadable, its data changed, or the training failed); the one-line message
+    names the unit or the file."""

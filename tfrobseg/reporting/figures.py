@@ -10,9 +10,12 @@ the largest reference area of the first evaluation patient of the unit (fold 0 o
 cross-validation when present, otherwise the hold-out unit), and re-run the unit's attack on it
 with the saved model (``best.keras``).
 
-When none of the three model / loss pairs was run, a documented fallback panel is drawn for each
-model that was run, with the most robust loss (``fallback_<model>_<loss>``); the missing figures
-are listed in ``index.md`` and printed.
+A unit a figure needs that the folder lacks (the main command trains only the Recurrent U-Net, Figure 1
+shows the ResU-Net) is trained with the folder's own settings into ``<results>/figure_units``, outside the
+folder's tables (:mod:`tfrobseg.reporting.figure_units`), and reused from there by later calls. With
+``train=False`` such a figure is skipped instead; when none of the three model / loss pairs is there, a
+documented fallback panel is drawn for each model that was run, with the most robust loss
+(``fallback_<model>_<loss>``); the missing figures are listed in ``index.md`` and printed.
 
 Robustness curves: mean Dice, HD95 and ASSD against ε, one line per model and one per loss,
 with a band of ± one standard deviation across the cells (units) at each ε.
@@ -20,6 +23,7 @@ with a band of ± one standard deviation across the cells (units) at each ε.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +37,13 @@ import pandas as pd
 from tfrobseg import study
 from tfrobseg.errors import UnitFilesError
 from tfrobseg.experiment import store
-from tfrobseg.experiment.units import MARKER, UnitRecord
+from tfrobseg.experiment.units import MARKER, Unit, UnitRecord
 from tfrobseg.io import atomic_write_text, save_figure
+from tfrobseg.reporting.figure_units import (
+    FIGURE_UNITS_DIR,
+    find_figure_unit,
+    train_figure_unit,
+)
 from tfrobseg.reporting.tables import (
     cell_means,
     display_names,
@@ -189,14 +198,18 @@ def draw_attack_figure(res: dict[str, Any], title: str, stem: Path, threshold: f
     return save_figure(fig, stem)
 
 
-def make_figures(results_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Any]:
-    """Write Figures 1–3 (those whose unit exists) and the robustness curves.
+def make_figures(results_dir: str | Path, out_dir: str | Path | None = None, *, train: bool = True,
+                 progress: bool = True, quiet: bool = False) -> dict[str, Any]:
+    """Write Figures 1–3 and the robustness curves.
 
-    Returns ``{"written": [paths], "missing": [explanations], "most_robust_loss": name}``.
-    A figure whose model / loss was not run is skipped with an explanation, never faked. Every unit a
-    figure needs is found, checked against its marker and attacked before anything is written, so an
-    error (FileNotFoundError: no results; :class:`~tfrobseg.errors.UnitFilesError`: a unit's model)
-    leaves no half set of figures and creates no folder.
+    Returns ``{"written": [paths], "missing": [explanations], "most_robust_loss": name, "trained": [unit
+    folders trained by this call]}``. A figure's unit that the folder lacks is trained into
+    ``<results>/figure_units`` (:func:`~tfrobseg.reporting.figure_units.train_figure_unit`; ``progress`` and
+    ``quiet`` as for :func:`~tfrobseg.experiment.grid.run_grid`), or with ``train=False`` the figure is skipped
+    with an explanation, never faked. Every unit a figure needs is found (or trained), checked against its
+    marker and attacked before any figure is written, so an error (FileNotFoundError: no results;
+    :class:`~tfrobseg.errors.UnitFilesError`: a unit's model; :class:`~tfrobseg.errors.FigureUnitError`: a
+    unit that cannot be trained) leaves no half set of figures and creates no figure folder.
     """
     root = Path(results_dir)
     if not root.is_dir():
@@ -207,7 +220,16 @@ def make_figures(results_dir: str | Path, out_dir: str | Path | None = None) -> 
         raise LookupError(f"no completed units (with {MARKER}) under {root}")
     phase = "crossval" if (results["phase"] == "crossval").any() else "holdout"
     best = most_robust_loss(results, phase)
-    panels, missing = _plan_panels(root, results, phase, best)
+    trained: list[Path] = []
+
+    def train_unit(model: str, loss: str, number: int) -> Path | None:
+        if not train:
+            return None
+        unit = Unit(phase, model, loss, 0 if phase == "crossval" else None)
+        trained.append(train_figure_unit(root, unit, number, progress=progress, quiet=quiet))
+        return trained[-1]
+
+    panels, missing = _plan_panels(root, results, phase, best, train_unit)
     computed = [(attack_slice(unit), title, stem) for unit, title, stem in panels]
     written: list[Path] = []
     for p in ("crossval", "holdout"):
@@ -216,24 +238,35 @@ def make_figures(results_dir: str | Path, out_dir: str | Path | None = None) -> 
         written += draw_attack_figure(res, title, out / stem)
     index = ["# Figures", "", f"Most robust loss ({phase} loss table, highest attacked mean Dice): {best}", ""]
     index += [f"- {p.name}" for p in written if p.suffix == ".png"]
+    extra = [unit.relative_to(root).as_posix() for unit, _, _ in panels if unit.is_relative_to(root / FIGURE_UNITS_DIR)]
+    if extra:
+        index += ["", "Trained for the figures only, with this folder's settings (not in its tables):"]
+        index += [f"- {uid}" for uid in extra]
     if missing:
         index += ["", "Not made:"] + [f"- {m}" for m in missing]
     atomic_write_text(out / "index.md", "\n".join(index) + "\n")
-    return {"written": written, "missing": missing, "most_robust_loss": best}
+    return {"written": written, "missing": missing, "most_robust_loss": best, "trained": trained}
 
 
-def _plan_panels(root: Path, results: pd.DataFrame, phase: str, best: str | None
-                 ) -> tuple[list[tuple[Path, str, str]], list[str]]:
-    """The attack panels to draw (unit folder, title, file stem) and the figures that cannot be made."""
+def _plan_panels(root: Path, results: pd.DataFrame, phase: str, best: str | None,
+                 train_unit: Callable[[str, str, int], Path | None]) -> tuple[list[tuple[Path, str, str]], list[str]]:
+    """The attack panels to draw (unit folder, title, file stem) and the figures that cannot be made.
+
+    A figure's unit is looked for in ``root``, then in ``root/figure_units``; when it is in neither,
+    ``train_unit(model, loss, figure number)`` trains it (or returns None: the figure is skipped).
+    """
     panels: list[tuple[Path, str, str]] = []
     missing: list[str] = []
     for spec in study.FIGURES:
         loss = spec.loss or best
-        unit = store.find_unit(root, spec.model, loss) if loss else None
+        unit = find_figure_unit(root, spec.model, loss) if loss else None
+        if unit is None and loss:
+            unit = train_unit(spec.model, loss, spec.number)
         if unit is None:
             missing.append(
-                f"Figure {spec.number} ({spec.title}: {spec.model} + {loss}) needs that trained unit, "
-                f"which is not in {root}; run e.g. `python experiments/crossval.py --model {spec.model} --loss {loss}`"
+                f"Figure {spec.number} ({spec.title}: {spec.model} + {loss}) needs that trained unit, which is not "
+                f"in {root} nor in {root / FIGURE_UNITS_DIR}; run figures/make_figures.py without --no-train to "
+                f"train it there, or e.g. `python experiments/crossval.py --model {spec.model} --loss {loss}`"
             )
             continue
         title = f"Figure {spec.number}: {_display(spec.model, 'model')} trained with {_display(loss, 'loss')}"
