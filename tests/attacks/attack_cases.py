@@ -29,12 +29,16 @@ def tiny_net(seed: int = 0, size: int = SIZE) -> keras.Model:
 
 
 def reference_sign(model, x, y, loss) -> np.ndarray:
-    """sign(∇ₓ loss(y, model(x))) by an eager tape in inference mode, outside tfrobseg's cache."""
-    x = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        value = tf.reduce_sum(loss(tf.constant(y), model(x, training=False)))
-    return np.sign(tape.gradient(value, x).numpy())
+    """sign(∇ₓ loss(y, model(x))) of each image on its own (eq. 1), by an eager tape in inference mode,
+    outside tfrobseg's cache."""
+    signs = []
+    for i in range(len(x)):
+        xi = tf.constant(x[i:i + 1])
+        with tf.GradientTape() as tape:
+            tape.watch(xi)
+            value = tf.reduce_sum(loss(tf.constant(y[i:i + 1]), model(xi, training=False)))
+        signs.append(np.sign(tape.gradient(value, xi).numpy()))
+    return np.concatenate(signs)
 
 
 def disks(n: int, seed: int, size: int = SIZE):

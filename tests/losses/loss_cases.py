@@ -26,19 +26,24 @@ def np_bce(g, p):
     return -(g * np.log(p) + (1 - g) * np.log(1 - p)).reshape(len(g), -1).mean(1)
 
 
-def np_counts(g, p):
-    axes = (1, 2)
-    return (p * g).sum(axes), (p * (1 - g)).sum(axes), ((1 - p) * g).sum(axes)
+def _sums(x, pooled):
+    """Per-sample, per-channel sums over (H, W); pooled: the batch's total, repeated for every sample."""
+    per_sample = x.sum((1, 2))
+    return np.broadcast_to(per_sample.sum(0, keepdims=True), per_sample.shape) if pooled else per_sample
 
 
-def np_dice(g, p, s=1.0):
-    num = 2 * (p * g).sum((1, 2)) + s
-    den = p.sum((1, 2)) + g.sum((1, 2)) + s
+def np_counts(g, p, pooled=True):
+    return _sums(p * g, pooled), _sums(p * (1 - g), pooled), _sums((1 - p) * g, pooled)
+
+
+def np_dice(g, p, s=1.0, pooled=True):
+    num = 2 * _sums(p * g, pooled) + s
+    den = _sums(p, pooled) + _sums(g, pooled) + s
     return (1 - num / den).mean(-1)
 
 
-def np_tversky(g, p, a, b, s=1.0):
-    tp, fp, fn = np_counts(g, p)
+def np_tversky(g, p, a, b, s=1.0, pooled=True):
+    tp, fp, fn = np_counts(g, p, pooled)
     return (1 - (2 * tp + s) / (2 * tp + 2 * a * fp + 2 * b * fn + s)).mean(-1)
 
 

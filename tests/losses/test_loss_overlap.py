@@ -25,6 +25,24 @@ def test_multiclass_softmax_forms():
                                float(keras.losses.CategoricalCrossentropy()(g, p)), rtol=1e-5)
 
 
+def test_pooled_counts_are_one_sample_made_of_the_whole_batch():
+    """Pooled (default): the loss of a batch equals the per-sample loss of one image holding all of its
+    slices side by side; pooled=False: each sample's own value (the NumPy per-sample reference)."""
+    g = (RNG.random((3, 8, 8, 1)) > 0.7).astype(np.float32)
+    p = RNG.random((3, 8, 8, 1)).astype(np.float32)
+    g[1] = 0.0  # an empty slice: where pooling and per-sample differ most
+    wide_g, wide_p = np.concatenate(list(g), axis=1)[None], np.concatenate(list(p), axis=1)[None]
+    for make, ref in ((L.DiceLoss, lambda gg, pp, **k: np_dice(gg, pp, **k)),
+                      (L.TverskyLoss, lambda gg, pp, **k: np_tversky(gg, pp, 0.3, 0.7, **k))):
+        pooled = val(make(reduction=None), g, p)
+        np.testing.assert_allclose(pooled, np.full(3, val(make(pooled=False, reduction=None), wide_g, wide_p)[0]),
+                                   rtol=1e-5)
+        np.testing.assert_allclose(pooled, ref(g, p), rtol=1e-5)
+        per_sample = val(make(pooled=False, reduction=None), g, p)
+        np.testing.assert_allclose(per_sample, ref(g, p, pooled=False), rtol=1e-5)
+        assert not np.allclose(per_sample, pooled)
+
+
 def test_tversky_half_half_equals_dice():
     g, p = rand_case()
     g[0] = 0  # an empty mask, where the smoothing matters

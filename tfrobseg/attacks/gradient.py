@@ -89,13 +89,26 @@ def _build_gradient_sign(model: keras.Model, loss_fn: Callable, jit_compile: boo
         with tf.GradientTape() as tape:
             tape.watch(x)
             pred = tf.cast(model(x, training=False), tf.float32)
-            # reduce_sum also accepts losses that return per-sample or per-pixel values.
-            value = tf.reduce_sum(tf.cast(loss_fn(y, pred), tf.float32))
+            value = _sum_of_image_losses(loss_fn, y, pred)
             scaled = value * scale
         grad = tape.gradient(scaled, x)
         return tf.sign(grad), pred, tf.reduce_all(tf.math.is_finite(grad))
 
     return gradient_sign
+
+
+def _sum_of_image_losses(loss_fn: Callable, y: tf.Tensor, pred: tf.Tensor) -> tf.Tensor:
+    """Σᵢ L(yᵢ, predᵢ): each image's loss on its own, so that ∇ₓᵢ is the gradient of image i's loss alone
+    (eq. 1 is per image). A loss that pools its counts over the batch (tfrobseg's Dice and Tversky, as
+    Keras' own) would otherwise tie an image's perturbation to its batch-mates and to the zero padding
+    of a last, short batch. For a per-sample loss this is the plain sum over the batch (``reduce_sum``
+    also accepts losses that return per-pixel values)."""
+    if y.shape[0] is None:  # batch size unknown when traced: one loss call per image, in a loop
+        per_image = tf.map_fn(lambda t: tf.reduce_sum(tf.cast(loss_fn(t[0][None], t[1][None]), tf.float32)),
+                              (y, pred), fn_output_signature=tf.float32)
+        return tf.reduce_sum(per_image)
+    return tf.add_n([tf.reduce_sum(tf.cast(loss_fn(y[i:i + 1], pred[i:i + 1]), tf.float32))
+                     for i in range(y.shape[0])])
 
 
 def _build_predict(model: keras.Model, loss_fn: None, jit_compile: bool) -> Callable:

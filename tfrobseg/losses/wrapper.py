@@ -54,6 +54,7 @@ OPTION_RULES: dict[str, OptionRule] = {
     "teacher_from_logits": check_bool,
     "soften_teacher": check_bool,
     "stop_gradient_gamma": check_bool,
+    "pooled": check_bool,
     "smooth": _nonnegative,
     "gamma": _nonnegative,
     "alpha": _fraction,
