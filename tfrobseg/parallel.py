@@ -29,6 +29,7 @@ def process_map(
     on_submit: Callable[[Any], None] | None = None,
     start_method: str = "spawn",
     max_in_flight: int | None = None,
+    affinity: Callable[[Any], Any] | None = None,
 ) -> Iterator[tuple[Any, T]]:
     """Yield ``(job, fn(job))`` computed in ``workers`` processes.
 
@@ -37,6 +38,11 @@ def process_map(
     ``max_in_flight = workers`` a job is queued only when a worker is free, so ``on_submit`` marks
     its start (the experiment grid logs it so); by default every job is queued at once.
     ``start_method`` other than ``"spawn"`` is for callers that know no TensorFlow is loaded.
+
+    ``affinity(job)`` (with ``max_in_flight = workers``): a key of what a worker keeps warm from a job
+    (e.g. a traced model). The jobs start out with different keys, and when a job finishes, the next
+    job queued is one with its key if any is left: the worker that just became free (the only idle
+    one) takes it. Only the order of the jobs changes, never what a job computes.
     """
     jobs = list(jobs)
     if workers < 1:
@@ -47,15 +53,23 @@ def process_map(
     ctx = multiprocessing.get_context(start_method)
     with ProcessPoolExecutor(min(workers, max(len(jobs), 1)), mp_context=ctx, initializer=initializer,
                              initargs=initargs) as pool:
-        queue = iter(enumerate(jobs))
+        pending = list(enumerate(jobs))
         futures: dict[Any, tuple[int, Any]] = {}
 
-        def submit_next() -> None:
-            for index, job in queue:
-                futures[pool.submit(fn, job)] = (index, job)
-                if on_submit is not None:
-                    on_submit(job)
+        def submit_next(after: Any = None) -> None:
+            if not pending:
                 return
+            position = 0
+            if affinity is not None:
+                busy = {affinity(job) for _, job in futures.values()}
+                keys = [affinity(job) for _, job in pending]
+                same = [i for i, key in enumerate(keys) if after is not None and key == affinity(after)]
+                fresh = [i for i, key in enumerate(keys) if key not in busy]
+                position = (same or fresh or [0])[0]
+            index, job = pending.pop(position)
+            futures[pool.submit(fn, job)] = (index, job)
+            if on_submit is not None:
+                on_submit(job)
 
         try:
             for _ in range(limit):
@@ -68,7 +82,7 @@ def process_map(
                 for fut in sorted(finished, key=lambda f: futures[f][0]):
                     index, job = futures.pop(fut)
                     result = fut.result()  # re-raises a worker's error here
-                    submit_next()
+                    submit_next(after=job)
                     if not ordered:
                         yield job, result
                         continue

@@ -286,3 +286,79 @@ def test_without_validation_data_the_training_loss_is_monitored(tmp_path):
     # The recorded duration lies between its epochs' and the call's (a recorded number, not a speed check).
     assert hist["seconds"].sum() <= res.seconds <= elapsed
     assert res.model.optimizer.learning_rate.numpy() == pytest.approx(1e-2)
+
+
+def _bn_model():
+    """Batch norm (moving statistics in the weights) and Adam: every piece of state a reuse must reset."""
+    inp = keras.Input((16, 16, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inp)
+    x = keras.layers.Activation("relu")(keras.layers.BatchNormalization()(x))
+    return keras.Model(inp, keras.layers.Conv2D(1, 1, activation="sigmoid", dtype="float32")(x))
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
+def test_a_reused_model_trains_exactly_like_a_fresh_one(precision):
+    """reuse_key: the second unit trains the kept, traced model reset to its initial state; its history and
+    weights must be those of a fresh build, bit for bit (the plateau lowered the learning rate on the way)."""
+    cfg = TrainConfig(max_epochs=4, learning_rate=5e-2, xla=False, seed=3, plateau_patience=0, precision=precision)
+    rising = _data(4, 1).map(lambda x, y: (x, 1.0 - y))  # inverted labels: the validation loss rises
+
+    def fit(key):
+        return train_model(_bn_model, "bce", _data(), rising, config=cfg, progress=False, reuse_key=key)
+
+    training.clear_reusable_models()
+    fresh = fit(None)
+    first = fit("bn")
+    first_weights = [w.copy() for w in first.model.get_weights()]
+    second = fit("bn")
+    assert second.model is first.model  # reused, not rebuilt
+    assert second.history["learning_rate"].iloc[-1] < cfg.learning_rate  # the run changed the learning rate
+    for result in (first, second):
+        pd.testing.assert_frame_equal(result.history, fresh.history)
+    for a, b, c in zip(fresh.model.get_weights(), first_weights, second.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    other = train_model(_bn_model, "bce", _data(), rising, config=TrainConfig(**{**cfg.to_dict(), "seed": 4}),
+                        progress=False, reuse_key="bn")
+    assert other.model is not first.model  # another seed: another initial state, built anew
+    training.clear_reusable_models()
+
+
+def test_output_prior_sets_the_initial_foreground_probability():
+    from tfrobseg import models
+
+    model = models.build_model("unet", input_shape=(16, 16, 1), filters=(4, 8))
+    training.set_output_prior(model, 0.05)
+    probs = model(np.zeros((1, 16, 16, 1), "float32")).numpy()
+    # Zero input: every hidden feature is a constant, so the output is sigmoid(w . const + b); the
+    # bias must equal log(0.05 / 0.95) (hand value -2.944439).
+    head = model.get_layer("logits")
+    assert head.bias.numpy()[0] == pytest.approx(-2.944439, abs=1e-6)
+    assert probs.shape == (1, 16, 16, 1)
+    with pytest.raises(ValueError, match="one sigmoid output"):
+        training.set_output_prior(_tiny_model(), 0.05)
+
+
+def test_batch_norm_momentum_reaches_nested_norms():
+    from tfrobseg import models
+
+    model = models.build_model("recurrent_unet", input_shape=(16, 16, 1), filters=(4, 8))
+    n = training.set_batch_norm_momentum(model, 0.9)
+    norms = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    inner = [layer for layer in norms if layer not in model.layers]
+    assert n == len(norms) and inner  # the per-step norms inside RecurrentConv2D are nested layers
+    assert all(layer.momentum == 0.9 for layer in norms)
+    # Moving mean after one training call on a batch of mean m: 0.9 * 0 + 0.1 * m.
+    bn = keras.layers.BatchNormalization()
+    wrapper = keras.Sequential([keras.Input((4,)), bn])
+    training.set_batch_norm_momentum(wrapper, 0.9)
+    wrapper(np.full((8, 4), 2.0, "float32"), training=True)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), 0.2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs", [{"batch_norm_momentum": 1.0}, {"batch_norm_momentum": -0.1},
+                                    {"output_prior": 0.0}, {"output_prior": 1.0}])
+def test_init_options_validated(kwargs):
+    with pytest.raises(ValueError):
+        TrainConfig(**kwargs)

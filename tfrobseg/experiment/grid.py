@@ -166,7 +166,10 @@ def _compute(todo: list[Unit], settings: Settings, out: Path, jobs: int, progres
             slots.put(slot)
         results = process_map(_worker_run, [(u, settings, out, progress) for u in todo], workers=jobs,
                               initializer=_worker_init, initargs=(slots, settings.threads, settings.deterministic),
-                              on_submit=lambda job: say(f"{tag(job[0])} start {job[0].uid}"), max_in_flight=jobs)
+                              on_submit=lambda job: say(f"{tag(job[0])} start {job[0].uid}"), max_in_flight=jobs,
+                              # A worker keeps the traced model of its last unit (train_model's reuse_key):
+                              # it gets the next fold of the same model and loss.
+                              affinity=lambda job: (job[0].model, job[0].loss))
         for job, outcome in results:
             uid = job[0].uid
             if outcome.skipped is not None:

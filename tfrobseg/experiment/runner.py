@@ -97,6 +97,8 @@ def train(unit: Unit, settings: Settings, data: UnitData, unit_dir: Path, progre
         lambda: models.build_model(unit.model, input_shape=shape, filters=settings.filters),
         get_loss(unit.loss), data.train, data.val, config=settings.train, out_dir=unit_dir,
         progress=progress, desc=f"train {unit.uid}", position=position,
+        # Units of one model and loss (the folds) share the graph: traced once per worker process.
+        reuse_key=(unit.model, shape, settings.filters, unit.loss),
     )
 
 

@@ -24,12 +24,14 @@ from tfrobseg.training.config import (
 _LAZY = {
     "HistoryCSV": "callbacks", "StopOnNonFinite": "callbacks", "EpochProgress": "callbacks", "protocol_callbacks": "callbacks",
     "TrainResult": "fit", "get_strategy": "fit", "set_precision": "fit", "set_seed": "fit", "train_model": "fit",
+    "clear_reusable_models": "fit", "set_batch_norm_momentum": "fit", "set_output_prior": "fit",
 }
 
 __all__ = [  # noqa: RUF022 (the eager names, then the lazy ones in _LAZY's order)
     "PRECISIONS", "STRATEGIES", "TrainConfig", "default_precision", "resolve_strategy",
     "HistoryCSV", "StopOnNonFinite", "EpochProgress", "protocol_callbacks",
-    "TrainResult", "get_strategy", "set_precision", "set_seed", "train_model",
+    "TrainResult", "get_strategy", "set_precision", "set_seed", "train_model", "clear_reusable_models",
+    "set_batch_norm_momentum", "set_output_prior",
 ]
 
 

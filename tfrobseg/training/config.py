@@ -75,6 +75,11 @@ class TrainConfig:
 
     ``batch_size`` is the global batch (split across replicas under a distribution strategy), so
     that the optimisation matches the study's batch of 4 whatever the hardware.
+    ``batch_norm_momentum``: the momentum of every batch-norm layer's moving mean and variance (the
+    statistics used at inference); ``None`` keeps the layers' own (Keras: 0.99, the study's setting).
+    ``output_prior``: start the network predicting this foreground probability everywhere (the output
+    layer's bias set to log(π / (1 − π)), Lin et al. 2017's prior initialisation); ``None`` keeps the
+    zero bias (probability 0.5, Keras' default and the study's setting).
     """
 
     learning_rate: float = study.LEARNING_RATE
@@ -84,6 +89,8 @@ class TrainConfig:
     plateau_factor: float = study.PLATEAU_FACTOR
     min_learning_rate: float = study.MIN_LEARNING_RATE
     early_stopping_patience: int = study.EARLY_STOPPING_PATIENCE
+    batch_norm_momentum: float | None = None
+    output_prior: float | None = None
     precision: str | None = None
     xla: bool = True
     strategy: str = "auto"
@@ -100,6 +107,10 @@ class TrainConfig:
             raise ValueError(f"plateau_factor must be in (0, 1), got {self.plateau_factor}")
         if self.min_learning_rate < 0 or self.min_learning_rate > self.learning_rate:
             raise ValueError("min_learning_rate must be in [0, learning_rate]")
+        if self.batch_norm_momentum is not None and not 0 <= self.batch_norm_momentum < 1:
+            raise ValueError(f"batch_norm_momentum must be in [0, 1), got {self.batch_norm_momentum}")
+        if self.output_prior is not None and not 0 < self.output_prior < 1:
+            raise ValueError(f"output_prior must be in (0, 1), got {self.output_prior}")
         if self.plateau_patience < 0 or self.early_stopping_patience < 0:
             raise ValueError("patience values must be >= 0")
         if self.precision is None:
