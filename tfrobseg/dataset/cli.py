@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tfrobseg.console import add_verbose_option, setup_console
-from tfrobseg.dataset.config import PrepConfig
+from tfrobseg.dataset.config import BUILTIN_PATIENTS, PrepConfig
 from tfrobseg.dataset.manifest import Manifest
 from tfrobseg.errors import InputError
 from tfrobseg.locks import LockHeld
@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction")
     p.add_argument("--sigma", type=float, default=d.smoothing_sigma, help="Gaussian sigma (default 1.0)")
     p.add_argument("--sigma-unit", choices=("voxel", "mm"), default=d.smoothing_unit, help="unit of --sigma")
-    p.add_argument("--n-synthetic", type=int, default=12, help="patients of the built-in cohort (default 12)")
+    p.add_argument("--n-synthetic", type=int, default=BUILTIN_PATIENTS,
+                   help=f"patients of the built-in cohort (default {BUILTIN_PATIENTS})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_verbose_option(p)
     return p

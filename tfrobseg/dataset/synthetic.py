@@ -24,11 +24,11 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from tfrobseg.dataset.checks import check_out_folder
-from tfrobseg.dataset.config import PrepConfig
+from tfrobseg.dataset.config import BUILTIN_PATIENTS, PrepConfig
 from tfrobseg.dataset.manifest import MANIFEST_NAME, Manifest
 from tfrobseg.dataset.prepare import prepare_cohort, writer_lock
 
-__all__ = ["BUILTIN_CONFIG", "make_phantom", "prepare_builtin", "write_cohort", "write_dicom_series"]
+__all__ = ["BUILTIN_CONFIG", "BUILTIN_PATIENTS", "make_phantom", "prepare_builtin", "write_cohort", "write_dicom_series"]
 
 # N4 fitted on an 8x in-plane shrunk copy with two levels of 20 iterations: the synthetic field is
 # smooth and low-order, and the cohort must prepare in well under a minute on 2 CPU cores (N4 cost
@@ -191,7 +191,7 @@ def write_dicom_series(image: sitk.Image, folder: str | Path, *, patient_id: str
         writer.Execute(s)
 
 
-def write_cohort(raw_dir: str | Path, *, n_patients: int = 12, seed: int = 0) -> Path:
+def write_cohort(raw_dir: str | Path, *, n_patients: int = BUILTIN_PATIENTS, seed: int = 0) -> Path:
     """Generate the cohort into ``raw_dir`` (images/, masks/whole_gland[_second_reader]/, README.txt).
 
     Written to a temporary folder and renamed, so a crash never leaves a partial cohort.
@@ -248,7 +248,7 @@ def _outdated(out: Path) -> bool:
     return False
 
 
-def prepare_builtin(out_dir: str | Path = "data/builtin", *, n_patients: int = 12, seed: int = 0, workers: int = 1,
+def prepare_builtin(out_dir: str | Path = "data/builtin", *, n_patients: int = BUILTIN_PATIENTS, seed: int = 0, workers: int = 1,
                     overwrite: bool = False, progress: bool = False) -> Path:
     """Generate (in ``out_dir/raw``) and prepare the built-in synthetic cohort; returns ``out_dir``.
 

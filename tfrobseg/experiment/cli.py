@@ -42,6 +42,16 @@ def _floats(text: str) -> tuple[float, ...]:
     return vals
 
 
+def _float_or_none(text: str) -> float | str:
+    """A number, or ``none`` (the option off, even where the built-in preset sets it)."""
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
 def _ints(text: str) -> tuple[int, ...]:
     try:
         vals = tuple(int(v) for v in text.split(",") if v.strip())
@@ -93,6 +103,12 @@ def build_parser(phase: str) -> argparse.ArgumentParser:
                    help=f"in-plane size fed to the networks (default: as prepared, 256; built-in preset {BUILTIN_PRESET['image_size']})")
     p.add_argument("--early-stopping-patience", type=int, default=None,
                    help=f"epochs without val-loss improvement (default {study.EARLY_STOPPING_PATIENCE})")
+    p.add_argument("--batch-norm-momentum", type=_float_or_none, default=None,
+                   help="momentum of the batch-norm moving statistics, or 'none' for the layers' own (Keras 0.99, the "
+                        f"study's); built-in preset {BUILTIN_PRESET['batch_norm_momentum']}")
+    p.add_argument("--output-prior", type=_float_or_none, default=None,
+                   help="initial foreground probability of the output layer, or 'none' for a zero bias (0.5, the "
+                        f"study's); built-in preset {BUILTIN_PRESET['output_prior']}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard", default=None, help="i/n: run the i-th of n disjoint parts of the grid (cluster job arrays)")
     p.add_argument("--overwrite", action="store_true", help="delete results made with other settings in --out")
