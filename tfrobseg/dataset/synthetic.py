@@ -1,13 +1,17 @@
 """Built-in SYNTHETIC ProstateX-like cohort (not patient data), written as DICOM + NIfTI in TCIA layout.
 
-Each phantom "patient" is a T2-like axial volume (0.5-0.6 mm in-plane, 3.6 mm slices, 12-13 slices)
-with a gland-shaped structure (tapered ellipsoid, flattened posteriorly, lobulated) made of a bright
-peripheral zone and a darker, nodular transition zone, inside pelvis-like surroundings (fat, rectum,
-bladder, pubic bones, obturator and levator muscles), a smooth multiplicative bias field and Rician
-noise. Gland size, shape and position vary by patient. The gland contrast is moderate (its mean
-intensity lies between muscle and fat, its transition zone is close to muscle), so a model must use
-shape and context, not a threshold. Reader-1 mask = the generating gland; reader-2 mask = the same
-gland with slightly perturbed size/position (Dice ~0.9).
+Each phantom "patient" is a T2-like axial volume acquired like ProstateX (0.5-0.625 mm in-plane,
+3.0 or 3.6 mm slices, 180 mm field of view covering 64-76 mm) with a zonal gland: a bright, finely
+textured peripheral zone, a darker nodular transition zone that grows with the gland, the dark
+anterior fibromuscular stroma and the urethra; the gland volume is drawn in 20-80 mL. Around it,
+pelvic context: fat with septa, the levator ani hugging the gland, obturator muscles, pubic bones,
+the rectum behind and the bladder above the base, a bright venous plexus in front; then a smooth
+multiplicative bias field and Rician noise. There is no dark rim all round the gland: as on real
+T2, a network has to use shape and context. Measured after preprocessing with
+``data_prep/realism.py`` (:mod:`tfrobseg.dataset.realism`: gland vs. 5 mm ring contrast-to-noise
+ratio): the 18 built-in phantoms median +0.18 (range -0.07 .. +0.47, gland brighter in 16), the
+real ProstateX-0000 / -0001 +0.33 / +0.24. Reader-1 mask = the generating gland; reader-2 mask =
+the same gland with slightly perturbed size/position (Dice ~0.9).
 
 Every file says it is synthetic: patient ids ``Synthetic-NNNN``, DICOM PatientName ``SYNTHETIC^PHANTOM``
 and ImageComments, a ``README.txt`` in ``raw/``, and ``"synthetic": true`` in the manifest.

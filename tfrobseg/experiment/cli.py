@@ -183,7 +183,8 @@ def _describe(phase: str, settings: Settings, jobs: int, models: list[str], loss
     t = settings.train
     if settings.preset:
         print("Built-in cohort preset (override with the options): "
-              f"max_epochs={t.max_epochs}, learning_rate={t.learning_rate:g}, filters={settings.filters}, "
+              f"max_epochs={t.max_epochs}, learning_rate={t.learning_rate:g}, "
+              f"batch_norm_momentum={t.batch_norm_momentum}, output_prior={t.output_prior}, filters={settings.filters}, "
               f"image_size={settings.image_size} (prepared slices are resampled, in-plane spacing scaled "
               f"accordingly), jobs={jobs}, xla={'on' if t.xla else 'off (CPU: compile time exceeds the gain)'}.",
               flush=True)
