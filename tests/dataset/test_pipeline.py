@@ -158,7 +158,8 @@ def test_cached_dataset_gives_the_records_elements(builtin, size):
 
 def test_cached_shuffle_draws_the_records_orders(builtin):
     # The same tf.data shuffle (buffer = every slice, the seed) over slice indices instead of records:
-    # the same permutation in every epoch, so a unit trains on the same batch sequence either way.
+    # the same permutation in every epoch. (Keras's fit still draws other ones from the second epoch on,
+    # since it makes an extra iterator at the end of each epoch of a dataset whose length is known.)
     out, m = builtin
     ids = m.patients_of("train")[:3]
 

@@ -78,11 +78,13 @@ def record_files(settings: Settings, patient_ids: list[str]) -> dict[str, tuple[
 def unit_datasets(settings: Settings, patients: UnitPatients) -> UnitData:
     """Training batches shuffled (seeded), validation and evaluation in patient and slice order.
 
-    The slices are read, parsed and resized once, into memory (``make_dataset(cache=True)``: the same
-    batches, in the same orders, as streaming them from the records every epoch), except under the
-    multi-worker strategy: its auto-sharding rewrites the dataset's serialized graph, and a cached
-    dataset's graph carries the arrays (3.0 MB for 2.9 MB of slices, 16 kB streamed; a graph is
-    limited to 2 GB).
+    The slices are read, parsed and resized once, into memory (``make_dataset(cache=True)``): the same
+    batches, in the same orders, as streamed from the records every epoch. Keras's ``fit`` nevertheless
+    trains on other permutations than before issue 14 from the second epoch on: it makes an extra
+    iterator at the end of each epoch of a dataset whose length is known, as a cached dataset's is.
+    Not cached under the multi-worker strategy: its auto-sharding rewrites the dataset's serialized
+    graph, and a cached dataset's graph carries the arrays (3.0 MB for 2.9 MB of slices, 16 kB
+    streamed; a graph is limited to 2 GB).
     """
     from tfrobseg.dataset.pipeline import make_dataset, to_xy
 
