@@ -102,7 +102,8 @@ def test_shuffle_is_seeded_and_batches_drop(builtin):
     assert all(b["image"].shape[0] == 5 for b in ds)
 
 
-def test_shuffle_is_a_full_permutation_every_epoch(builtin, monkeypatch):
+@pytest.mark.parametrize("cache", [False, True], ids=["records", "cached"])
+def test_shuffle_is_a_full_permutation_every_epoch(builtin, monkeypatch, cache):
     # Before issue 12 the buffer was capped (MAX_SHUFFLE_BUFFER = 2048 slices) and the records are
     # read in patient order, so on the study's ~3500 training slices the last patients always came
     # late. The cap is set to 16 slices here (about one patient) to expose that at this size; a
@@ -113,7 +114,7 @@ def test_shuffle_is_a_full_permutation_every_epoch(builtin, monkeypatch):
     everything = sorted((p, k) for p in ids for k in range(m.patients[p].n_slices))
 
     def epochs(seed, n=2):
-        ds = data.make_dataset(out, ids, batch_size=8, shuffle=True, seed=seed)
+        ds = data.make_dataset(out, ids, batch_size=8, shuffle=True, seed=seed, cache=cache)
         return [[(p.decode(), int(k)) for b in ds for p, k in zip(b["patient_id"].numpy(), b["slice_index"].numpy())]
                 for _ in range(n)]
 
@@ -127,6 +128,93 @@ def test_shuffle_is_a_full_permutation_every_epoch(builtin, monkeypatch):
     positions = [i for r in runs.values() for e in r for i, (p, _) in enumerate(e) if p == last]
     assert abs(np.mean(positions) / len(everything) - 0.5) < 0.1
     assert min(positions) < len(everything) / 10
+
+
+# --------------------------------------------------------------------------- slices cached in memory
+def _elements(ds):
+    """The dataset's slices, one dict of NumPy values each, in order."""
+    return [{k: v[i] for k, v in b.items()} for b in ({k: v.numpy() for k, v in batch.items()} for batch in ds)
+            for i in range(len(b["image"]))]
+
+
+@pytest.mark.parametrize("size", [None, 32])
+def test_cached_dataset_gives_the_records_elements(builtin, size):
+    out, m = builtin
+    ids = m.patients_of("val") + m.patients_of("test")[:1]
+    streamed = data.make_dataset(out, ids, batch_size=3, image_size=size)
+    cached = data.make_dataset(out, ids, batch_size=3, image_size=size, cache=True)
+    assert cached.element_spec == streamed.element_spec  # dtypes, static shapes, the partial batch's None
+    assert [len(b["image"]) for b in cached] == [len(b["image"]) for b in streamed]  # the same batches
+    expected, got = _elements(streamed), _elements(cached)
+    assert len(got) == len(expected) == sum(m.patients[p].n_slices for p in ids)
+    for e, g in zip(expected, got):
+        assert e.keys() == g.keys()
+        for key in e:
+            np.testing.assert_array_equal(g[key], e[key], err_msg=key)
+    assert got[0]["image"].shape == ((size or 256), (size or 256), 1)
+    dropped = data.make_dataset(out, ids, batch_size=3, image_size=size, drop_remainder=True, cache=True)
+    assert [len(b["image"]) for b in dropped] == [3] * (len(expected) // 3)
+
+
+def test_cached_shuffle_draws_the_records_orders(builtin):
+    # The same tf.data shuffle (buffer = every slice, the seed) over slice indices instead of records:
+    # the same permutation in every epoch. (Keras's fit still draws other ones from the second epoch on,
+    # since it makes an extra iterator at the end of each epoch of a dataset whose length is known.)
+    out, m = builtin
+    ids = m.patients_of("train")[:3]
+
+    def orders(cache, seed):
+        ds = data.make_dataset(out, ids, batch_size=4, shuffle=True, seed=seed, image_size=32, cache=cache)
+        return [[(e["patient_id"], int(e["slice_index"]), float(e["image"].sum())) for e in _elements(ds)]
+                for _ in range(3)]
+
+    tf.keras.utils.set_random_seed(0)
+    streamed = orders(False, 5)
+    tf.keras.utils.set_random_seed(0)
+    assert orders(True, 5) == streamed
+
+
+def test_load_slices_holds_masks_as_bytes(builtin):
+    out, m = builtin
+    pid = m.patients_of("test")[0]
+    slices = data.load_slices(out, [pid], image_size=32)
+    n = m.patients[pid].n_slices
+    assert {k: v.shape[0] for k, v in slices.items()} == {k: n for k in slices}
+    assert slices["image"].dtype == np.float32 and slices["image"].shape == (n, 32, 32, 1)
+    assert slices["mask"].dtype == slices["mask2"].dtype == np.uint8 and set(np.unique(slices["mask"])) == {0, 1}
+    np.testing.assert_array_equal(slices["slice_index"], np.arange(n))
+    np.testing.assert_allclose(slices["spacing"], [[3.0, 4.0, 4.0]] * n)  # 0.5 mm x 256 / 32
+    used = sum(v.nbytes for k, v in slices.items() if k in ("image", "mask", "mask2"))
+    assert data.cache_bytes(n, 32) == used == n * 32 * 32 * (4 + 1 + 1)
+
+
+def test_cache_only_under_the_limit(builtin, monkeypatch):
+    out, m = builtin
+    ids = m.patients_of("test")
+    n = sum(m.patients[p].n_slices for p in ids)
+    loaded = []
+    real = data.load_slices
+    monkeypatch.setattr(data, "load_slices", lambda *a, **k: loaded.append(k["image_size"]) or real(*a, **k))
+    monkeypatch.setattr(data, "CACHE_LIMIT_BYTES", data.cache_bytes(n, 32))
+    data.make_dataset(out, ids, image_size=32, cache=True)
+    assert loaded == [32]
+    data.make_dataset(out, ids, image_size=64, cache=True)  # four times the limit: streamed
+    data.make_dataset(out, ids, image_size=32)  # not asked to cache
+    assert loaded == [32]
+
+
+def test_slices_dataset_refuses_bad_slices():
+    good = {"image": np.zeros((3, 4, 4, 1), np.float32), "mask": np.zeros((3, 4, 4, 1), np.uint8),
+            "mask2": np.zeros((3, 4, 4, 1), np.uint8)}
+    assert [len(b["image"]) for b in data.slices_dataset(good, batch_size=2)] == [2, 1]
+    with pytest.raises(ValueError, match=r"missing \['mask2'\]"):
+        data.slices_dataset({k: v for k, v in good.items() if k != "mask2"})
+    with pytest.raises(ValueError, match="same number"):
+        data.slices_dataset({**good, "mask": good["mask"][:2]})
+    with pytest.raises(ValueError, match="same number"):
+        data.slices_dataset({k: v[:0] for k, v in good.items()})
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        data.slices_dataset(good, batch_size=0)
 
 
 def test_reader_errors(builtin, tmp_path):

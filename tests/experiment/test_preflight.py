@@ -174,3 +174,22 @@ def test_a_data_loss_while_reading_names_the_units_files(tiny_cohort):
     message = str(info.value)
     assert message.startswith("unit crossval/unet/bce/fold0: a record could not be read (corrupted record at 1234)")
     assert all(str(tiny_cohort / manifest.patients[p].record) in message for p in ids) and "\n" not in message
+
+
+def test_a_record_damaged_after_verification_stops_the_unit_while_its_slices_are_cached(tiny_cohort, tmp_path,
+                                                                                         monkeypatch):
+    # The unit's datasets read every slice once, into memory, before training: a DataLossError there
+    # (a record changed since it was verified) must name the unit's files as one during training would.
+    from tfrobseg.dataset import integrity
+    from tfrobseg.experiment import runner
+    from tfrobseg.experiment.units import Unit
+
+    data = _copy(tiny_cohort, tmp_path)
+    manifest = Manifest.read(data)
+    record = data / manifest.patients[manifest.split["val"][0]].record
+    raw = bytearray(record.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one byte of a slice's payload: its checksum no longer matches
+    record.write_bytes(bytes(raw))
+    monkeypatch.setattr(integrity, "verify_records", lambda *a, **k: None)  # changed after the verification
+    with pytest.raises(RecordError, match=r"^unit crossval/unet/bce/fold0: a record could not be read .*corrupted"):
+        runner.load_data(Unit("crossval", "unet", "bce", 0), _settings(data))
