@@ -14,7 +14,7 @@ from tfrobseg.dataset.synthetic import BUILTIN_CONFIG, prepare_builtin
 
 @pytest.fixture(scope="module")
 def builtin(tmp_path_factory):
-    out = prepare_builtin(tmp_path_factory.mktemp("builtin") / "builtin", workers=2)
+    out = prepare_builtin(tmp_path_factory.mktemp("builtin") / "builtin", n_patients=8, workers=2)
     return out, Manifest.read(out)
 
 
@@ -25,20 +25,21 @@ def _patients_in(ds):
 def test_builtin_cohort_manifest(builtin):
     out, m = builtin
     assert m.synthetic is True and "SYNTHETIC" in m.description
-    assert len(m.patients) == 12 and m.skipped == {}
-    assert all(e.labelled and e.second_reader and 12 <= e.n_slices <= 16 for e in m.patients.values())
+    assert len(m.patients) == 8 and m.skipped == {}
+    # 64-76 mm covered by 3.0 / 3.6 mm slices, resampled to 3.0 mm: 21-26 slices.
+    assert all(e.labelled and e.second_reader and 21 <= e.n_slices <= 26 for e in m.patients.values())
     assert m.parameters == BUILTIN_CONFIG and m.seed == 0
     assert (out / "raw" / "README.txt").read_text().startswith("SYNTHETIC")
     stamp = (out / "manifest.json").stat().st_mtime_ns
     t0 = time.perf_counter()
-    assert prepare_builtin(out, workers=2) == out  # idempotent: returns at once
+    assert prepare_builtin(out, n_patients=8, workers=2) == out  # idempotent: returns at once
     assert time.perf_counter() - t0 < 5 and (out / "manifest.json").stat().st_mtime_ns == stamp
 
 
 def test_splits_and_folds_are_disjoint_by_patient(builtin):
     out, m = builtin
     train, val, test = (m.patients_of(s) for s in ("train", "val", "test"))
-    assert (len(train), len(val), len(test)) == (8, 2, 2)
+    assert (len(train), len(val), len(test)) == (6, 1, 1)  # 70 % / 15 % / 15 % of 8, rounded (splits.split_sizes)
     assert not (set(train) & set(val) or set(train) & set(test) or set(val) & set(test))
     assert sorted(train + val + test) == m.patients_of("all")
     folds = [m.patients_of("train", fold=k) for k in range(3)]

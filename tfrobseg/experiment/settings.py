@@ -46,7 +46,7 @@ LEGACY_DATA_KEY = "manifest_sha256"
 # * 48 px images (2.7 mm pixels) and filters 8..128 for time; the plateau schedule (patience 2,
 #   halving) and early stopping (patience 10) keep the study's values.
 BUILTIN_PRESET: dict[str, Any] = {
-    "max_epochs": 14,
+    "max_epochs": 12,
     "learning_rate": 1e-3,
     "filters": (8, 16, 32, 64, 128),
     "image_size": 48,
