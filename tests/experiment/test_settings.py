@@ -79,17 +79,23 @@ def test_builtin_preset_choices_and_overrides(tiny_cohort):
     settings, jobs = _settings(tiny_cohort, preset="builtin")
     t = settings.train
     assert (t.max_epochs, t.learning_rate, settings.filters, settings.image_size, jobs) == (
-        40, 1e-3, (8, 16, 32, 64, 128), 64, 2)
+        12, 1e-3, (8, 16, 32, 64, 128), 48, 2)
+    assert (t.batch_norm_momentum, t.output_prior) == (0.9, 0.05)
     assert t.early_stopping_patience == 10 and settings.preset == "builtin"
+    # Outside the preset: the study's (None: the layers' own momentum, a zero output bias).
+    study_train = _settings(tiny_cohort)[0].train
+    assert (study_train.batch_norm_momentum, study_train.output_prior) == (None, None)
     assert t.xla is False and _settings(tiny_cohort, preset="builtin", gpus=1)[0].train.xla is True
     # What the user gives always wins over the preset.
     argv = ["--max-epochs", "3", "--learning-rate", "0.5", "--filters", "4,8", "--image-size", "32", "--jobs", "1",
-            "--early-stopping-patience", "2", "--xla", "--epsilons", "0.3,0.1", "--strategy", "mirrored"]
+            "--early-stopping-patience", "2", "--xla", "--epsilons", "0.3,0.1", "--strategy", "mirrored",
+            "--batch-norm-momentum", "0.5", "--output-prior", "none"]
     settings, jobs = _settings(tiny_cohort, argv, preset="builtin")
     t = settings.train
     assert (t.max_epochs, t.learning_rate, settings.filters, settings.image_size, jobs) == (3, 0.5, (4, 8), 32, 1)
     assert t.early_stopping_patience == 2 and t.xla is True and settings.epsilons == (0.0, 0.1, 0.3)
     assert (t.strategy, t.seed, t.precision) == ("mirrored", 0, "float32")
+    assert (t.batch_norm_momentum, t.output_prior) == (0.5, None)  # 'none' turns the preset's prior off
 
 
 def test_threads_do_not_follow_jobs_and_execution_settings_are_fingerprinted(tiny_cohort, monkeypatch):

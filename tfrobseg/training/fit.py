@@ -124,9 +124,10 @@ def train_model(
         out_dir: where ``best.keras`` and ``history.csv`` go (nothing is written when ``None``).
         progress: show progress over epochs (:class:`EpochProgress`; ``desc`` / ``position``: its label and terminal row).
         reuse_key: when given, the compiled model is kept in this process and the next call with the same
-            key (and the same seed, precision, XLA and learning rate) trains that very model again, reset
-            to the initial weights and optimizer state of its first build, instead of building and tracing a
-            new one: same numbers (the same graph from the same state), without the tracing. The key must
+            key (and the same seed, precision, XLA, learning rate, batch-norm momentum and output prior)
+            trains that very model again, reset to the initial weights and optimizer state of its first
+            build, instead of building and tracing a new one: same numbers (the same graph from the same
+            state), without the tracing. The returned model is that kept one. The key must
             identify what ``build_fn`` builds and the loss (e.g. model name, input shape, filters, loss name).
             Only on one device (the default strategy); ignored otherwise.
 
@@ -183,7 +184,9 @@ def _compiled_model(build_fn: Callable[[], keras.Model], loss: keras.losses.Loss
     """A compiled model in its initial state: built now, or the kept one of ``reuse_key`` reset."""
     key = None
     if reuse_key is not None and strategy is tf.distribute.get_strategy():
-        key = (reuse_key, config.seed, config.precision, bool(config.xla), config.learning_rate)
+        # Everything that shapes the built, compiled model or its initial state (callbacks are made per call).
+        key = (reuse_key, config.seed, config.precision, bool(config.xla), config.learning_rate,
+               config.batch_norm_momentum, config.output_prior)
     if key in _REUSABLE:
         _REUSABLE.move_to_end(key)
         model, weights, optimizer_state = _REUSABLE[key]
@@ -228,8 +231,9 @@ def set_output_prior(model: keras.Model, prior: float) -> None:
 
     Why: a zero bias starts at probability 0.5 on every pixel, a ~20-fold over-segmentation of a gland
     that covers ~5 % of a slice; an overlap loss (Dice, Tversky) then first has to undo that, and on
-    the built-in cohort it collapsed instead (measured: Recurrent U-Net, Dice loss, held-out Dice 0.46
-    after 3 epochs and 0.19 after 9 with a zero bias; 0.57 and 0.71 with π = 0.05).
+    the built-in cohort it collapsed instead (measured: Recurrent U-Net, 48 px, batch-norm momentum 0.9,
+    per-sample Dice loss: held-out Dice 0.46 after 3 epochs and 0.19 after 9 with a zero bias; 0.57 and
+    0.71 with π = 0.05).
     Raises ValueError for a model without such a layer, or with a multi-class (softmax) head.
     """
     heads = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D) and layer.name.startswith("logits")]
