@@ -1,6 +1,6 @@
 """Benchmark: training throughput of a unit's fit loop against a plain ``model.fit``, on a 2-core CPU.
 
-One unit of the built-in preset (Recurrent U-Net, filters 8…128, 64 × 64 px, batch 4, Adam, XLA off,
+One unit of the built-in preset (Recurrent U-Net, filters 8…128, the preset's image size, batch 4, Adam, XLA off,
 TensorFlow's thread pools at 1 thread as in a unit's worker process) trained for ``--epochs`` epochs
 on the same slices along these paths, each from a cleared session and the same seed:
 
@@ -22,31 +22,26 @@ other jobs, the wall times follow their load: the CPU seconds are the steadier m
 the optimizer's variables inside the first trace of the train step when no distribution strategy is
 set, and then traces the step a second time; plain+build measures what building them first saves.
 
-Measured 2026-11-23 on the 2-core development machine, shared with other jobs (load average 1-3.5),
-the built-in cohort's crossval fold 0 (78 training, 28 validation slices), ``--epochs 10 --repeats 2``,
-two runs of the command:
+Measured 2026-11-23 after issue 14 on the 2-core development machine (load average 0.8-1.3), the
+built-in cohort's crossval fold 0 (183 training, 50 validation slices at the preset's 48 px),
+``--data data/builtin --epochs 6 --repeats 1``:
 
     data only       make    epoch CPU/epoch   (training + validation batches, no model)
-    plain         1.06 s    43 ms     14 ms
-    ours          1.31 s    69 ms     57 ms
-    ours-old      0.19 s   268 ms    212 ms
+    plain         1.32 s    21 ms     23 ms
+    ours          1.22 s    75 ms     81 ms
+    ours-old      0.21 s   419 ms    433 ms
 
     path         first epoch steady epoch CPU/epoch slices/s x plain x plain CPU
-    run 1 (load 3.5)
-    plain             34.6 s       4.08 s    3.51 s     19.1    1.00        1.00
-    plain+build       18.5 s       4.22 s    3.38 s     18.5    0.97        1.04
-    ours              33.7 s       4.94 s    3.28 s     15.8    0.83        1.07
-    ours-old          35.5 s       5.00 s    3.69 s     15.6    0.82        0.95
-    run 2 (load 1.1-2.8)
-    plain             33.4 s       4.53 s    3.81 s     17.2    1.00        1.00
-    plain+build       21.0 s       4.58 s    4.06 s     17.0    0.99        0.94
-    ours              37.8 s       4.35 s    3.99 s     17.9    1.04        0.95
-    ours-old          36.2 s       5.09 s    3.94 s     15.3    0.89        0.97
+    plain             39.1 s       5.28 s    5.21 s     34.7    1.00        1.00
+    plain+build       22.9 s       5.67 s    5.33 s     32.2    0.93        0.98
+    ours              23.6 s       5.67 s    5.40 s     32.2    0.93        0.96
+    ours-old          22.8 s       5.35 s    5.47 s     34.2    0.99        0.95
 
-Read: in the steady state this machine resolves no cost of our loop over a plain ``fit`` (0.83-1.04 x
-in wall time, 0.95-1.07 x in CPU seconds; in run 1 ours took less CPU and more wall time). Caching takes the input pipeline from 212 to
-57 ms of CPU per epoch (about 4 % of an epoch) for 1.1 s more once. The first epoch is the large
-one-time cost: 33-38 s, of which building the optimizer first saves 12-16 s.
+Read: in the steady state our loop runs at 0.93 x a plain ``fit`` (0.96 x in CPU seconds), within the
+spread of repeated runs (0.83-1.04 x and 0.95-1.07 x in an earlier measurement at 64 px, two repeats).
+``train_model`` builds the optimizer before ``fit``, so its first epoch traces the train step once
+(23.6 s against the plain fit's 39.1 s). Caching takes the input pipeline from 433 to 81 ms of CPU per
+epoch for ~1 s more once.
 
     python benchmarks/training_throughput.py                      # built-in cohort prepared in a temp folder
     python benchmarks/training_throughput.py --data data/builtin --epochs 20

@@ -66,16 +66,16 @@ def cohort_realism(data_dir: str | Path, *, ring_mm: float = RING_MM) -> pd.Data
     The volume is measured on the prepared grid (the resampled mask), the CNR on the prepared image.
     """
     from tfrobseg.dataset.manifest import Manifest
-    from tfrobseg.dataset.pipeline import make_dataset
+    from tfrobseg.dataset.pipeline import load_slices
 
     manifest = Manifest.read(data_dir)
     rows = []
     for pid in manifest.ok_patients:
         if not manifest.entry(pid, data_dir).labelled:
             continue
-        volume = next(iter(make_dataset(data_dir, [pid], batch_size=manifest.entry(pid, data_dir).n_slices)))
-        spacing = volume["spacing"].numpy()[0]
-        image, mask = volume["image"].numpy()[..., 0], volume["mask"].numpy()[..., 0]
+        volume = load_slices(data_dir, [pid])  # the patient's slices in order: its prepared volume
+        spacing = volume["spacing"][0]
+        image, mask = volume["image"][..., 0], volume["mask"][..., 0]
         rows.append({"patient_id": pid, "volume_ml": gland_volume_ml(mask, spacing),
                      "cnr": contrast_to_noise(image, mask, spacing, ring_mm=ring_mm),
                      "synthetic": manifest.synthetic})
