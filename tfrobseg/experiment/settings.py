@@ -36,7 +36,7 @@ LEGACY_DATA_KEY = "manifest_sha256"
 # main command (one model, 6 losses x 3 folds = 18 units, 11 eps) finishes within 20 minutes on a
 # 2-core CPU with networks that segment before they are attacked (docs/protocol.md#main-command has
 # the measurements). What is scaled and why:
-# * the study's epoch is ~475 steps (95 patients x ~20 slices / 4), the preset's ~52 (9 patients):
+# * the study's epoch is ~475 steps (95 patients x ~20 slices / 4), the preset's ~50 (183-211 slices):
 #   batch-norm moving statistics with Keras' momentum 0.99 average over ~100 steps, 0.2 of the
 #   study's epoch but 2 of ours, so at inference the networks used statistics of weights long gone
 #   (U-Net, 64 px, 3 epochs: held-out Dice 0.26 at inference vs 0.64 with batch statistics); 0.9
