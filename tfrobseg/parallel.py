@@ -63,7 +63,8 @@ def process_map(
             if affinity is not None:
                 busy = {affinity(job) for _, job in futures.values()}
                 keys = [affinity(job) for _, job in pending]
-                same = [i for i, key in enumerate(keys) if after is not None and key == affinity(after)]
+                wanted = affinity(after) if after is not None else None
+                same = [i for i, key in enumerate(keys) if after is not None and key == wanted]
                 fresh = [i for i, key in enumerate(keys) if key not in busy]
                 position = (same or fresh or [0])[0]
             index, job = pending.pop(position)
