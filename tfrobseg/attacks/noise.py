@@ -49,7 +49,7 @@ SIGMA_BISECTIONS = 64
 #: How far above ε a requested RMS may lie and still count as ε (float rounding of a measured RMS).
 RMS_TOLERANCE = 1e-6
 
-Sigma = float | np.ndarray | tf.Tensor
+PerImage = float | np.ndarray | tf.Tensor
 
 
 def stateless_seed(seed: int | tuple[int, int]) -> tf.Tensor:
@@ -79,7 +79,7 @@ def sign_noise(
     return signed_step(x, eps, sign, clip, relative_to)
 
 
-def _per_image(value: Sigma, batch: int, name: str, *, allow_inf: bool = False) -> tf.Tensor:
+def _per_image(value: PerImage, batch: int, name: str, *, allow_inf: bool = False) -> tf.Tensor:
     """A number or a per-image ``(B,)`` vector of numbers ≥ 0 (finite unless ``allow_inf``), as float64 ``(B,)``."""
     try:
         array = np.asarray(value, dtype=np.float64)
@@ -156,7 +156,7 @@ def _matching_sigma(formula: Formula, normals: tf.Tensor, m: tf.Tensor, radius: 
 
 
 def _perturbation(formula: Formula, x: tf.Tensor, eps: float, seed: int | tuple[int, int],
-                  relative_to: str | None, *, sigma: Sigma | None = None, rms: Sigma | None = None) -> tf.Tensor:
+                  relative_to: str | None, *, sigma: PerImage | None = None, rms: PerImage | None = None) -> tf.Tensor:
     """δ (float32) of ``formula`` for a given σ, or for the σ that gives each image the RMS ``rms``."""
     eps, relative_to, _ = check_epsilon(eps), check_relative_to(relative_to), check_seed(seed)
     x = tf.convert_to_tensor(x, tf.float32)
@@ -179,7 +179,7 @@ def _perturbation(formula: Formula, x: tf.Tensor, eps: float, seed: int | tuple[
 
 
 def gaussian_perturbation(
-    x: tf.Tensor, eps: float, *, sigma: Sigma, seed: int | tuple[int, int] = 0, relative_to: str | None = None
+    x: tf.Tensor, eps: float, *, sigma: PerImage, seed: int | tuple[int, int] = 0, relative_to: str | None = None
 ) -> tf.Tensor:
     """The Gaussian control's δ for a given σ: ``clip(σ · n, −ε, ε)`` (float32, shaped like ``x``).
 
@@ -190,7 +190,7 @@ def gaussian_perturbation(
 
 
 def rician_perturbation(
-    x: tf.Tensor, eps: float, *, sigma: Sigma, seed: int | tuple[int, int] = 0, relative_to: str | None = None
+    x: tf.Tensor, eps: float, *, sigma: PerImage, seed: int | tuple[int, int] = 0, relative_to: str | None = None
 ) -> tf.Tensor:
     """The Rician control's δ for a given σ: ``clip(|m + σ (n₁ + i n₂)| − m, −ε, ε)``, ``m = x − min(x)`` per
     image (float32, shaped like ``x``).
@@ -201,7 +201,7 @@ def rician_perturbation(
     return _perturbation(_rician_delta, x, eps, seed, relative_to, sigma=sigma)
 
 
-def _noise(formula: Formula, x: tf.Tensor, eps: float, rms: Sigma, seed: int | tuple[int, int],
+def _noise(formula: Formula, x: tf.Tensor, eps: float, rms: PerImage, seed: int | tuple[int, int],
            clip: tuple[float, float] | None, relative_to: str | None) -> tf.Tensor:
     lo, hi = clip_bounds(check_clip(clip))
     x = tf.convert_to_tensor(x, tf.float32)
@@ -212,7 +212,7 @@ def gaussian_noise(
     x: tf.Tensor,
     eps: float,
     *,
-    rms: Sigma,
+    rms: PerImage,
     seed: int | tuple[int, int] = 0,
     clip: tuple[float, float] | None = None,
     relative_to: str | None = None,
@@ -228,6 +228,8 @@ def gaussian_noise(
             component is 0, is sign noise.
         seed: stateless-RNG seed (an int or a pair): the same seed gives the same noise.
         clip: valid input range, applied after the box (the returned image's RMS offset is then ≤ ``rms``).
+            Without it the offset is δ up to float32 rounding: ``(x + δ) − x`` differs from δ by up to half
+            a unit in the last place of x, negligible unless |x| is large compared with ε.
         relative_to: ε convention, see :mod:`tfrobseg.attacks.budget`.
 
     Raises:
@@ -241,7 +243,7 @@ def rician_noise(
     x: tf.Tensor,
     eps: float,
     *,
-    rms: Sigma,
+    rms: PerImage,
     seed: int | tuple[int, int] = 0,
     clip: tuple[float, float] | None = None,
     relative_to: str | None = None,
