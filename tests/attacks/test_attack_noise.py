@@ -72,6 +72,18 @@ def test_rms_is_matched_exactly_inside_the_box(batch, kind, relative_to):
 
 
 @pytest.mark.parametrize("kind", CONTROLS)
+def test_eps_per_image(batch, kind):
+    # ε may be given per image (the runner's stacked batches): each image gets its own box and RMS.
+    x, _ = batch
+    eps, rms = np.array([0.1, 0.3, 0.5], np.float32), np.array([0.05, 0.3, 0.2])
+    delta = CONTROLS[kind][0](x, eps, rms=rms, seed=6).numpy() - x
+    np.testing.assert_allclose(rms_np(delta), rms, rtol=1e-5)
+    assert np.all(np.abs(delta).max(axis=(1, 2, 3)) <= eps * (1 + 1e-6))
+    with pytest.raises(ValueError, match="rms must be <= eps"):
+        CONTROLS[kind][0](x, eps, rms=[0.2, 0.2, 0.2], seed=6)
+
+
+@pytest.mark.parametrize("kind", CONTROLS)
 def test_sigma_found_is_the_root_of_the_rms_equation(batch, kind):
     # An independent root finder (SciPy's brentq) on the NumPy formula gives the same σ, hence the same noise.
     x, _ = batch

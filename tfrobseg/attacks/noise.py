@@ -29,17 +29,18 @@ without bound).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from tfrobseg.attacks.budget import (
+    budget,
+    check_budget,
     check_clip,
     check_epsilon,
     check_relative_to,
     clip_bounds,
-    epsilon_scale,
     signed_step,
 )
 from tfrobseg.attacks.params import check_seed
@@ -49,7 +50,8 @@ SIGMA_BISECTIONS = 64
 #: How far above ε a requested RMS may lie and still count as ε (float rounding of a measured RMS).
 RMS_TOLERANCE = 1e-6
 
-PerImage = float | np.ndarray | tf.Tensor
+#: A number for the whole batch or one per image (a length-B sequence, array or tensor).
+PerImage = float | Sequence[float] | np.ndarray | tf.Tensor
 
 
 def stateless_seed(seed: int | tuple[int, int]) -> tf.Tensor:
@@ -92,9 +94,9 @@ def _per_image(value: PerImage, batch: int, name: str, *, allow_inf: bool = Fals
     return tf.constant(np.broadcast_to(array, (batch,)), tf.float64)
 
 
-def _radius(x: tf.Tensor, eps: float, relative_to: str | None) -> tf.Tensor:
-    """The per-image L∞ radius ε_i in input units, ``(B,)`` float32 (ε scaled per image by ``relative_to``)."""
-    return tf.reshape(eps * epsilon_scale(x, relative_to), [-1])
+def _radius(x: tf.Tensor, eps: PerImage, relative_to: str | None) -> tf.Tensor:
+    """The per-image L∞ radius ε_i in input units, ``(B,)`` float32 (:func:`~tfrobseg.attacks.budget.budget`)."""
+    return tf.reshape(budget(x, eps, relative_to), [-1])
 
 
 def _expand(v: tf.Tensor, rank: int) -> tf.Tensor:
@@ -155,10 +157,10 @@ def _matching_sigma(formula: Formula, normals: tf.Tensor, m: tf.Tensor, radius: 
     return tf.where(rms >= radius, tf.fill(tf.shape(rms), tf.constant(np.inf, tf.float64)), found)
 
 
-def _perturbation(formula: Formula, x: tf.Tensor, eps: float, seed: int | tuple[int, int],
+def _perturbation(formula: Formula, x: tf.Tensor, eps: PerImage, seed: int | tuple[int, int],
                   relative_to: str | None, *, sigma: PerImage | None = None, rms: PerImage | None = None) -> tf.Tensor:
     """δ (float32) of ``formula`` for a given σ, or for the σ that gives each image the RMS ``rms``."""
-    eps, relative_to, _ = check_epsilon(eps), check_relative_to(relative_to), check_seed(seed)
+    eps, relative_to, _ = check_budget(eps), check_relative_to(relative_to), check_seed(seed)
     x = tf.convert_to_tensor(x, tf.float32)
     radius = _radius(x, eps, relative_to)
     batch = int(x.shape[0])
@@ -179,7 +181,7 @@ def _perturbation(formula: Formula, x: tf.Tensor, eps: float, seed: int | tuple[
 
 
 def gaussian_perturbation(
-    x: tf.Tensor, eps: float, *, sigma: PerImage, seed: int | tuple[int, int] = 0, relative_to: str | None = None
+    x: tf.Tensor, eps: PerImage, *, sigma: PerImage, seed: int | tuple[int, int] = 0, relative_to: str | None = None
 ) -> tf.Tensor:
     """The Gaussian control's δ for a given σ: ``clip(σ · n, −ε, ε)`` (float32, shaped like ``x``).
 
@@ -190,7 +192,7 @@ def gaussian_perturbation(
 
 
 def rician_perturbation(
-    x: tf.Tensor, eps: float, *, sigma: PerImage, seed: int | tuple[int, int] = 0, relative_to: str | None = None
+    x: tf.Tensor, eps: PerImage, *, sigma: PerImage, seed: int | tuple[int, int] = 0, relative_to: str | None = None
 ) -> tf.Tensor:
     """The Rician control's δ for a given σ: ``clip(|m + σ (n₁ + i n₂)| − m, −ε, ε)``, ``m = x − min(x)`` per
     image (float32, shaped like ``x``).
@@ -201,7 +203,7 @@ def rician_perturbation(
     return _perturbation(_rician_delta, x, eps, seed, relative_to, sigma=sigma)
 
 
-def _noise(formula: Formula, x: tf.Tensor, eps: float, rms: PerImage, seed: int | tuple[int, int],
+def _noise(formula: Formula, x: tf.Tensor, eps: PerImage, rms: PerImage, seed: int | tuple[int, int],
            clip: tuple[float, float] | None, relative_to: str | None) -> tf.Tensor:
     lo, hi = clip_bounds(check_clip(clip))
     x = tf.convert_to_tensor(x, tf.float32)
@@ -210,7 +212,7 @@ def _noise(formula: Formula, x: tf.Tensor, eps: float, rms: PerImage, seed: int 
 
 def gaussian_noise(
     x: tf.Tensor,
-    eps: float,
+    eps: PerImage,
     *,
     rms: PerImage,
     seed: int | tuple[int, int] = 0,
@@ -221,7 +223,8 @@ def gaussian_noise(
 
     Args:
         x: float32 batch ``(B, H, W, C)``.
-        eps: the L∞ box, as for :func:`tfrobseg.attacks.fgsm` (input units, or a fraction with ``relative_to``).
+        eps: the L∞ box, as for :func:`tfrobseg.attacks.fgsm` (input units, or a fraction with ``relative_to``),
+            a number or one per image.
         rms: the RMS ``sqrt(mean δ²)`` of each image's δ, in input units: a number or one per image ``(B,)``,
             ``0 ≤ rms ≤ ε``. ``rms = ε`` is the limit σ → ∞, ``δ = ε · sign(n)``: sign noise in distribution.
             So the control matched to FGSM, whose perturbation ``ε · sign(∇)`` has RMS ε where no gradient
@@ -241,7 +244,7 @@ def gaussian_noise(
 
 def rician_noise(
     x: tf.Tensor,
-    eps: float,
+    eps: PerImage,
     *,
     rms: PerImage,
     seed: int | tuple[int, int] = 0,

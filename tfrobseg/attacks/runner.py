@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfrobseg.attacks.budget import check_epsilons, epsilon_scale
+from tfrobseg.attacks.budget import budget, check_epsilons
 from tfrobseg.attacks.fgsm import fgsm_sweep
 from tfrobseg.attacks.gradient import LossLike, predict
 from tfrobseg.attacks.iterative import ifgsm, targeted_ifgsm
@@ -92,9 +92,7 @@ def stacked(attack: Callable[..., tf.Tensor]) -> BatchRun:
             adv = attack(model, tf.tile(x, repeat), tf.tile(y, repeat), eps, batch_number, **options)
             images.update({e: adv[k * batch:(k + 1) * batch] for k, e in enumerate(attacked)})
         stacked_images = tf.stack([images[e if e > 0 else 0.0] for e in epsilons])
-        flat = tf.reshape(stacked_images, [-1] + x.shape[1:].as_list())
-        preds = predict(model, flat, jit_compile=options.get("jit_compile", True))
-        return tf.reshape(preds, [len(epsilons), batch] + preds.shape[1:].as_list()), stacked_images
+        return _predicted(model, x, stacked_images, options.get("jit_compile", True))
 
     return run
 
@@ -136,7 +134,7 @@ def _matched_noise(draw: Callable[..., tf.Tensor]) -> BatchRun:
         noisy = []
         for e, eps in enumerate(epsilons):
             # The rounding of (x + δ) − x can put the measured RMS a hair above ε; the box's RMS is at most ε.
-            radius = tf.reshape(eps * epsilon_scale(x, relative_to), [-1])
+            radius = tf.reshape(budget(x, eps, relative_to), [-1])
             noisy.append(draw(x, eps, rms=tf.minimum(rms[e], radius), seed=(seed, batch_number), clip=clip,
                               relative_to=relative_to))
         return _predicted(model, x, tf.stack(noisy), options.get("jit_compile", True))
