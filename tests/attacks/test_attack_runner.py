@@ -200,7 +200,7 @@ def test_batch_of_one_and_elements_without_ids(net):
 
 
 def test_attacks_is_the_one_list_of_names():
-    assert tuple(ATTACKS) == ("fgsm", "ifgsm", "targeted_ifgsm", "pgd", "noise", "gaussian", "rician")
+    assert tuple(ATTACKS) == ("fgsm", "ifgsm", "targeted_ifgsm", "pgd", "noise", "apgd", "dag", "gaussian", "rician")
     assert ATTACKS["fgsm"].options == {"forward_batch", "loss", "clip", "relative_to", "loss_scale", "jit_compile"}
     assert {"target", "steps", "alpha"} <= ATTACKS["targeted_ifgsm"].options
     assert {"seed", "random_start"} <= ATTACKS["pgd"].options

@@ -1,4 +1,4 @@
-"""White-box gradient attacks on segmentation models (FGSM, sweeps, i-FGSM, ti-FGSM, PGD) and noise controls.
+"""White-box gradient attacks on segmentation models (FGSM, sweeps, i-FGSM, ti-FGSM, PGD, APGD, DAG) and noise controls.
 
 All attacks take a Keras model returning probabilities, a float32 batch ``(B, H, W, C)`` in model
 input units and the loss target; ε is in input units (or a fraction with ``relative_to``), and the
@@ -8,7 +8,9 @@ every attack name of :func:`attack_dataset` to how it runs on a batch. :func:`fl
 float32 copy of a ``mixed_float16`` model, to attack it in float32 (``attack_precision="float32"``).
 """
 
+from tfrobseg.attacks.apgd import apgd, apgd_checkpoints
 from tfrobseg.attacks.budget import RELATIVE_TO, epsilon_scale
+from tfrobseg.attacks.dag import dag
 from tfrobseg.attacks.fgsm import fgsm, fgsm_sweep
 from tfrobseg.attacks.gradient import (
     DEFAULT_LOSS_SCALE,
@@ -36,8 +38,11 @@ __all__ = [
     "RELATIVE_TO",
     "AttackOptions",
     "BatchAttack",
+    "apgd",
+    "apgd_checkpoints",
     "attack_dataset",
     "background_target",
+    "dag",
     "epsilon_scale",
     "fgsm",
     "fgsm_sweep",

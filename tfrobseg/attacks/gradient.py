@@ -56,6 +56,10 @@ def check_loss(loss: LossLike) -> LossLike:
     if not isinstance(loss, str):
         # ValueError, like every bad argument in tfrobseg (the contract), not TypeError.
         raise ValueError(f"loss must be a loss name or a callable(y_true, y_pred), got {type(loss).__name__}")  # noqa: TRY004
+    if loss.lower() == "dlr":
+        # Croce & Hein's DLR loss needs the margins of the top classes of a softmax over >= 3 classes.
+        raise ValueError("attack loss 'dlr' (Croce & Hein's difference of logits ratio) is not defined for a "
+                         "one-channel sigmoid head; use 'bce' (cross-entropy) or 'bce_dice'")
     if loss not in LOSS_NAMES:
         raise ValueError(f"unknown attack loss {loss!r}; valid names: {', '.join(LOSS_NAMES)}")
     return loss

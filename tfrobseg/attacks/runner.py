@@ -17,7 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfrobseg.attacks.apgd import apgd
 from tfrobseg.attacks.budget import budget, check_epsilons
+from tfrobseg.attacks.dag import dag
 from tfrobseg.attacks.fgsm import fgsm_sweep
 from tfrobseg.attacks.gradient import LossLike, predict
 from tfrobseg.attacks.iterative import ifgsm, targeted_ifgsm
@@ -110,6 +112,14 @@ def _pgd(model, x, y, eps, batch_number, *, seed: int = 0, **options):
     return pgd(model, x, y, eps, seed=(seed, batch_number), **options)
 
 
+def _apgd(model, x, y, eps, batch_number, *, seed: int = 0, **options):
+    return apgd(model, x, y, eps, seed=(seed, batch_number), **options)
+
+
+def _dag(model, x, y, eps, batch_number, **options):
+    return dag(model, x, y, eps, **options)
+
+
 def _noise(model, x, y, eps, batch_number, *, seed: int = 0, jit_compile: bool = True, **options):
     # No gradient here: jit_compile only concerns the prediction of the noisy images (_each_epsilon).
     return sign_noise(x, eps, seed=(seed, batch_number), **options)
@@ -150,6 +160,9 @@ ATTACKS: dict[str, BatchAttack] = {
     "targeted_ifgsm": BatchAttack(stacked(_targeted_ifgsm), keyword_options(targeted_ifgsm) | {"target"}),
     "pgd": BatchAttack(stacked(_pgd), keyword_options(pgd)),
     "noise": BatchAttack(_each_epsilon(_noise), keyword_options(sign_noise) | {"jit_compile"}),
+    "apgd": BatchAttack(stacked(_apgd), keyword_options(apgd)),
+    # DAG has no attack loss (it ascends a logit margin): the runner's loss is not passed to it.
+    "dag": BatchAttack(stacked(_dag), keyword_options(dag) - {"loss"}),
 }
 
 #: The noise controls: random perturbations of an attack's size, never themselves the attack a control matches.
@@ -197,7 +210,7 @@ def _pad(tensor: tf.Tensor, batch_size: int) -> tf.Tensor:
 def _check_call(attack: str, loss: LossLike, batch_size: int, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Validate a whole :func:`attack_dataset` call before any work; returns the attack's options.
 
-    ``loss`` joins the options of the attacks that take one (all but ``"noise"``).
+    ``loss`` joins the options of the attacks that take one (all but ``"noise"`` and ``"dag"``).
     """
     if attack not in ATTACKS:
         raise ValueError(f"attack must be one of {tuple(ATTACKS)}, got {attack!r}")
@@ -241,8 +254,8 @@ def attack_dataset(
         attack: a name in :data:`ATTACKS`: ``"fgsm"`` (one gradient per batch via :func:`fgsm_sweep`),
             ``"ifgsm"``, ``"targeted_ifgsm"`` (``target=`` ``"background"`` (default),
             ``"foreground"``, a pixel shift or a callable, see :func:`make_target`), ``"pgd"``,
-            ``"noise"`` (sign noise), or the controls ``"gaussian"`` and ``"rician"``: noise whose RMS
-            is, per image and ε, that of the attack ``match=`` (default ``"pgd"``) on the same batch with
+            ``"apgd"``, ``"dag"``, ``"noise"`` (sign noise), or the controls ``"gaussian"`` and ``"rician"``: noise
+            whose RMS is, per image and ε, that of the attack ``match=`` (default ``"pgd"``) on the same batch with
             the same options (:func:`~tfrobseg.attacks.noise.gaussian_noise`).
         loss: attack loss name or callable (may differ from the training loss).
         batch_size: fixed batch size of every model call; the last batch is padded to it.
