@@ -43,3 +43,18 @@ def test_figure_shows_the_largest_reference_slice_of_the_first_eval_patient(tiny
     assert res["mask"].sum() == areas[largest] and [o["epsilon"] for o in res["outs"]] == [0.0, 0.5]
     paths = figures.attack_figure(unit, "test", tmp_path / "figure")
     assert sorted(p.suffix for p in paths) == [".pdf", ".png"]
+
+
+def test_an_ensemble_figure_attacks_each_eps_with_its_worst_member(tmp_path):
+    import pandas as pd
+
+    from tfrobseg.experiment.attacks import AttackSpec
+
+    fgsm, pgd = AttackSpec.of("fgsm"), AttackSpec.of("pgd", {"steps": 2})
+    ens = AttackSpec.of("ensemble", members=[fgsm, pgd])
+    rows = [("fgsm", "P1", 0.5, ""), ("ensemble", "P1", 0.0, ""), ("ensemble", "P1", 0.5, "pgd"),
+            ("ensemble", "P1", 1.0, "fgsm"), ("ensemble", "P2", 0.5, "fgsm")]
+    pd.DataFrame(rows, columns=["attack", "patient_id", "epsilon", "worst_attack"]).to_csv(
+        tmp_path / "metrics.csv", index=False)
+    assert figures._figure_attacks(tmp_path, ens, "P1", [0.0, 0.5, 1.0]) == [(fgsm, [0.0, 1.0]), (pgd, [0.5])]
+    assert figures._figure_attacks(tmp_path, pgd, "P1", [0.0, 0.5]) == [(pgd, [0.0, 0.5])]

@@ -269,3 +269,20 @@ def test_tables_script_prints_which_std_and_the_n_of_each_row(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "± = sample std (ddof 1) of the row's n cells (one per loss × fold × ε" in printed
     assert "| Model | DC | HD95 (mm) | ASD (mm) | n | n HD95, ASD | empty predictions | study units |" in printed
+
+
+def test_tables_average_the_runs_first_attack_only(tmp_path):
+    fgsm = _results().assign(attack="fgsm", attack_params="{}")
+    pgd = fgsm.assign(attack="pgd", attack_params='{"steps": 3}', dice=0.0)
+    both = pd.concat([fgsm, pgd], ignore_index=True)  # each unit's metrics.csv: its first attack's rows first
+    rows, note = tables.first_attack_rows(both)
+    assert rows.equals(fgsm) and note == ("attack: fgsm, the run's first; its other attacks (pgd {\"steps\": 3}) are "
+                                         "not averaged in (their rows are in the units' metrics.csv)")
+    assert tables.first_attack_rows(fgsm) == (fgsm, None)
+    assert tables.first_attack_rows(fgsm.drop(columns=["attack_params"]))[1] is None  # before attack_params
+    written = tables.write_tables(both, tmp_path)
+    values = pd.read_csv(written.paths["table_I_values.csv"]).set_index("model")
+    alone = tables.summarize_table(fgsm, "model").set_index("model")
+    assert values.loc["unet", "dice_mean"] == pytest.approx(alone.loc["unet", "dice_mean"])  # pgd's 0 not in it
+    assert note in written.paths["table_I.md"].read_text(encoding="utf-8")
+    assert tables.most_robust_loss(both) == tables.most_robust_loss(fgsm)

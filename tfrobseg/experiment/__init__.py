@@ -5,7 +5,9 @@
 * :mod:`~tfrobseg.experiment.units`: grid units, their patients and their record (``config.json``).
 * :mod:`~tfrobseg.experiment.store`: the results folder (fingerprint, markers, collecting metrics).
 * :mod:`~tfrobseg.experiment.scoring`: per-patient 3D metrics from the attack stream.
+* :mod:`~tfrobseg.experiment.attacks`: :class:`AttackSpec`, the attacks a run evaluates and their options.
 * :mod:`~tfrobseg.experiment.runner`: one unit, data → train → attack and score → record.
+* :mod:`~tfrobseg.experiment.attack_units`: ``experiments/attack.py``, other attacks on finished units.
 * :mod:`~tfrobseg.experiment.grid` and :mod:`~tfrobseg.experiment.cli`: a phase's grid and its command line.
 
 This package imports nothing by itself, so the reporting code can read unit records without

@@ -18,11 +18,13 @@ import numpy as np
 from tfrobseg import study
 from tfrobseg.console import add_verbose_option, setup_console
 from tfrobseg.errors import InputError, OptionError, SettingsMismatchError, UnitsFailed
+from tfrobseg.experiment.attacks import add_attack_options
 from tfrobseg.experiment.settings import (
     BUILTIN_DATA,
     BUILTIN_PRESET,
     Settings,
     default_out_dir,
+    resolve_attack_options,
     resolve_data,
     resolve_settings,
 )
@@ -85,7 +87,9 @@ def build_parser(phase: str) -> argparse.ArgumentParser:
     p.add_argument("--epsilons", type=_floats, default=study.EPSILONS,
                    help="attack strengths in z-score units (default 0,0.1,...,1.0; the clean 0 is always added)")
     p.add_argument("--attack", default="fgsm",
-                   help="the study's fgsm, or another attack of tfrobseg.attacks.ATTACKS (docs/attacks.md)")
+                   help="the study's fgsm, another attack of tfrobseg.attacks.ATTACKS, 'ensemble' (per case the worst "
+                        "of --ensemble-members: robust Dice), or a comma list: every unit evaluates each (the "
+                        "ensemble's members too); Tables I-IV use the first (docs/attacks.md)")
     p.add_argument("--attack-precision", default="model",
                    help="'model' (attack the trained model as built: float16 gradients under mixed_float16) or "
                         "'float32' (attack a float32 copy with the same weights; docs/attacks.md)")
@@ -109,6 +113,7 @@ def build_parser(phase: str) -> argparse.ArgumentParser:
     p.add_argument("--output-prior", type=_float_or_none, default=None,
                    help="initial foreground probability of the output layer, or 'none' for a zero bias (0.5, the "
                         f"study's); built-in preset {BUILTIN_PRESET['output_prior']}")
+    add_attack_options(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard", default=None, help="i/n: run the i-th of n disjoint parts of the grid (cluster job arrays)")
     p.add_argument("--overwrite", action="store_true", help="delete results made with other settings in --out")
@@ -162,12 +167,11 @@ def _gpus() -> int:
 def _check_names(args: argparse.Namespace) -> tuple[list[str], list[str], tuple[int, int]]:
     """Model, loss and attack names and the shard, checked before anything is prepared or created."""
     from tfrobseg import losses, models
-    from tfrobseg.attacks import ATTACK_PRECISIONS, ATTACKS
+    from tfrobseg.attacks import ATTACK_PRECISIONS
 
     model_names = _names(args.model, study.MODELS, "model", models.MODEL_NAMES)
     loss_names = _names(args.loss, study.LOSSES, "loss", losses.LOSS_NAMES)
-    if args.attack not in ATTACKS:
-        raise OptionError(f"unknown --attack {args.attack!r}; choose from {', '.join(ATTACKS)}")
+    resolve_attack_options(args)
     if args.attack_precision not in ATTACK_PRECISIONS:
         raise OptionError(f"unknown --attack-precision {args.attack_precision!r}; choose from {', '.join(ATTACK_PRECISIONS)}")
     if args.attack_loss != "same" and args.attack_loss not in losses.LOSS_NAMES:
@@ -189,10 +193,17 @@ def _describe(phase: str, settings: Settings, jobs: int, models: list[str], loss
               f"accordingly), jobs={jobs}, xla={'on' if t.xla else 'off (CPU: compile time exceeds the gain)'}.",
               flush=True)
     print(f"{phase}: models {models} x losses {losses} x folds {folds if phase == 'crossval' else ['hold-out']}"
-          f" -> {n_units} unit(s) in this shard; eps {list(settings.epsilons)}; attack {settings.attack} "
+          f" -> {n_units} unit(s) in this shard; eps {list(settings.epsilons)}; attack {_attacks(settings)} "
           f"(loss: {settings.attack_loss}, precision: {settings.attack_precision}); precision {t.precision}; XLA {'on' if t.xla else 'off'}; "
           f"seed {t.seed}; strategy {t.strategy} ({settings.replicas} replica(s)); {settings.threads} thread(s) per unit"
           f"{'; deterministic ops' if settings.deterministic else ''}; results in {out_dir}", flush=True)
+
+
+def _attacks(settings: Settings) -> str:
+    """The attacks of a run for its description line: each with its options, the first marked as the tables'."""
+    specs = settings.attack_specs()
+    text = "; ".join(spec.label for spec in specs)
+    return text if len(specs) == 1 else f"{text} (Tables I-IV: {specs[0].name})"
 
 
 def _write_tables(out_dir: Path) -> None:

@@ -101,6 +101,10 @@ def _worker_run(job: tuple[Unit, Settings, Path, bool]) -> _Outcome:
 
 
 def _unit_summary(df: pd.DataFrame) -> str:
+    """Clean and attacked mean Dice of a unit under the run's first attack (the one of the tables)."""
+    from tfrobseg.reporting.tables import first_attack_rows
+
+    df, _ = first_attack_rows(df)
     clean = df.loc[df["epsilon"] == 0, "dice"].mean()
     attacked = df.loc[df["epsilon"] > 0, "dice"].mean()
     return f"clean Dice {clean:.3f}, attacked mean Dice {attacked:.3f}"

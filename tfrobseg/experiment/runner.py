@@ -4,10 +4,10 @@
   (:func:`tfrobseg.dataset.integrity.verify_records`), as ``tf.data`` datasets at the run's input size;
 * train: :func:`tfrobseg.training.train_model` under the run's :class:`~tfrobseg.training.TrainConfig`
   (early stopping on the validation split), writing ``best.keras`` and ``history.csv``;
-* attack and score: every slice of the evaluation patients at every ε
-  (:func:`tfrobseg.attacks.attack_dataset`), each patient scored in 3D
-  (:mod:`tfrobseg.experiment.scoring`);
-* record: ``metrics.csv`` (one row per patient × ε), ``config.json``
+* attack and score: every slice of the evaluation patients at every ε with every chosen attack
+  (:func:`tfrobseg.attacks.attack_dataset`; the ensemble from its members' rows), each patient scored in 3D
+  (:mod:`tfrobseg.experiment.scoring`, :class:`Evaluation`, shared with ``experiments/attack.py``);
+* record: ``metrics.csv`` (one row per attack × patient × ε), ``config.json``
   (:class:`~tfrobseg.experiment.units.UnitRecord`) and, last, the completion marker.
 
 No mid-training resume: a unit is short next to a run, and restarting an interrupted unit from
@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import pandas as pd
 from tfrobseg.dataset.manifest import Manifest
 from tfrobseg.errors import RecordError
 from tfrobseg.experiment import store
+from tfrobseg.experiment.attacks import AttackSpec, evaluation_order
 from tfrobseg.experiment.settings import Settings
 from tfrobseg.experiment.units import (
     Unit,
@@ -39,7 +40,7 @@ from tfrobseg.experiment.units import (
 )
 from tfrobseg.io import atomic_write_csv, environment_versions
 
-__all__ = ["run_unit"]
+__all__ = ["Evaluation", "ensemble_rows", "eval_dataset", "run_unit", "score_attacks", "tidy_columns"]
 
 
 @dataclass
@@ -95,7 +96,7 @@ def unit_datasets(settings: Settings, patients: UnitPatients) -> UnitData:
                             seed=settings.train.seed, image_size=settings.image_size, cache=cache)
 
     val = dataset(patients.val, False).map(to_xy) if patients.val else None
-    return UnitData(patients, dataset(patients.train, True).map(to_xy), val, dataset(patients.eval, False))
+    return UnitData(patients, dataset(patients.train, True).map(to_xy), val, eval_dataset(settings, patients.eval))
 
 
 def train(unit: Unit, settings: Settings, data: UnitData, unit_dir: Path, progress: bool, position: int) -> Any:
@@ -114,27 +115,97 @@ def train(unit: Unit, settings: Settings, data: UnitData, unit_dir: Path, progre
     )
 
 
+def eval_dataset(settings: Settings, patients: list[str]) -> Any:
+    """The slices of the evaluation ``patients``, in patient and slice order, at the run's input size: what
+    a unit attacks (here and in ``experiments/attack.py``). Cached in memory as :func:`unit_datasets` says."""
+    from tfrobseg.dataset.pipeline import make_dataset
+
+    return make_dataset(settings.data_dir, patients, batch_size=settings.train.batch_size, shuffle=False,
+                        seed=settings.train.seed, image_size=settings.image_size,
+                        cache=settings.train.strategy != "multiworker")
+
+
+def tidy_columns(unit: Unit, spec: AttackSpec, attack_loss: str) -> dict[str, Any]:
+    """The constant columns of a unit's rows for one attack (the tidy format: docs/protocol.md)."""
+    return {"phase": unit.phase, "model": unit.model, "loss": unit.loss, "fold": -1 if unit.fold is None else unit.fold,
+            "attack": spec.name, "attack_loss": attack_loss, "attack_params": spec.attack_params, "worst_attack": ""}
+
+
+@dataclass
+class Evaluation:
+    """A unit's trained model and its evaluation slices: what each of its attacks is scored against, by the
+    unit runner and by ``experiments/attack.py`` alike (:meth:`score`, :func:`ensemble_rows`)."""
+
+    unit: Unit
+    settings: Settings
+    model: Any
+    dataset: Any  # eval_dataset
+    volumes: dict[str, Any]  # tfrobseg.experiment.scoring.PatientVolume by patient
+    progress: bool = True
+    position: int = 0
+
+    @classmethod
+    def of(cls, unit: Unit, settings: Settings, model: Any, dataset: Any, patients: list[str], *, progress: bool = True,
+           position: int = 0) -> Evaluation:
+        """Read the patients' clean volumes once (a patient with a missing slice is a RecordError naming it)."""
+        from tfrobseg.experiment.scoring import load_volumes
+
+        volumes = load_volumes(dataset, expected=record_files(settings, patients))
+        return cls(unit, settings, model, dataset, volumes, progress, position)
+
+    def score(self, spec: AttackSpec, *, epsilons: Sequence[float], attack_loss: str, batch_size: int) -> pd.DataFrame:
+        """Attack every slice at every ε with one attack (not the ensemble) and score each patient in 3D."""
+        from tfrobseg.attacks import attack_dataset
+        from tfrobseg.experiment.scoring import evaluate_attack_stream, iter_with_count
+        from tfrobseg.losses import get_loss
+
+        if spec.is_ensemble:
+            raise ValueError("the ensemble is scored from its members' rows: ensemble_rows")
+        settings = self.settings
+        total = sum(v.n_slices for v in self.volumes.values()) * len(epsilons)
+        stream = attack_dataset(self.model, self.dataset, list(epsilons), attack=spec.name, loss=get_loss(attack_loss),
+                                batch_size=batch_size, return_images=True, jit_compile=settings.train.xla,
+                                attack_precision=settings.attack_precision, **spec.options)
+        counted = iter_with_count(stream, total, f"{spec.name} {self.unit.uid}", self.progress, self.position)
+        return evaluate_attack_stream(counted, self.volumes, threshold=settings.threshold,
+                                      extra=tidy_columns(self.unit, spec, attack_loss))
+
+
+def ensemble_rows(spec: AttackSpec, members: Mapping[AttackSpec, pd.DataFrame]) -> pd.DataFrame:
+    """The ensemble's rows from its members' (:func:`tfrobseg.attacks.ensemble.worst_case`): per case the
+    member row with the lowest Dice, ``attack_params`` the members' list."""
+    from tfrobseg.attacks.ensemble import worst_case
+
+    rows = pd.concat([members[m] for m in spec.members], ignore_index=True)
+    worst = worst_case(rows, [m.name for m in spec.members])
+    if worst["attack_params"].iloc[0] != spec.attack_params:  # the rows are those of other member options
+        raise ValueError(f"ensemble rows made from members {worst['attack_params'].iloc[0]}, not {spec.attack_params}")
+    return worst
+
+
+def score_attacks(evaluation: Evaluation, chosen: Sequence[AttackSpec], *, epsilons: Sequence[float],
+                  attack_loss: str, batch_size: int) -> pd.DataFrame:
+    """The rows of every chosen attack, in :func:`~tfrobseg.experiment.attacks.evaluation_order` (the
+    chosen ones first, then the ensemble members not chosen): each attack computed once, the ensemble
+    reduced from its members' rows."""
+    done: dict[AttackSpec, pd.DataFrame] = {}
+
+    def rows(spec: AttackSpec) -> pd.DataFrame:
+        if spec not in done:
+            done[spec] = (ensemble_rows(spec, {m: rows(m) for m in spec.members}) if spec.is_ensemble
+                          else evaluation.score(spec, epsilons=epsilons, attack_loss=attack_loss,
+                                                batch_size=batch_size))
+        return done[spec]
+
+    return pd.concat([rows(spec) for spec in evaluation_order(chosen)], ignore_index=True)
+
+
 def attack_and_score(unit: Unit, settings: Settings, model: Any, eval_ds: Any, patients: list[str], progress: bool,
                      position: int) -> pd.DataFrame:
-    """Step 3: attack every evaluation slice at every ε and score each patient in 3D."""
-    from tfrobseg.attacks import attack_dataset
-    from tfrobseg.experiment.scoring import (
-        evaluate_attack_stream,
-        iter_with_count,
-        load_volumes,
-    )
-    from tfrobseg.losses import get_loss
-
-    attack_loss = settings.attack_loss_for(unit.loss)
-    volumes = load_volumes(eval_ds, expected=record_files(settings, patients))
-    total = sum(v.n_slices for v in volumes.values()) * len(settings.epsilons)
-    stream = attack_dataset(model, eval_ds, list(settings.epsilons), attack=settings.attack,
-                            loss=get_loss(attack_loss), batch_size=settings.train.batch_size, return_images=True,
-                            jit_compile=settings.train.xla, attack_precision=settings.attack_precision)
-    extra = {"phase": unit.phase, "model": unit.model, "loss": unit.loss,
-             "fold": -1 if unit.fold is None else unit.fold, "attack": settings.attack, "attack_loss": attack_loss}
-    return evaluate_attack_stream(iter_with_count(stream, total, f"attack {unit.uid}", progress, position), volumes,
-                                  threshold=settings.threshold, extra=extra)
+    """Step 3: attack every evaluation slice at every ε with every chosen attack, and score each patient in 3D."""
+    evaluation = Evaluation.of(unit, settings, model, eval_ds, patients, progress=progress, position=position)
+    return score_attacks(evaluation, settings.attack_specs(), epsilons=settings.epsilons,
+                         attack_loss=settings.attack_loss_for(unit.loss), batch_size=settings.train.batch_size)
 
 
 def record(unit: Unit, settings: Settings, out_dir: Path, data: UnitData, result: Any, metrics: pd.DataFrame,

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,8 @@ from tfrobseg.training.config import (
     tf_config_workers,
 )
 
-__all__ = ["BUILTIN_DATA", "BUILTIN_PRESET", "Settings", "default_out_dir", "default_threads", "resolve_data",
-           "resolve_settings"]
+__all__ = ["BUILTIN_DATA", "BUILTIN_PRESET", "Settings", "default_out_dir", "default_threads",
+           "resolve_attack_options", "resolve_data", "resolve_settings"]
 
 BUILTIN_DATA = Path("data/builtin")
 #: The key under which tfrobseg before issue 13 identified the data (the manifest file's SHA-256).
@@ -61,8 +61,14 @@ BUILTIN_PRESET: dict[str, Any] = {
 class Settings:
     """Everything that changes a unit's numbers (fingerprinted into ``run.json``).
 
-    ``train`` is the whole training configuration; the rest says which data, which attack and
-    which network size, and how a unit's process computes: ``threads`` (TensorFlow's intra- and
+    ``train`` is the whole training configuration; the rest says which data, which attacks and
+    which network size, and how a unit's process computes. ``attack`` is the attack name, or the comma
+    list of the attacks every unit evaluates (the first one makes Tables I–IV); ``attack_options`` the
+    attack options chosen on the command line (``{"steps": 20}``) and ``ensemble_members`` the members of
+    the ``ensemble`` when it is chosen (:func:`~tfrobseg.experiment.attacks.resolve_attacks` turns the three
+    into :class:`~tfrobseg.experiment.attacks.AttackSpec`); empty, they are left out of the fingerprint,
+    so a folder made before they existed (the study's FGSM) takes a re-run with the default options.
+    How a unit's process computes: ``threads`` (TensorFlow's intra- and
     inter-op pools; on a CPU their size changes the rounding of convolutions, measured: 0.04 max
     weight difference after 8 steps of a Recurrent U-Net with 1 vs 2 threads), ``deterministic``
     (``tf.config.experimental.enable_op_determinism``) and ``replicas`` (the distribution
@@ -85,6 +91,8 @@ class Settings:
     threads: int = 1
     deterministic: bool = False
     replicas: int = 1
+    attack_options: dict[str, Any] = field(default_factory=dict)
+    ensemble_members: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -100,6 +108,7 @@ class Settings:
         d["train"] = TrainConfig.from_dict(d["train"])
         d["epsilons"] = tuple(float(e) for e in d["epsilons"])
         d["filters"] = tuple(int(f) for f in d["filters"])
+        d["ensemble_members"] = tuple(d.get("ensemble_members", ()))
         return cls(**d)
 
     def fingerprint(self) -> dict[str, Any]:
@@ -107,7 +116,21 @@ class Settings:
         d = self.to_json()
         d["data_dir"] = os.path.abspath(d["data_dir"])  # the data fingerprint identifies the content
         d.pop("split_file")  # its hash identifies the split
+        for name in ("attack_options", "ensemble_members"):  # absent before issue 15: same hash when unused
+            if not d[name]:
+                d.pop(name)
         return d
+
+    def evaluated_attacks(self) -> tuple[str, ...]:
+        """The attacks whose rows each unit writes, in ``metrics.csv``'s order: the chosen ones, then the
+        ensemble's members not chosen themselves (no TensorFlow; :func:`~tfrobseg.experiment.attacks.evaluation_order`)."""
+        return tuple(dict.fromkeys([*(a for a in self.attack.split(",") if a), *self.ensemble_members]))
+
+    def attack_specs(self) -> list[Any]:
+        """The chosen attacks as validated :class:`~tfrobseg.experiment.attacks.AttackSpec` (imports TensorFlow)."""
+        from tfrobseg.experiment.attacks import resolve_attacks
+
+        return resolve_attacks(self.attack, self.attack_options, self.ensemble_members or None)
 
     def attack_loss_for(self, training_loss: str) -> str:
         """The loss the attack differentiates: the unit's training loss unless one was chosen."""
@@ -166,6 +189,22 @@ def default_out_dir(out: str | None, data_dir: Path, preset: str | None) -> Path
     return Path("results") / ("builtin" if preset else data_dir.name)
 
 
+def resolve_attack_options(args: Any) -> tuple[str, dict[str, Any], tuple[str, ...]]:
+    """``(attack, attack_options, ensemble_members)`` of :class:`Settings` from the parsed options, validated
+    (:func:`~tfrobseg.experiment.attacks.resolve_attacks`; OptionError naming the flag): the chosen names as a
+    comma list, the attack options given, and the ensemble's members when it is chosen (its default members
+    written out, so that a later change of the default does not change what a folder's runs mean)."""
+    from tfrobseg.experiment.attacks import ENSEMBLE, given_options, resolve_attacks
+
+    options = given_options(args)
+    try:
+        specs = resolve_attacks(args.attack, options, getattr(args, "ensemble_members", None))
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
+    members = next((tuple(m.name for m in s.members) for s in specs if s.name == ENSEMBLE), ())
+    return ",".join(s.name for s in specs), options, members
+
+
 def resolve_settings(args: Any, data_dir: Path, preset: str | None, *, gpus: int) -> tuple[Settings, int]:
     """The run's :class:`Settings` and job count from the parsed options (``argparse.Namespace``).
 
@@ -183,6 +222,7 @@ def resolve_settings(args: Any, data_dir: Path, preset: str | None, *, gpus: int
     if args.batch_size < 1 or (args.max_epochs is not None and args.max_epochs < 1) \
             or (args.image_size is not None and args.image_size < 16) or (args.threads is not None and args.threads < 1):
         raise OptionError("--batch-size, --max-epochs and --threads must be >= 1, --image-size >= 16")
+    attack, options, members = resolve_attack_options(args)
     split_file = getattr(args, "split", None)
     if split_file and not Path(split_file).is_file():
         raise OptionError(f"--split {split_file}: no such file (a JSON file with train/val/test patient lists)")
@@ -211,7 +251,7 @@ def resolve_settings(args: Any, data_dir: Path, preset: str | None, *, gpus: int
         split_file=split_file,
         split_sha256=file_hash(split_file) if split_file else None,
         epsilons=tuple(sorted({0.0, *args.epsilons})),
-        attack=args.attack,
+        attack=attack,
         attack_loss=args.attack_loss,
         filters=tuple(pick(args.filters, "filters", study.FILTERS)),
         image_size=int(pick(args.image_size, "image_size", manifest.image_size)),
@@ -221,5 +261,7 @@ def resolve_settings(args: Any, data_dir: Path, preset: str | None, *, gpus: int
         threads=args.threads or default_threads(preset),
         deterministic=bool(args.deterministic),
         replicas=replicas,
+        attack_options=options,
+        ensemble_members=members,
     )
     return settings, int(pick(args.jobs, "jobs", 1))

@@ -3,7 +3,10 @@
 Layout: ``<out>/run.json`` (:class:`RunFile`: the settings fingerprint and the data's), one folder per unit
 ``<out>/<phase>/<model>/<loss>/<fold>/`` (:class:`~tfrobseg.experiment.units.Unit`) with
 ``metrics.csv``, ``config.json``, ``history.csv``, ``best.keras`` and, written last, its marker
-``DONE.json`` (:class:`UnitMarker`, with the SHA-256 of ``best.keras`` and ``metrics.csv``). A unit that
+``DONE.json`` (:class:`UnitMarker`, with the SHA-256 of ``best.keras`` and ``metrics.csv``). Attacks evaluated
+later on a complete unit (``experiments/attack.py``) go to ``<unit>/attacks/<key>.csv`` with their record
+``<key>.json`` (:class:`AttackRecord`, written last); :func:`collect_attack_rows` reads them with the units'
+own rows. A unit that
 failed gets ``FAILED.json`` (its one-line reason and the traceback) instead, never the marker. Every file is
 written atomically (:mod:`tfrobseg.io`), so a killed process never leaves a half-written file that looks
 complete. A unit is complete when its marker exists and its files still match the marker's checksums;
@@ -22,6 +25,7 @@ units trained under different settings would silently corrupt the tables.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -32,21 +36,23 @@ from typing import Any
 
 import pandas as pd
 
-from tfrobseg.errors import SettingsMismatchError, UnitFilesError
-from tfrobseg.experiment.settings import LEGACY_DATA_KEY
-from tfrobseg.experiment.units import MARKER, PHASES, Unit
+from tfrobseg.errors import InputError, SettingsMismatchError, UnitFilesError
+from tfrobseg.experiment.settings import LEGACY_DATA_KEY, Settings
+from tfrobseg.experiment.units import MARKER, PHASES, Unit, UnitRecord
 from tfrobseg.io import atomic_write_json, config_hash, file_hash, to_json
 
-__all__ = ["CHECKSUMMED", "FAILURE_NAME", "LOCKS_DIR", "METRICS_NAME", "MODEL_NAME", "RUN_FILE", "RunFile",
-           "UnitMarker", "check_settings", "collect_metrics", "count_complete", "differing", "find_unit",
-           "is_complete", "lock_path", "read_failure", "reset_unit", "unit_problems", "write_failure",
-           "write_marker"]
+__all__ = ["ATTACKS_DIR", "CHECKSUMMED", "FAILURE_NAME", "LOCKS_DIR", "METRICS_NAME", "MODEL_NAME", "ROW_KEYS",
+           "RUN_FILE", "AttackRecord", "RunFile", "UnitMarker", "attack_lock_path", "check_settings",
+           "collect_attack_rows", "collect_metrics", "count_complete", "differing", "find_unit", "folder_settings",
+           "is_complete", "lock_path", "model_sha256", "read_failure", "reset_unit", "tidy_rows", "unit_problems",
+           "write_failure", "write_marker"]
 
 RUN_FILE = "run.json"
 METRICS_NAME = "metrics.csv"
 MODEL_NAME = "best.keras"
 FAILURE_NAME = "FAILED.json"
 LOCKS_DIR = ".locks"
+ATTACKS_DIR = "attacks"
 #: The files whose SHA-256 a marker records: what tables (metrics) and figures (model) read.
 CHECKSUMMED = (MODEL_NAME, METRICS_NAME)
 
@@ -182,6 +188,12 @@ def lock_path(unit: Unit, out_dir: str | os.PathLike) -> Path:
     return Path(out_dir) / LOCKS_DIR / f"{unit.uid}.lock"
 
 
+def attack_lock_path(unit: Unit, out_dir: str | os.PathLike, key: str) -> Path:
+    """``<out>/.locks/<phase>/<model>/<loss>/<fold>/attacks/<key>.lock``, held by the process evaluating
+    attack ``key`` on the unit (``experiments/attack.py``)."""
+    return Path(out_dir) / LOCKS_DIR / unit.uid / ATTACKS_DIR / f"{key}.lock"
+
+
 # ---------------------------------------------------------------------------------------- settings
 def count_complete(out_dir: str | os.PathLike) -> int:
     """Units with a marker under ``out_dir`` (their files are not hashed)."""
@@ -212,6 +224,53 @@ def check_settings(out_dir: str | os.PathLike, settings: Mapping[str, Any], *, d
                     shutil.rmtree(out / phase)
     RunFile(digest, json.loads(to_json(settings)), None if data is None else json.loads(to_json(data))).write(out)
     return digest
+
+
+def folder_settings(root: str | os.PathLike) -> tuple[Settings, list[UnitRecord]]:
+    """The settings ``root``'s units were made with (those of a complete unit whose fingerprint is ``run.json``'s,
+    with the data folder as ``run.json`` has it: absolute), and the records of its complete units.
+
+    Raises :class:`~tfrobseg.errors.InputError` (one line naming the file) when ``run.json`` is missing,
+    unreadable or made by an older tfrobseg, no unit has its settings, or the data or split file they name is
+    not the one the units were made with.
+    """
+    root = Path(root)
+    try:
+        run = RunFile.read(root)
+    except ValueError as exc:
+        raise InputError(f"{exc}: not a results folder of crossval.py / holdout.py") from None
+    if run.legacy:
+        raise InputError(f"{root} was made by an older tfrobseg (its {RUN_FILE} identifies the data by the manifest "
+                         "file's hash): its settings cannot be checked against its data")
+    records = []
+    for marker in sorted(root.glob(f"*/*/*/*/{MARKER}")):
+        try:
+            records.append(UnitRecord.read(marker.parent))
+        except ValueError:
+            continue  # verify.py reports it; another unit gives the settings
+    same = [r.settings for r in records if config_hash(r.settings.fingerprint()) == run.settings_hash]
+    if not same:
+        raise InputError(f"{root}: no complete unit was made with the settings of its {RUN_FILE} "
+                         f"(experiments/verify.py --results {root} says why)")
+    settings = dataclasses.replace(same[0], data_dir=str(run.settings["data_dir"]))
+    _check_inputs(settings)
+    return settings, records
+
+
+def _check_inputs(settings: Settings) -> None:
+    """The data and split file are still those the folder's units were made with."""
+    from tfrobseg.dataset.manifest import Manifest
+
+    try:
+        content = Manifest.read(settings.data_dir).content_hash()
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{settings.data_dir}: the folder's data cannot be read ({exc})") from None
+    if content != settings.data_fingerprint:
+        raise InputError(f"{settings.data_dir}: the data changed since the folder's units were made (content "
+                         "fingerprint differs)")
+    split = settings.split_file
+    if split and (not Path(split).is_file() or file_hash(split) != settings.split_sha256):
+        raise InputError(f"{split}: the split file of the folder's units is missing or changed")
 
 
 def _refusal(out: Path, old: RunFile, settings: Mapping[str, Any], data: Mapping[str, Any] | None) -> str:
@@ -288,3 +347,112 @@ def find_unit(results_dir: str | os.PathLike, model: str, loss: str) -> Path | N
                                      f"recomputed); experiments/verify.py --results {root} lists every such unit")
             return d
     return None
+
+
+# ---------------------------------------------------------------------------------------- attacks of finished units
+#: What identifies a tidy row: the unit, the attack with its options and loss, the patient, ε.
+ROW_KEYS = ("phase", "model", "loss", "fold", "attack", "attack_params", "attack_loss", "patient_id", "epsilon")
+
+
+@dataclass
+class AttackRecord:
+    """``<unit>/attacks/<key>.json``, written after its ``<key>.csv``: an attack evaluated on a complete unit
+    by ``experiments/attack.py``.
+
+    ``spec`` is :meth:`tfrobseg.experiment.attacks.AttackSpec.to_json`; ``model_sha256`` the SHA-256 of the
+    ``best.keras`` attacked (a record of another model is stale: recomputed, never read); ``csv_sha256`` that
+    of the rows; ``sources`` (ensemble only) where each member's rows came from (``metrics.csv`` or
+    ``attacks/<key>.csv``).
+    """
+
+    unit: str
+    key: str
+    spec: dict[str, Any]
+    attack_loss: str
+    epsilons: list[float]
+    batch_size: int
+    attack_precision: str
+    model_sha256: str
+    csv_sha256: str
+    rows: int
+    seconds: float
+    sources: dict[str, str] | None = None
+    versions: dict[str, str] | None = None
+
+    @staticmethod
+    def paths(unit_dir: str | os.PathLike, key: str) -> tuple[Path, Path]:
+        """``(<unit>/attacks/<key>.csv, <unit>/attacks/<key>.json)``."""
+        folder = Path(unit_dir) / ATTACKS_DIR
+        return folder / f"{key}.csv", folder / f"{key}.json"
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> AttackRecord:
+        """The record at ``path``; ValueError naming the file when it is unreadable."""
+        try:
+            return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: not a readable attack record ({type(exc).__name__}: {exc})") from None
+
+    def write(self, unit_dir: str | os.PathLike) -> Path:
+        return atomic_write_json(self.paths(unit_dir, self.key)[1], dataclasses.asdict(self))
+
+    def problem(self, unit_dir: str | os.PathLike, model_sha256: str) -> str | None:
+        """Why the record's rows cannot be used for the unit's model now (None when they can)."""
+        csv = self.paths(unit_dir, self.key)[0]
+        if self.model_sha256 != model_sha256:
+            return f"made on another {MODEL_NAME} (SHA-256 differs)"
+        if not csv.is_file():
+            return f"{csv.name}: missing"
+        if file_hash(csv) != self.csv_sha256:
+            return f"{csv.name}: SHA-256 differs from its record (changed or corrupt)"
+        return None
+
+
+def model_sha256(unit_dir: str | os.PathLike) -> str:
+    """The SHA-256 of a complete unit's ``best.keras``, from its marker (hashed when the marker has none)."""
+    sha = UnitMarker.read(unit_dir).sha256 or {}
+    return sha.get(MODEL_NAME) or file_hash(Path(unit_dir) / MODEL_NAME)
+
+
+def tidy_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows in the tidy format of issue 15: ``attack_params`` ``{}`` where a ``metrics.csv`` predates it (its
+    attack ran with its defaults: the command line had no attack options) and ``worst_attack`` empty outside
+    the ensemble (CSV reads an empty string back as NaN)."""
+    if df.empty or "attack" not in df:
+        return df
+    df = df.copy()
+    df["attack_params"] = df["attack_params"].fillna("{}") if "attack_params" in df else "{}"
+    df["worst_attack"] = df["worst_attack"].fillna("") if "worst_attack" in df else ""
+    return df
+
+
+def collect_attack_rows(out_dir: str | os.PathLike) -> pd.DataFrame:
+    """Every attack's rows of ``out_dir`` in one tidy frame: the ``metrics.csv`` of each unit with a marker and
+    the rows of each of its attack records (``experiments/attack.py``) that belong to its model and match their
+    checksum. A row that appears twice (same unit, attack, ``attack_params``, attack loss, patient and ε) is
+    kept once, the unit's own first."""
+    frames = []
+    for marker in sorted(Path(out_dir).glob(f"*/*/*/*/{MARKER}")):
+        d = marker.parent
+        if (d / METRICS_NAME).is_file():
+            frames.append(pd.read_csv(d / METRICS_NAME))
+        records = sorted((d / ATTACKS_DIR).glob("*.json"))
+        if not records:
+            continue
+        try:
+            model = model_sha256(d)
+        except (ValueError, OSError):
+            continue  # verify.py reports the unit
+        for path in records:
+            try:
+                record = AttackRecord.read(path)
+            except ValueError:
+                continue
+            if record.problem(d, model) is None:
+                frames.append(pd.read_csv(AttackRecord.paths(d, record.key)[0]))
+    if not frames:
+        return pd.DataFrame()
+    rows = tidy_rows(pd.concat(frames, ignore_index=True))
+    keys = [k for k in ROW_KEYS if k in rows.columns]
+    rounded = rows.assign(epsilon=rows["epsilon"].astype(float).round(10))
+    return rows[~rounded.duplicated(keys)].reset_index(drop=True)

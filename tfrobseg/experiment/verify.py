@@ -137,7 +137,7 @@ def _check_unit(report: VerifyReport, root: Path, unit: Unit, run: store.RunFile
 
 
 def _check_record(report: VerifyReport, d: Path, unit: Unit, run: store.RunFile | None) -> None:
-    """The unit's settings are the run's, and its metrics have one row per evaluated patient and ε."""
+    """The unit's settings are the run's, and its metrics have one row per evaluated patient, ε and attack."""
     try:
         record = UnitRecord.read(d)
     except ValueError as exc:
@@ -159,9 +159,11 @@ def _check_record(report: VerifyReport, d: Path, unit: Unit, run: store.RunFile 
         report.add("problem", unit.uid, f"{store.METRICS_NAME}: unreadable ({type(exc).__name__}: {exc})")
         return
     n_patients, n_eps = len(record.patients.eval), len(record.settings.epsilons)
-    if rows != n_patients * n_eps:
+    n_attacks = len(record.settings.evaluated_attacks())
+    if rows != n_patients * n_eps * n_attacks:
+        attacks = f" x {n_attacks} attacks" if n_attacks > 1 else ""
         report.add("problem", unit.uid, f"{store.METRICS_NAME} has {rows} rows, {RECORD_NAME} lists {n_patients} "
-                   f"evaluated patient(s) x {n_eps} eps = {n_patients * n_eps}; recompute the unit")
+                   f"evaluated patient(s) x {n_eps} eps{attacks} = {n_patients * n_eps * n_attacks}; recompute the unit")
 
 
 def _check_gaps(report: VerifyReport, run: store.RunFile | None,

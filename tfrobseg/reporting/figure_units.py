@@ -14,15 +14,13 @@ settings), not into the folder: there it would add a one-fold row to the run's t
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 from pathlib import Path
 
-from tfrobseg.errors import FigureUnitError, UnitFilesError, UnitsFailed
+from tfrobseg.errors import FigureUnitError, InputError, UnitFilesError, UnitsFailed
 from tfrobseg.experiment import store
 from tfrobseg.experiment.settings import Settings
-from tfrobseg.experiment.units import MARKER, Unit, UnitRecord
-from tfrobseg.io import config_hash, file_hash
+from tfrobseg.experiment.units import Unit, UnitRecord
 
 __all__ = ["FIGURE_UNITS_DIR", "find_figure_unit", "folder_settings", "train_figure_unit"]
 
@@ -51,51 +49,14 @@ def _same_run(root: Path, sub: Path) -> bool:
 
 
 def folder_settings(root: Path) -> tuple[Settings, list[UnitRecord]]:
-    """The settings of ``root``'s units (a complete unit whose settings are those ``run.json`` fingerprints,
-    with the data folder as ``run.json`` has it: absolute), and the records of its complete units.
-
-    Raises :class:`~tfrobseg.errors.FigureUnitError` (one line) when ``run.json`` is missing, unreadable or
-    made by an older tfrobseg, no unit has its settings, or the data or split file they name is not the one
-    the units were made with.
+    """:func:`tfrobseg.experiment.store.folder_settings`: the settings of ``root``'s units and the records of its
+    complete units; :class:`~tfrobseg.errors.FigureUnitError` (one line) when they are unknown or their data changed.
     """
-    hint = "figures/make_figures.py --no-train skips the figures whose unit is missing"
     try:
-        run = store.RunFile.read(root)
-    except ValueError as exc:
-        raise FigureUnitError(f"{exc}: the settings to train a figure's unit with are unknown; {hint}") from None
-    if run.legacy:
-        raise FigureUnitError(f"{root} was made by an older tfrobseg (its {store.RUN_FILE} identifies the data by the "
-                              f"manifest file's hash): this version trains no unit with its settings; {hint}")
-    records = []
-    for marker in sorted(root.glob(f"*/*/*/*/{MARKER}")):
-        try:
-            records.append(UnitRecord.read(marker.parent))
-        except ValueError:
-            continue  # verify.py reports it; another unit gives the settings
-    same = [r.settings for r in records if config_hash(r.settings.fingerprint()) == run.settings_hash]
-    if not same:
-        raise FigureUnitError(f"{root}: no complete unit was made with the settings of its {store.RUN_FILE}, so "
-                              f"those to train a figure's unit with are unknown (experiments/verify.py --results "
-                              f"{root} says why); {hint}")
-    settings = dataclasses.replace(same[0], data_dir=str(run.settings["data_dir"]))
-    _check_inputs(settings, hint)
-    return settings, records
-
-
-def _check_inputs(settings: Settings, hint: str) -> None:
-    """The data and split file are still those the folder's units were made with."""
-    from tfrobseg.dataset.manifest import Manifest
-
-    try:
-        content = Manifest.read(settings.data_dir).content_hash()
-    except (OSError, ValueError) as exc:
-        raise FigureUnitError(f"{settings.data_dir}: the folder's data cannot be read ({exc}); {hint}") from None
-    if content != settings.data_fingerprint:
-        raise FigureUnitError(f"{settings.data_dir}: the data changed since the folder's units were made (content "
-                              f"fingerprint differs), so a figure's unit trained now would not match them; {hint}")
-    split = settings.split_file
-    if split and (not Path(split).is_file() or file_hash(split) != settings.split_sha256):
-        raise FigureUnitError(f"{split}: the split file of the folder's units is missing or changed; {hint}")
+        return store.folder_settings(root)
+    except InputError as exc:
+        raise FigureUnitError(f"{exc}; the settings to train a figure's unit with are unknown; figures/make_figures.py "
+                              "--no-train skips the figures whose unit is missing") from None
 
 
 def train_figure_unit(root: Path, unit: Unit, number: int, *, progress: bool = True, quiet: bool = False) -> Path:

@@ -47,6 +47,7 @@ from tfrobseg.reporting.figure_units import (
 from tfrobseg.reporting.tables import (
     cell_means,
     display_names,
+    first_attack_rows,
     most_robust_loss,
     study_order,
 )
@@ -121,7 +122,12 @@ def load_unit_model(unit_dir: Path) -> Any:
 
 
 def attack_slice(unit_dir: Path) -> dict[str, Any]:
-    """Re-run the unit's attack on its figure slice; returns images, predictions and metadata."""
+    """Re-run the unit's attack on its figure slice; returns images, predictions and metadata.
+
+    The attack is the run's first (the one of its tables, :func:`~tfrobseg.reporting.tables.first_attack_rows`)
+    with its options. For the ensemble, each ε is attacked with the member that was worst for the patient at
+    that ε (``worst_attack`` in the unit's ``metrics.csv``; the clean row with the first member).
+    """
     from tfrobseg.attacks import attack_dataset
     from tfrobseg.dataset.pipeline import make_dataset
     from tfrobseg.losses import get_loss
@@ -133,11 +139,32 @@ def attack_slice(unit_dir: Path) -> dict[str, Any]:
     areas = [(float(np.asarray(e["mask"]).sum()), int(np.asarray(e["slice_index"]).reshape(-1)[0])) for e in ds]
     best_area, best_slice = max(areas)
     one = ds.filter(lambda e: e["slice_index"][0] == best_slice)
-    outs = list(attack_dataset(load_unit_model(unit_dir), one, list(s.epsilons), attack=s.attack,
-                               loss=get_loss(rec.attack_loss), batch_size=1, return_images=True, jit_compile=False))
+    model = load_unit_model(unit_dir)
+    outs = []
+    for spec, epsilons in _figure_attacks(unit_dir, s.attack_specs()[0], pid, list(s.epsilons)):
+        outs += attack_dataset(model, one, epsilons, attack=spec.name, loss=get_loss(rec.attack_loss), batch_size=1,
+                               return_images=True, jit_compile=False, attack_precision=s.attack_precision,
+                               **spec.options)
+    outs.sort(key=lambda o: o["epsilon"])
     mask = next(iter(one))["mask"].numpy()[0, ..., 0] > 0.5
     return {"patient_id": pid, "slice_index": best_slice, "mask": mask, "outs": outs, "record": rec,
             "gt_area": best_area}
+
+
+def _figure_attacks(unit_dir: Path, spec: Any, patient: str, epsilons: list[float]) -> list[tuple[Any, list[float]]]:
+    """``[(attack spec, its ε)]`` that draw the figure of ``spec``: itself at every ε, or for the ensemble each
+    member at the ε where it was the worst for ``patient``."""
+    if not spec.is_ensemble:
+        return [(spec, epsilons)]
+    rows = store.tidy_rows(pd.read_csv(unit_dir / store.METRICS_NAME))
+    rows = rows[(rows["attack"] == spec.name) & (rows["patient_id"].astype(str) == patient)]
+    worst = dict(zip(rows["epsilon"].astype(float).round(10), rows["worst_attack"]))
+    by_name = {m.name: m for m in spec.members}
+    plan: dict[Any, list[float]] = {}
+    for eps in epsilons:
+        member = by_name.get(worst.get(round(eps, 10)) or "", spec.members[0])
+        plan.setdefault(member, []).append(eps)
+    return list(plan.items())
 
 
 OVERLAY_COLOURS = {
@@ -215,7 +242,7 @@ def make_figures(results_dir: str | Path, out_dir: str | Path | None = None, *, 
     if not root.is_dir():
         raise FileNotFoundError(f"--results {root}: no such folder (the --out of crossval.py / holdout.py)")
     out = Path(out_dir) if out_dir else root / "figures"
-    results = store.collect_metrics(root)
+    results = first_attack_rows(store.collect_metrics(root))[0]  # what the tables show
     if results.empty:
         raise LookupError(f"no completed units (with {MARKER}) under {root}")
     phase = "crossval" if (results["phase"] == "crossval").any() else "holdout"

@@ -17,7 +17,11 @@ equally, "mean results and standard deviations across the folds"):
    of at most 0.74·√50 ≈ 5.2. ``std_over="cells"``: a *cell* is one trained network at one ε (one
    (model, loss, fold, ε), the mean over its patients) and a row is the mean ± sample std of its
    cells. With the same number of patients in every fold both give the same mean.
-4. Empty predictions: :func:`tfrobseg.metrics.evaluate_case` gives them Dice 0 and, for HD95 /
+4. One attack: a run can evaluate several attacks (``--attack fgsm,pgd,ensemble``); Tables I–IV and the
+   additional table use only the rows of the run's first attack (:func:`first_attack_rows`), never an
+   average over attacks, and say which in their notes. The other attacks' rows stay in the units'
+   ``metrics.csv`` (:func:`tfrobseg.experiment.store.collect_attack_rows` reads them all).
+5. Empty predictions: :func:`tfrobseg.metrics.evaluate_case` gives them Dice 0 and, for HD95 /
    ASD (undefined without a predicted surface), a finite penalty distance (the volume's physical
    diagonal), flagged ``empty_pred``. ``empty_predictions="penalty"`` (default) keeps them in every
    mean; ``"exclude"`` leaves them out of HD95 / ASD (and HD), as a MedPy-based evaluation must,
@@ -49,7 +53,8 @@ from tfrobseg.reporting.grid import (
 from tfrobseg.reporting.stats import summarize
 
 __all__ = ["EMPTY_PREDICTIONS", "PENALIZED", "STD_OVER", "WrittenTables", "cell_means", "check_options",
-           "compare_with_published", "display_names", "format_summary", "load_published", "most_robust_loss",
+           "compare_with_published", "display_names", "first_attack_rows", "format_summary", "load_published",
+           "most_robust_loss",
            "published_source", "study_order", "summarize_additional", "summarize_groups", "summarize_table",
            "write_tables"]
 
@@ -81,6 +86,25 @@ def published_source() -> str:
     """The citation lines at the top of the published-values file."""
     text = resources.files("tfrobseg").joinpath("data_files/published_tables.csv").read_text(encoding="utf-8")
     return " ".join(line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#"))
+
+
+def first_attack_rows(results: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """The rows of the run's first attack and a note naming it (None when the rows hold one attack only).
+
+    Every unit's ``metrics.csv`` starts with the rows of the run's first ``--attack``, so the first row's
+    attack and ``attack_params`` are the run's first attack; rows of other attacks are left out.
+    """
+    if results.empty or "attack" not in results:
+        return results, None
+    params = results["attack_params"].fillna("{}") if "attack_params" in results else pd.Series("{}", results.index)
+    first = (results["attack"].iloc[0], params.iloc[0])
+    mine = (results["attack"] == first[0]).to_numpy() & (params == first[1]).to_numpy()
+    if mine.all():
+        return results, None
+    others = sorted({f"{a} {p}" if p != "{}" else str(a) for a, p in zip(results["attack"][~mine], params[~mine])})
+    label = first[0] if first[1] == "{}" else f"{first[0]} {first[1]}"
+    return results[mine], (f"attack: {label}, the run's first; its other attacks ({'; '.join(others)}) are not "
+                            "averaged in (their rows are in the units' metrics.csv)")
 
 
 def display_names(by: str) -> tuple[dict[str, str], tuple[str, ...]]:
@@ -329,6 +353,7 @@ class WrittenTables:
 class _Options:
     std_over: str
     empty_predictions: str
+    attack: list[str] = field(default_factory=list)  # the note naming the attack, when the run had several
 
 
 def _write_attacked(spec: study.TableSpec, summary: pd.DataFrame, notes: list[str], opts: _Options, out: Path,
@@ -370,7 +395,7 @@ def _write_table(spec: study.TableSpec, results: pd.DataFrame, inside: pd.DataFr
             continue
         summary = _with_units(summary, status, spec.by)
         notes = _legend(opts.std_over, opts.empty_predictions, _dims(spec, attacked),
-                        int(summary["n_empty"].sum())) + _grid_notes(summary, status, spec.by)
+                        int(summary["n_empty"].sum())) + _grid_notes(summary, status, spec.by) + opts.attack
         if attacked:
             md += _write_attacked(spec, summary, notes, opts, out, written)
             continue
@@ -422,7 +447,7 @@ def _write_additional(other: pd.DataFrame, opts: _Options, out: Path, written: W
                                           zip(summary[f"{m}_mean"], summary[f"{m}_std"])]
     table = _count_columns(table, summary, METRICS)
     caption = "Additional: results outside the study's grid (never part of Tables I–IV)"
-    notes = _legend(opts.std_over, opts.empty_predictions, ["fold", "ε"], int(summary["n_empty"].sum()))
+    notes = _legend(opts.std_over, opts.empty_predictions, ["fold", "ε"], int(summary["n_empty"].sum())) + opts.attack
     written.add(out, "table_additional.csv", table)
     written.add(out, "table_additional_values.csv", summary.assign(std_over=opts.std_over,
                                                                    empty_predictions=opts.empty_predictions))
@@ -434,7 +459,8 @@ def _write_additional(other: pd.DataFrame, opts: _Options, out: Path, written: W
 
 def write_tables(results: pd.DataFrame, out_dir: str | Path, *, std_over: str = "patients",
                  empty_predictions: str = "penalty") -> WrittenTables:
-    """Write Tables I–IV from the study grid's rows, and the additional table from the others.
+    """Write Tables I–IV from the study grid's rows, and the additional table from the others; only the rows
+    of the run's first attack (:func:`first_attack_rows`), named in the notes when the run had several.
 
     For every table with data: ``table_<T>.{md,tex,csv}`` (formatted), ``table_<T>_values.csv``
     (numeric mean/std/counts), ``table_<T>_vs_published.{md,tex,csv}`` and
@@ -443,7 +469,8 @@ def write_tables(results: pd.DataFrame, out_dir: str | Path, *, std_over: str = 
     study grid's missing units and the tables whose phase was not run.
     """
     check_options(std_over, empty_predictions)
-    opts = _Options(std_over, empty_predictions)
+    results, attack_note = first_attack_rows(results)
+    opts = _Options(std_over, empty_predictions, [attack_note] if attack_note else [])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = WrittenTables()
@@ -455,7 +482,7 @@ def write_tables(results: pd.DataFrame, out_dir: str | Path, *, std_over: str = 
         (f"Rows: only the study's grid ({len(study.MODELS)} models × {len(study.LOSSES)} losses × "
          f"{study.N_FOLDS} folds or the hold-out, ε > 0; clean ε = 0 tables separate); anything else is in the "
          f"additional table. Mean ± std over {std_over} (see under each table); empty predictions: "
-         f"{empty_predictions}."),
+         f"{empty_predictions}." + (f" One {attack_note}." if attack_note else "")),
         "",
         f"Published values: {published_source()}",
         "",
@@ -475,7 +502,9 @@ def write_tables(results: pd.DataFrame, out_dir: str | Path, *, std_over: str = 
 
 
 def most_robust_loss(results: pd.DataFrame, phase: str = "crossval") -> str | None:
-    """The study loss with the highest mean attacked Dice in the loss table of ``phase`` (Figures 1–2)."""
+    """The study loss with the highest mean attacked Dice in the loss table of ``phase`` (Figures 1–2), under
+    the run's first attack (:func:`first_attack_rows`), as the table shows it."""
+    results = first_attack_rows(results)[0]
     data = results[results["phase"] == phase]
     data = data[outside_reasons(data) == ""] if not data.empty else data
     summary = summarize_table(data, "loss") if not data.empty else pd.DataFrame()
