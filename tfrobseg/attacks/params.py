@@ -101,28 +101,6 @@ def check_forward_batch(forward_batch: int | None) -> int | None:
     return forward_batch
 
 
-def check_step_factor(step_factor: float | None) -> float | None:
-    """Validate the step rule α = step_factor · ε / steps: ``None`` (the attack's own default) or a finite number > 0."""
-    if step_factor is None:
-        return None
-    value = check_epsilon(step_factor, "step_factor")
-    if value == 0:
-        raise ValueError(f"step_factor must be > 0 (α = step_factor · ε / steps), got {step_factor!r}")
-    return value
-
-
-def check_restarts(restarts: int) -> int:
-    """Validate the number of restarts (a positive int; 1 = a single run)."""
-    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
-        raise ValueError(f"restarts must be a positive int, got {restarts!r}")
-    return restarts
-
-
-def check_momentum(momentum: float) -> float:
-    """Validate the MI-FGSM momentum μ (a finite number ≥ 0; 0 = no momentum)."""
-    return check_epsilon(momentum, "momentum")
-
-
 def check_attack_precision(attack_precision: str) -> str:
     """Validate the precision an attack runs in: one of :data:`~tfrobseg.attacks.precision.ATTACK_PRECISIONS`."""
     if not isinstance(attack_precision, str) or attack_precision not in ATTACK_PRECISIONS:
@@ -158,10 +136,6 @@ PARAM_CHECKS: dict[str, Callable[[Any], Any]] = {
     "loss_scale": check_loss_scale,
     "jit_compile": partial(check_flag, "jit_compile"),
     "random_start": partial(check_flag, "random_start"),
-    "best_iterate": partial(check_flag, "best_iterate"),
-    "step_factor": check_step_factor,
-    "restarts": check_restarts,
-    "momentum": check_momentum,
     "seed": check_seed,
     "forward_batch": check_forward_batch,
     "target": check_target,
