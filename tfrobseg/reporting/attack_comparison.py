@@ -200,9 +200,8 @@ def format_attack_table(summary: pd.DataFrame, metric: str = "dice") -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def _scope(data: pd.DataFrame, unit: str | None) -> str:
-    if unit is not None:
-        return unit.strip("/")
+def _scope(data: pd.DataFrame) -> str:
+    """The unit of the rows, or how many units they pool."""
     uids = sorted(unit_ids(data).unique())
     return uids[0] if len(uids) == 1 else f"all {len(uids)} units"
 
@@ -273,8 +272,7 @@ def write_attack_comparison(rows: pd.DataFrame, out_dir: str | Path, *, unit: st
     summary = summarize_attacks(rows, unit=unit)
     if f"{metric}_mean" not in summary:
         raise ValueError(f"the rows have no {metric} column")
-    data = select_unit(rows, unit)
-    scope = _scope(data, unit)
+    scope = _scope(select_unit(rows, unit))
     pooled = summary["n_units"].max() > 1
     notes = _notes(summary, pooled)
     present = [m for m in METRICS if f"{m}_mean" in summary]
