@@ -1,0 +1,164 @@
+"""Benchmark: every attack of the registry on one small trained U-Net: gradients, wall time, Dice reached.
+
+Trains a small U-Net (filters 8-16-32-64) for a few steps on synthetic images (a bright ellipse on
+smooth noise, the ellipse is the mask) so that it segments, then runs each attack of
+:data:`tfrobseg.attacks.ATTACKS` (whatever it holds: the script iterates over the registry) through
+:func:`tfrobseg.attacks.attack_dataset` on held-out images over a small ε grid, and prints in one run,
+per attack:
+
+  grads/ε/img — input gradients per ε per image (:func:`tfrobseg.attacks.gradient.gradient_count`
+                over the timed run, divided by images × ε; FGSM shares one gradient across the grid);
+  first s     — the first run, compilation included;
+  wall s      — the second run (compiled), and ×FGSM, its ratio to FGSM's;
+  Dice        — the mean per-image Dice reached at each ε (threshold 0.5, empty vs empty = 1).
+
+Every attack runs with its own defaults (``--steps`` sets the iterations of those that take
+``steps``), the attack loss BCE, seed 0. A last row ``ensemble`` takes per image and ε the lowest Dice
+of the members of :data:`tfrobseg.attacks.ensemble.DEFAULT_MEMBERS` that were run; its cost is theirs
+summed.
+
+    python benchmarks/attacks.py                                  # 48 px, 60 steps, eps 0.05,0.1,0.3
+    python benchmarks/attacks.py --attacks fgsm,pgd,segpgd --epsilons 0.1 --size 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfrobseg.attacks import ATTACKS, attack_dataset, predict
+from tfrobseg.attacks.ensemble import DEFAULT_MEMBERS, ENSEMBLE
+from tfrobseg.attacks.gradient import gradient_count
+from tfrobseg.models import build_model
+
+FILTERS = (8, 16, 32, 64)
+
+
+def synthetic(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` z-scored images ``(n, size, size, 1)``: a brighter ellipse (the mask) on smooth noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    images, masks = [], []
+    for _ in range(n):
+        cy, cx = rng.uniform(0.3, 0.7, 2)
+        ry, rx = rng.uniform(0.1, 0.25, 2)
+        mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        noise = rng.normal(size=(size + 4, size + 4))
+        smooth = sum(noise[i:i + size, j:j + size] for i in range(5) for j in range(5)) / 5  # 5x5 box, std 1
+        image = 0.8 * mask + 0.5 * smooth + 0.3 * rng.normal(size=(size, size))
+        images.append((image - image.mean()) / image.std())
+        masks.append(mask)
+    return (np.stack(images)[..., None].astype(np.float32), np.stack(masks)[..., None].astype(np.float32))
+
+
+def per_image_dice(pred: np.ndarray, mask: np.ndarray) -> float:
+    """Hard Dice of one image (prediction thresholded at 0.5); an empty prediction of an empty mask is 1."""
+    p, m = pred > 0.5, mask > 0.5
+    total = p.sum() + m.sum()
+    return 1.0 if total == 0 else float(2 * (p & m).sum() / total)
+
+
+def train(args: argparse.Namespace, x: np.ndarray, y: np.ndarray) -> keras.Model:
+    keras.utils.set_random_seed(args.seed)
+    model = build_model("unet", (args.size, args.size, 1), filters=FILTERS)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="binary_crossentropy")
+    batches = len(x) // args.batch
+    for step in range(args.steps):
+        b = step % batches
+        model.train_on_batch(x[b * args.batch:(b + 1) * args.batch], y[b * args.batch:(b + 1) * args.batch])
+    return model
+
+
+def run_attack(model: keras.Model, name: str, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict:
+    """Two runs of one attack (the first compiles); the second is timed and its gradients counted."""
+    options = {"steps": args.attack_steps} if args.attack_steps and "steps" in ATTACKS[name].options else {}
+    if "jit_compile" in ATTACKS[name].options:
+        options["jit_compile"] = not args.no_jit
+    dataset = tf.data.Dataset.from_tensor_slices({"image": x, "mask": y}).batch(args.batch)
+
+    def once() -> np.ndarray:
+        dice = np.zeros((len(args.epsilons), len(x)))
+        results = attack_dataset(model, dataset, args.epsilons, attack=name, loss="bce", batch_size=args.batch,
+                                 **options)
+        for k, r in enumerate(results):
+            dice[k % len(args.epsilons), k // len(args.epsilons)] = per_image_dice(r["prediction"],
+                                                                                  y[k // len(args.epsilons)])
+        return dice
+
+    start = time.perf_counter()
+    once()
+    first = time.perf_counter() - start
+    grads = gradient_count()
+    start = time.perf_counter()
+    dice = once()
+    wall = time.perf_counter() - start
+    return {"first": first, "wall": wall, "grads": (gradient_count() - grads) / (len(x) * len(args.epsilons)),
+            "dice": dice, "options": options}
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=48, help="image side in pixels (a multiple of 8)")
+    parser.add_argument("--steps", type=int, default=60, help="training steps (batches of --batch)")
+    parser.add_argument("--epsilons", default="0.05,0.1,0.3", help="comma-separated ε in z-score units, > 0")
+    parser.add_argument("--attacks", default="all", help="comma-separated names of ATTACKS (default: all)")
+    parser.add_argument("--attack-steps", type=int, default=None,
+                        help="iterations of the attacks that take steps (default: each attack's own)")
+    parser.add_argument("--images", type=int, default=8, help="held-out images attacked (a multiple of --batch)")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--no-jit", action="store_true", help="graph mode instead of XLA")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    names = list(ATTACKS) if args.attacks == "all" else [a.strip() for a in args.attacks.split(",")]
+    unknown = [a for a in names if a not in ATTACKS]
+    if unknown:
+        parser.error(f"--attacks: unknown {', '.join(unknown)}; ATTACKS has {', '.join(ATTACKS)}")
+    if "fgsm" not in names:
+        names.insert(0, "fgsm")  # the reference of the ×FGSM column
+    args.epsilons = [float(e) for e in args.epsilons.split(",")]
+    if min(args.epsilons) <= 0:
+        parser.error("--epsilons must be > 0 (the clean Dice is printed anyway)")
+    if args.size % 8 or args.images % args.batch or args.batch < 1:
+        parser.error("--size must be a multiple of 8 and --images a multiple of --batch")
+
+    t0 = time.perf_counter()
+    x, y = synthetic(8 * args.batch + args.images, args.size, args.seed)
+    x_train, y_train, x_eval, y_eval = x[:-args.images], y[:-args.images], x[-args.images:], y[-args.images:]
+    model = train(args, x_train, y_train)
+    t_train = time.perf_counter() - t0
+    clean = predict(model, tf.constant(x_eval), jit_compile=not args.no_jit).numpy()
+    clean_dice = np.mean([per_image_dice(p, m) for p, m in zip(clean, y_eval)])
+    results = {name: run_attack(model, name, x_eval, y_eval, args) for name in names}
+    members = [m for m in DEFAULT_MEMBERS if m in results]
+    if len(members) > 1:
+        results[ENSEMBLE] = {key: sum(results[m][key] for m in members) for key in ("first", "wall", "grads")}
+        results[ENSEMBLE]["dice"] = np.min([results[m]["dice"] for m in members], axis=0)
+        results[ENSEMBLE]["options"] = {"members": members}
+
+    print(f"unet filters={FILTERS} params={model.count_params():,} input={args.size}x{args.size} "
+          f"trained {args.steps} steps on {len(x_train)} synthetic images ({t_train:.0f} s); attacked "
+          f"{args.images} held-out images in batches of {args.batch}; attack loss bce; jit={not args.no_jit} "
+          f"tf={tf.__version__} device={'GPU' if tf.config.list_physical_devices('GPU') else 'CPU'} "
+          f"threads={os.cpu_count()}")
+    print(f"clean Dice (mean over images): {clean_dice:.3f}")
+    eps_cols = "  ".join(f"{'ε=' + format(e, 'g'):>7}" for e in args.epsilons)
+    print(f"{'attack':<16} {'grads/ε/img':>11} {'first s':>8} {'wall s':>7} {'×FGSM':>6}  Dice: {eps_cols}  options")
+    base = results["fgsm"]["wall"]
+    for name, r in results.items():
+        dice = "  ".join(f"{d:7.3f}" for d in r["dice"].mean(axis=1))
+        options = ", ".join(f"{k}={v}" for k, v in r["options"].items() if k != "jit_compile") or "defaults"
+        print(f"{name:<16} {r['grads']:11.2f} {r['first']:8.2f} {r['wall']:7.2f} {r['wall'] / base:6.1f}        "
+              f"{dice}  {options}")
+    print(f"total {time.perf_counter() - t0:.0f} s")
+    return results
+
+
+if __name__ == "__main__":
+    main()
