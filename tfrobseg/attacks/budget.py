@@ -9,7 +9,9 @@ volume, not per slice). Two relative conventions are offered through ``relative_
 * ``"max"``: ε is a fraction of each image's maximum pixel magnitude, ``ε_i = ε · max |xᵢ|``
   (Liu et al.: "5 % of the maximum pixel magnitude", ε = 0.05 on images scaled to [0, 1]).
 
-Both are computed per image (over all its pixels and channels), so a batch may mix budgets.
+Both are computed per image (over all its pixels and channels), so a batch may mix budgets. ε itself
+may also be given per image (a vector of length B, :func:`check_budget`): the runner stacks the copies
+of a batch for every ε of the grid into one batch, so that one gradient call serves all of them.
 ``clip=(lo, hi)`` bounds the adversarial image when the input has a valid range; it is applied after
 the L∞ projection, so ``‖x_adv − x‖∞ ≤ ε`` always holds for inputs inside the range.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import tensorflow as tf
 
 RELATIVE_TO = (None, "range", "max")
@@ -43,6 +46,40 @@ def check_epsilons(epsilons: Sequence[float]) -> list[float]:
     if not values:
         raise ValueError("epsilons must contain at least one value")
     return values
+
+
+def check_budget(eps: float | Sequence[float], name: str = "eps") -> float | np.ndarray:
+    """Validate ε given for the whole batch (a number) or per image (a 1-D sequence, each finite ≥ 0)."""
+    if np.ndim(eps) == 0:
+        return check_epsilon(eps, name)
+    values = np.asarray([check_epsilon(e, name) for e in np.ravel(eps)], np.float32)
+    if np.ndim(eps) != 1 or not values.size:
+        raise ValueError(f"{name} must be a number or a non-empty 1-D sequence (one per image), got shape {np.shape(eps)}")
+    return values
+
+
+def budget(x: tf.Tensor, eps: float | np.ndarray, relative_to: str | None) -> tf.Tensor:
+    """The per-image L∞ radius in input units, shaped ``(B, 1, …, 1)``: ε (a number, or one per image)
+    times :func:`epsilon_scale`."""
+    scale = epsilon_scale(x, relative_to)
+    if np.ndim(eps) == 0:
+        return float(eps) * scale
+    eps = np.asarray(eps, np.float32)
+    if x.shape[0] is not None and eps.shape[0] != x.shape[0]:
+        raise ValueError(f"per-image eps has {eps.shape[0]} values for a batch of {x.shape[0]} images")
+    return tf.reshape(tf.constant(eps), [-1] + [1] * (scale.shape.rank - 1)) * scale
+
+
+def batch_dice(pred: tf.Tensor, y: tf.Tensor, threshold: float = 0.5) -> tf.Tensor:
+    """``(B,)`` Dice of each image's thresholded prediction (p > threshold) against its mask (y > 0.5);
+    an image where both are empty scores 1. What "worst" means when an attack keeps, per image, the
+    restart or iterate that hurts the segmentation most."""
+    axes = list(range(1, pred.shape.rank))
+    p = tf.cast(pred > threshold, tf.float32)
+    t = tf.cast(y > 0.5, tf.float32)
+    inter = tf.reduce_sum(p * t, axes)
+    total = tf.reduce_sum(p, axes) + tf.reduce_sum(t, axes)
+    return tf.where(total > 0, 2.0 * inter / tf.maximum(total, 1.0), 1.0)
 
 
 def check_relative_to(relative_to: str | None) -> str | None:

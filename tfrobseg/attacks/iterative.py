@@ -20,24 +20,26 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from tfrobseg.attacks.budget import check_epsilon, clip_bounds, epsilon_scale, project
+from tfrobseg.attacks.budget import budget, check_budget, clip_bounds, project
 from tfrobseg.attacks.gradient import LossLike
 from tfrobseg.attacks.params import AttackOptions, check_alpha, check_steps
 
-#: PGD's random start: ``start(x, ε, relative_to)`` is the offset from x of the first iterate.
-StartFn = Callable[[tf.Tensor, float, str | None], tf.Tensor]
+#: PGD's random start: ``start(x, ε, relative_to)`` is the offset from x of the first iterate
+#: (ε a number or one per image).
+StartFn = Callable[[tf.Tensor, float | np.ndarray, str | None], tf.Tensor]
 
 
 def iterate(
     model: keras.Model,
     x: tf.Tensor,
     y: tf.Tensor,
-    eps: float,
+    eps: float | np.ndarray,
     *,
     steps: int,
-    alpha: float,
+    alpha: float | np.ndarray,
     direction: float,
     delta0: tf.Tensor | None,
     options: AttackOptions,
@@ -45,11 +47,11 @@ def iterate(
     """Projected signed-gradient iterations shared by i-FGSM, ti-FGSM and PGD.
 
     ``direction`` is +1 to ascend the loss (untargeted) and −1 to descend it (targeted); ``delta0``
-    is the starting offset from x (``None``: start at x). α is in the units of ε.
+    is the starting offset from x (``None``: start at x). α is in the units of ε; both may be given
+    per image.
     """
     x = tf.convert_to_tensor(x, tf.float32)
-    scale = epsilon_scale(x, options.relative_to)
-    eps_b, alpha_b = eps * scale, alpha * scale
+    eps_b, alpha_b = budget(x, eps, options.relative_to), budget(x, alpha, options.relative_to)
     lo, hi = clip_bounds(options.clip)
     delta = tf.zeros_like(x) if delta0 is None else delta0
     x_adv, delta = project(x, delta, eps_b, lo, hi)
@@ -63,7 +65,7 @@ def projected_attack(
     model: keras.Model,
     x: tf.Tensor,
     y: tf.Tensor,
-    eps: float,
+    eps: float | np.ndarray,
     *,
     steps: int,
     alpha: float | None,
@@ -75,12 +77,12 @@ def projected_attack(
     """Check every argument, then :func:`iterate`: the common body of i-FGSM, ti-FGSM and PGD.
 
     ``alpha=None`` takes the attack's default step ``step_factor · ε / steps``; ``start``, when
-    given, draws the starting offset. ε = 0 returns ``x`` (no attack).
+    given, draws the starting offset. ε (a number, or one per image) = 0 returns ``x`` (no attack).
     """
-    eps, steps, alpha = check_epsilon(eps), check_steps(steps), check_alpha(alpha)
+    eps, steps, alpha = check_budget(eps), check_steps(steps), check_alpha(alpha)
     checked = AttackOptions.of(**options)
     x = tf.convert_to_tensor(x, tf.float32)
-    if eps == 0:
+    if np.all(eps == 0):
         return x
     alpha = step_factor * eps / steps if alpha is None else alpha
     delta0 = None if start is None else start(x, eps, checked.relative_to)

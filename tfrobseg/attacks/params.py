@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrobseg.attacks.budget import (
+    check_budget,
     check_clip,
     check_epsilon,
     check_epsilons,
@@ -36,11 +37,16 @@ from tfrobseg.attacks.precision import ATTACK_PRECISIONS
 from tfrobseg.attacks.targets import check_target
 
 
+def check_count(name: str, value: int) -> int:
+    """Validate a count such as ``steps`` or ``restarts``: a positive int."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
 def check_steps(steps: int) -> int:
     """Validate the number of iterations (a positive int)."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    return steps
+    return check_count("steps", steps)
 
 
 def check_alpha(alpha: float | None) -> float | None:
@@ -59,6 +65,24 @@ def check_seed(seed: int | tuple[int, int]) -> tuple[int, int]:
     if len(pair) != 2:
         raise ValueError(f"seed must be an int or a pair of ints, got {seed!r}")
     return pair
+
+
+def check_step_factor(step_factor: float | None) -> float | None:
+    """Validate the step rule α = step_factor · ε / steps: ``None`` (the attack's default) or a number > 0."""
+    if step_factor is None:
+        return None
+    value = check_epsilon(step_factor, "step_factor")
+    if value == 0:
+        raise ValueError("step_factor must be > 0 (the step rule α = step_factor · ε / steps), got 0")
+    return value
+
+
+def check_momentum(momentum: float) -> float:
+    """Validate MI-FGSM's decay μ: a number in [0, 1] (0: no momentum)."""
+    value = check_epsilon(momentum, "momentum")
+    if value > 1:
+        raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
+    return value
 
 
 def check_flag(name: str, value: bool) -> bool:
@@ -86,10 +110,14 @@ def check_attack_precision(attack_precision: str) -> str:
 
 #: The rule of every attack parameter, by name; each returns the normalised value or raises ValueError.
 PARAM_CHECKS: dict[str, Callable[[Any], Any]] = {
-    "eps": check_epsilon,
+    "eps": check_budget,
     "epsilons": check_epsilons,
     "alpha": check_alpha,
     "steps": check_steps,
+    "step_factor": check_step_factor,
+    "restarts": partial(check_count, "restarts"),
+    "best_iterate": partial(check_flag, "best_iterate"),
+    "momentum": check_momentum,
     "clip": check_clip,
     "relative_to": check_relative_to,
     "loss": check_loss,

@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from tfrobseg.attacks.budget import epsilon_scale
+from tfrobseg.attacks.budget import budget
 from tfrobseg.attacks.iterative import projected_attack
 from tfrobseg.attacks.noise import stateless_seed
 from tfrobseg.attacks.params import check_flag
@@ -33,9 +34,9 @@ def pgd(
     """
     seed_pair = stateless_seed(seed)
 
-    def uniform_start(x: tf.Tensor, eps: float, relative_to: str | None) -> tf.Tensor:
+    def uniform_start(x: tf.Tensor, eps: float | np.ndarray, relative_to: str | None) -> tf.Tensor:
         unit = tf.random.stateless_uniform(tf.shape(x), seed=seed_pair, minval=-1.0, maxval=1.0)
-        return unit * eps * epsilon_scale(x, relative_to)
+        return unit * budget(x, eps, relative_to)
 
     start = uniform_start if check_flag("random_start", random_start) else None
     return projected_attack(
