@@ -1,6 +1,6 @@
 """Benchmark: every attack of the registry on one small trained U-Net: gradients, wall time, Dice reached.
 
-Trains a small U-Net (filters 8-16-32-64) for a few steps on synthetic images (a bright ellipse on
+Trains a small U-Net (filters 8-16-32-64) for 300 steps on synthetic images (a bright ellipse on
 smooth noise, the ellipse is the mask) so that it segments, then runs each attack of
 :data:`tfrobseg.attacks.ATTACKS` (whatever it holds: the script iterates over the registry) through
 :func:`tfrobseg.attacks.attack_dataset` on held-out images over a small ε grid, and prints in one run,
@@ -12,12 +12,12 @@ per attack:
   wall s      — the second run (compiled), and ×FGSM, its ratio to FGSM's;
   Dice        — the mean per-image Dice reached at each ε (threshold 0.5, empty vs empty = 1).
 
-Every attack runs with its own defaults (``--steps`` sets the iterations of those that take
-``steps``), the attack loss BCE, seed 0. A last row ``ensemble`` takes per image and ε the lowest Dice
-of the members of :data:`tfrobseg.attacks.ensemble.DEFAULT_MEMBERS` that were run; its cost is theirs
-summed.
+Every attack runs with its own defaults (``--steps`` sets the iterations of those that take ``steps``,
+as in ``experiments/attack.py``), the attack loss BCE, seed 0. A last row ``ensemble`` takes per image
+and ε the lowest Dice of the members of :data:`tfrobseg.attacks.ensemble.DEFAULT_MEMBERS` that were
+run; its cost is theirs summed.
 
-    python benchmarks/attacks.py                                  # 48 px, 60 steps, eps 0.05,0.1,0.3
+    python benchmarks/attacks.py                                  # 48 px, eps 0.05,0.1,0.3, attack defaults
     python benchmarks/attacks.py --attacks fgsm,pgd,segpgd --epsilons 0.1 --size 64
 """
 
@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrobseg.attacks import ATTACKS, attack_dataset, predict
+from tfrobseg.attacks.budget import batch_dice
 from tfrobseg.attacks.ensemble import DEFAULT_MEMBERS, ENSEMBLE
 from tfrobseg.attacks.gradient import gradient_count
 from tfrobseg.models import build_model
@@ -58,19 +59,12 @@ def synthetic(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return (np.stack(images)[..., None].astype(np.float32), np.stack(masks)[..., None].astype(np.float32))
 
 
-def per_image_dice(pred: np.ndarray, mask: np.ndarray) -> float:
-    """Hard Dice of one image (prediction thresholded at 0.5); an empty prediction of an empty mask is 1."""
-    p, m = pred > 0.5, mask > 0.5
-    total = p.sum() + m.sum()
-    return 1.0 if total == 0 else float(2 * (p & m).sum() / total)
-
-
 def train(args: argparse.Namespace, x: np.ndarray, y: np.ndarray) -> keras.Model:
     keras.utils.set_random_seed(args.seed)
     model = build_model("unet", (args.size, args.size, 1), filters=FILTERS)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="binary_crossentropy")
     batches = len(x) // args.batch
-    for step in range(args.steps):
+    for step in range(args.train_steps):
         b = step % batches
         model.train_on_batch(x[b * args.batch:(b + 1) * args.batch], y[b * args.batch:(b + 1) * args.batch])
     return model
@@ -78,19 +72,17 @@ def train(args: argparse.Namespace, x: np.ndarray, y: np.ndarray) -> keras.Model
 
 def run_attack(model: keras.Model, name: str, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict:
     """Two runs of one attack (the first compiles); the second is timed and its gradients counted."""
-    options = {"steps": args.attack_steps} if args.attack_steps and "steps" in ATTACKS[name].options else {}
+    options = {"steps": args.steps} if args.steps and "steps" in ATTACKS[name].options else {}
     if "jit_compile" in ATTACKS[name].options:
         options["jit_compile"] = not args.no_jit
     dataset = tf.data.Dataset.from_tensor_slices({"image": x, "mask": y}).batch(args.batch)
 
     def once() -> np.ndarray:
-        dice = np.zeros((len(args.epsilons), len(x)))
-        results = attack_dataset(model, dataset, args.epsilons, attack=name, loss="bce", batch_size=args.batch,
-                                 **options)
-        for k, r in enumerate(results):
-            dice[k % len(args.epsilons), k // len(args.epsilons)] = per_image_dice(r["prediction"],
-                                                                                  y[k // len(args.epsilons)])
-        return dice
+        """``(E, images)`` Dice; attack_dataset yields slice by slice, the ε of a slice in order."""
+        preds = [r["prediction"] for r in attack_dataset(model, dataset, args.epsilons, attack=name, loss="bce",
+                                                          batch_size=args.batch, **options)]
+        preds = np.stack(preds).reshape(len(x), len(args.epsilons), *x.shape[1:]).swapaxes(0, 1)
+        return np.stack([batch_dice(tf.constant(p), tf.constant(y)).numpy() for p in preds])
 
     start = time.perf_counter()
     once()
@@ -106,10 +98,10 @@ def run_attack(model: keras.Model, name: str, x: np.ndarray, y: np.ndarray, args
 def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=48, help="image side in pixels (a multiple of 8)")
-    parser.add_argument("--steps", type=int, default=60, help="training steps (batches of --batch)")
+    parser.add_argument("--train-steps", type=int, default=300, help="training steps (batches of --batch)")
     parser.add_argument("--epsilons", default="0.05,0.1,0.3", help="comma-separated ε in z-score units, > 0")
     parser.add_argument("--attacks", default="all", help="comma-separated names of ATTACKS (default: all)")
-    parser.add_argument("--attack-steps", type=int, default=None,
+    parser.add_argument("--steps", type=int, default=None,
                         help="iterations of the attacks that take steps (default: each attack's own)")
     parser.add_argument("--images", type=int, default=8, help="held-out images attacked (a multiple of --batch)")
     parser.add_argument("--batch", type=int, default=4)
@@ -134,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     model = train(args, x_train, y_train)
     t_train = time.perf_counter() - t0
     clean = predict(model, tf.constant(x_eval), jit_compile=not args.no_jit).numpy()
-    clean_dice = np.mean([per_image_dice(p, m) for p, m in zip(clean, y_eval)])
+    clean_dice = float(batch_dice(tf.constant(clean), tf.constant(y_eval)).numpy().mean())
     results = {name: run_attack(model, name, x_eval, y_eval, args) for name in names}
     members = [m for m in DEFAULT_MEMBERS if m in results]
     if len(members) > 1:
@@ -143,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         results[ENSEMBLE]["options"] = {"members": members}
 
     print(f"unet filters={FILTERS} params={model.count_params():,} input={args.size}x{args.size} "
-          f"trained {args.steps} steps on {len(x_train)} synthetic images ({t_train:.0f} s); attacked "
+          f"trained {args.train_steps} steps on {len(x_train)} synthetic images ({t_train:.0f} s); attacked "
           f"{args.images} held-out images in batches of {args.batch}; attack loss bce; jit={not args.no_jit} "
           f"tf={tf.__version__} device={'GPU' if tf.config.list_physical_devices('GPU') else 'CPU'} "
           f"threads={os.cpu_count()}")
