@@ -81,6 +81,35 @@ def test_an_attack_with_several_settings_gets_the_differing_options():
     assert s.loc[s["label"] == "PGD (steps=10)", "dice_mean"].item() == pytest.approx(0.4)
 
 
+def test_attack_loss_is_a_setting_and_the_units_own_loss_is_one():
+    # Two units trained with bce and dice, each attacked with its own loss (metrics.csv) and with tversky.
+    rows = []
+    for loss, own in (("bce", 0.3), ("dice", 0.5)):
+        rows += [{**_row("fgsm", "A", 0.5, own), "loss": loss, "attack_loss": loss},
+                 {**_row("fgsm", "A", 0.5, own - 0.1), "loss": loss, "attack_loss": "tversky"}]
+    rows = pd.DataFrame(rows)
+    assert list(ac.attack_labels(rows)["label"]) == ["FGSM (attack_loss=same)", "FGSM (attack_loss=tversky)"] * 2
+    s = ac.summarize_attacks(rows)  # a unit's two rows differ in the attack loss only: not repeats
+    assert list(s["label"]) == ["FGSM (attack_loss=same)", "FGSM (attack_loss=tversky)"]
+    same = s[s["attack_loss"] == "same"].iloc[0]
+    assert (same["label"], same["n"], same["n_units"]) == ("FGSM (attack_loss=same)", 2, 2)
+    assert same["dice_mean"] == pytest.approx(0.4)
+    # One attack loss for all: no suffix.
+    assert set(ac.attack_labels(rows[rows["attack_loss"] == rows["loss"]])["label"]) == {"FGSM"}
+
+
+def test_ensemble_members_label():
+    def members(steps):
+        return json.dumps([{"attack": "fgsm", "params": {}}, {"attack": "pgd", "params": {"steps": steps}}])
+
+    rows = pd.DataFrame([_row("ensemble", "A", 0.5, 0.1, params=members(3)),
+                         _row("ensemble", "A", 0.5, 0.2, params=members(20))])
+    assert list(ac.attack_labels(rows)["label"]) == ["ensemble (robust) (members=fgsm+pgd(steps=3))",
+                                                     "ensemble (robust) (members=fgsm+pgd(steps=20))"]
+    with pytest.raises(ValueError, match="attack_params must be a JSON object or list, got '3'"):
+        ac.attack_labels(pd.DataFrame([_row("pgd", "A", 0.5, 0.1, params="3")]))
+
+
 def test_unit_selection_and_errors():
     rows = pd.concat([_frame(), pd.DataFrame([_row("fgsm", "E", 0.5, 0.3, fold=-1, phase="holdout")])])
     assert list(ac.select_unit(rows, "holdout/unet/bce/holdout")["patient_id"]) == ["E"]

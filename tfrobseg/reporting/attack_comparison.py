@@ -91,15 +91,16 @@ def select_unit(rows: pd.DataFrame, unit: str | None) -> pd.DataFrame:
 
 
 def _canonical(text: Any) -> str:
-    """An ``attack_params`` cell as canonical JSON (sorted keys); empty cells are ``{}``."""
+    """An ``attack_params`` cell as canonical JSON (sorted keys); empty cells are ``{}``. An object for an
+    attack's options, a list of ``{"attack", "params"}`` for the ensemble's members."""
     if not isinstance(text, str) or not text.strip():
         return "{}"
     try:
         params = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"attack_params is not JSON: {text!r} ({exc.msg})") from None
-    if not isinstance(params, dict):
-        raise ValueError(f"attack_params must be a JSON object, got {text!r}")  # noqa: TRY004
+    if not isinstance(params, (dict, list)):
+        raise ValueError(f"attack_params must be a JSON object or list, got {text!r}")  # noqa: TRY004
     return json.dumps(params, sort_keys=True)
 
 
@@ -107,27 +108,52 @@ def _value(v: Any) -> str:
     return v if isinstance(v, str) else json.dumps(v)
 
 
-def attack_labels(rows: pd.DataFrame) -> pd.DataFrame:
-    """``attack``, canonical ``attack_params`` and a display ``label`` per row.
+def _member(member: Any) -> str:
+    """An ensemble member as ``pgd`` or ``pgd(steps=3)``."""
+    if not isinstance(member, dict) or "attack" not in member:
+        return _value(member)
+    options = ", ".join(f"{k}={_value(v)}" for k, v in sorted((member.get("params") or {}).items()))
+    return f"{member['attack']}({options})" if options else str(member["attack"])
 
-    The label is the attack's display name; an attack that appears with several settings gets, per
-    setting, the options whose values differ between its settings: ``PGD (step_factor=1, steps=10)``.
-    Two different settings always differ in some option, so their labels differ.
+
+def _setting(params_text: str, attack_loss: str | None) -> dict[str, Any]:
+    """What makes an attack's rows: its options (the ensemble: ``members``) and, when known, its loss."""
+    params = json.loads(params_text)
+    setting = {"members": "+".join(_member(m) for m in params)} if isinstance(params, list) else dict(params)
+    return setting if attack_loss is None else {**setting, "attack_loss": attack_loss}
+
+
+def attack_labels(rows: pd.DataFrame) -> pd.DataFrame:
+    """``attack``, canonical ``attack_params``, ``attack_loss`` (when the rows have it) and a display
+    ``label`` per row.
+
+    ``attack_loss`` is ``same`` where it is the unit's training loss (the study's choice; over units of
+    different losses, that is one setting), else the loss's name. The label is the attack's display
+    name; an attack that appears with several settings gets, per setting, the options whose values differ
+    between its settings: ``PGD (step_factor=1, steps=10)``, ``FGSM (attack_loss=bce)``,
+    ``ensemble (robust) (members=fgsm+pgd(steps=3))``. Two different settings always differ in some
+    option, so their labels differ.
     """
     require_columns(rows, ["attack"], "attack_labels")
-    out = pd.DataFrame({"attack": rows["attack"].astype(str).to_numpy(), "attack_params": [
-        _canonical(t) for t in (rows["attack_params"] if "attack_params" in rows else [None] * len(rows))]},
-        index=rows.index)
-    labels: dict[tuple[str, str], str] = {}
+    texts = rows["attack_params"] if "attack_params" in rows else [None] * len(rows)
+    out = pd.DataFrame({"attack": rows["attack"].astype(str).to_numpy(),
+                        "attack_params": [_canonical(t) for t in texts]}, index=rows.index)
+    if "attack_loss" in rows:
+        require_columns(rows, ["loss"], "attack_labels")
+        same = rows["attack_loss"].astype(str) == rows["loss"].astype(str)
+        out["attack_loss"] = np.where(same, "same", rows["attack_loss"].astype(str))
+    keys = ["attack_params"] + (["attack_loss"] if "attack_loss" in out else [])
+    labels: dict[tuple[str, ...], str] = {}
     for attack, group in out.groupby("attack", sort=False):
         name = ATTACK_NAMES.get(attack, attack)
-        settings = {text: json.loads(text) for text in group["attack_params"].unique()}
-        keys = sorted({k for params in settings.values() for k in params})
-        differing = [k for k in keys if len({_value(p.get(k, None)) + str(k in p) for p in settings.values()}) > 1]
-        for text, params in settings.items():
-            suffix = ", ".join(f"{k}={_value(params[k])}" for k in differing if k in params)
-            labels[(attack, text)] = f"{name} ({suffix})" if suffix else name
-    out["label"] = [labels[(a, t)] for a, t in zip(out["attack"], out["attack_params"])]
+        settings = {tuple(k): _setting(k[0], k[1] if len(k) > 1 else None)
+                    for k in group[keys].drop_duplicates().itertuples(index=False)}
+        options = sorted({k for setting in settings.values() for k in setting})
+        differing = [k for k in options if len({(k in s, _value(s.get(k))) for s in settings.values()}) > 1]
+        for key, setting in settings.items():
+            suffix = ", ".join(f"{k}={_value(setting[k])}" for k in differing if k in setting)
+            labels[(attack, *key)] = f"{name} ({suffix})" if suffix else name
+    out["label"] = [labels[(a, *k)] for a, k in zip(out["attack"], out[keys].itertuples(index=False))]
     return out
 
 
@@ -139,10 +165,11 @@ def summarize_attacks(rows: pd.DataFrame, *, unit: str | None = None) -> pd.Data
     """Mean, sample std and n of each metric per attack setting × ε (see the module docstring).
 
     Returns one row per (label, ε), attacks in :data:`ATTACK_ORDER`, then label, then ε: ``attack``,
-    ``label``, ``attack_params``, ``epsilon``, ``n`` (rows averaged), ``n_units``, ``<m>_mean`` and
-    ``<m>_std`` for each metric of :data:`METRICS` the rows have, and, when the rows have
-    ``epsilon_pct_std`` (not all empty), its median over all selected rows at that ε (``epsilon_pct_std_median``: the same
-    for every attack, so the table can state ε as % of the intensity std once per ε).
+    ``label``, ``attack_params``, ``attack_loss`` (when the rows have it; :func:`attack_labels`),
+    ``epsilon``, ``n`` (rows averaged), ``n_units``, ``<m>_mean`` and ``<m>_std`` for each metric of
+    :data:`METRICS` the rows have, and, when the rows have ``epsilon_pct_std`` (not all empty), its median
+    over all selected rows at that ε (``epsilon_pct_std_median``: the same for every attack, so the table
+    can state ε as % of the intensity std once per ε).
 
     Raises LookupError (no rows, no such unit) or ValueError (a row repeated: the same unit, attack
     setting, patient and ε twice would be counted twice).
@@ -152,15 +179,17 @@ def summarize_attacks(rows: pd.DataFrame, *, unit: str | None = None) -> pd.Data
     metrics = [m for m in METRICS if m in data.columns]
     if not metrics:
         raise ValueError(f"the rows have none of the metrics {', '.join(METRICS)}")
-    data = pd.concat([data.drop(columns=["attack", "attack_params"], errors="ignore"), attack_labels(data)], axis=1)
+    labelled = attack_labels(data)
+    data = pd.concat([data.drop(columns=list(labelled.columns), errors="ignore"), labelled], axis=1)
     data["unit"] = unit_ids(data)
     data["epsilon"] = data["epsilon"].astype(float).round(6)
-    keys = ["unit", "attack", "attack_params", "patient_id", "epsilon"]
+    setting = ["attack_params"] + (["attack_loss"] if "attack_loss" in data else [])
+    keys = ["unit", "attack", *setting, "patient_id", "epsilon"]
     repeated = data.duplicated(subset=keys)
     if repeated.any():
         example = data.loc[repeated, keys].iloc[0].to_dict()
         raise ValueError(f"{int(repeated.sum())} row(s) repeat a unit × attack setting × patient × ε, e.g. {example}")
-    by = ["attack", "label", "attack_params", "epsilon"]
+    by = ["attack", "label", *setting, "epsilon"]
     out = summarize(data, by, metrics).set_index(by)
     out["n_units"] = data.groupby(by)["unit"].nunique()
     out = out.reset_index()
@@ -217,9 +246,13 @@ def _notes(summary: pd.DataFrame, pooled: bool) -> list[str]:
     controls = [ATTACK_NAMES[a] for a in NOISE_CONTROLS if a in present]
     if controls:
         notes.append(f"{', '.join(controls)}: random perturbations in the same L∞ box, controls, not attacks")
-    settings = summary.drop_duplicates("label")
-    notes += [f"{label}: {params}" for label, params in zip(settings["label"], settings["attack_params"])
-              if params != "{}"]
+    if "attack_loss" in summary:
+        notes.append("attack loss: the unit's training loss unless the settings below name another")
+    for _, row in summary.drop_duplicates("label").iterrows():
+        loss = row.get("attack_loss", "same")
+        setting = _setting(row["attack_params"], None if loss == "same" else loss)
+        if setting:
+            notes.append(f"{row['label']}: " + ", ".join(f"{k}={_value(v)}" for k, v in setting.items()))
     return notes
 
 
