@@ -7,9 +7,9 @@ smooth noise, the ellipse is the mask) so that it segments, then runs each attac
 per attack:
 
   grads/ε/img — input gradients per ε per image (:func:`tfrobseg.attacks.gradient.gradient_count`
-                over the timed run, divided by images × ε; FGSM shares one gradient across the grid);
+                over the timed runs, divided by runs × images × ε; FGSM shares one gradient across the grid);
   first s     — the first run, compilation included;
-  wall s      — the second run (compiled), and ×FGSM, its ratio to FGSM's;
+  wall s      — the median of ``--repeats`` further runs (compiled), and ×FGSM, its ratio to FGSM's;
   Dice        — the mean per-image Dice reached at each ε (threshold 0.5, empty vs empty = 1).
 
 Every attack runs with its own defaults (``--steps`` sets the iterations of those that take ``steps``,
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -71,7 +72,7 @@ def train(args: argparse.Namespace, x: np.ndarray, y: np.ndarray) -> keras.Model
 
 
 def run_attack(model: keras.Model, name: str, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict:
-    """Two runs of one attack (the first compiles); the second is timed and its gradients counted."""
+    """One run that compiles, then ``args.repeats`` timed runs (median wall time, gradients counted)."""
     options = {"steps": args.steps} if args.steps and "steps" in ATTACKS[name].options else {}
     if "jit_compile" in ATTACKS[name].options:
         options["jit_compile"] = not args.no_jit
@@ -87,12 +88,13 @@ def run_attack(model: keras.Model, name: str, x: np.ndarray, y: np.ndarray, args
     start = time.perf_counter()
     once()
     first = time.perf_counter() - start
-    grads = gradient_count()
-    start = time.perf_counter()
-    dice = once()
-    wall = time.perf_counter() - start
-    return {"first": first, "wall": wall, "grads": (gradient_count() - grads) / (len(x) * len(args.epsilons)),
-            "dice": dice, "options": options}
+    grads, walls = gradient_count(), []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        dice = once()
+        walls.append(time.perf_counter() - start)
+    grads = (gradient_count() - grads) / (args.repeats * len(x) * len(args.epsilons))
+    return {"first": first, "wall": statistics.median(walls), "grads": grads, "dice": dice, "options": options}
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
                         help="iterations of the attacks that take steps (default: each attack's own)")
     parser.add_argument("--images", type=int, default=8, help="held-out images attacked (a multiple of --batch)")
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per attack (the median is printed)")
     parser.add_argument("--no-jit", action="store_true", help="graph mode instead of XLA")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -117,8 +120,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     args.epsilons = [float(e) for e in args.epsilons.split(",")]
     if min(args.epsilons) <= 0:
         parser.error("--epsilons must be > 0 (the clean Dice is printed anyway)")
-    if args.size % 8 or args.images % args.batch or args.batch < 1:
-        parser.error("--size must be a multiple of 8 and --images a multiple of --batch")
+    if args.size % 8 or args.batch < 1 or args.images % args.batch or args.repeats < 1:
+        parser.error("--size must be a multiple of 8, --images a multiple of --batch, --repeats >= 1")
 
     t0 = time.perf_counter()
     x, y = synthetic(8 * args.batch + args.images, args.size, args.seed)
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
 
     print(f"unet filters={FILTERS} params={model.count_params():,} input={args.size}x{args.size} "
           f"trained {args.train_steps} steps on {len(x_train)} synthetic images ({t_train:.0f} s); attacked "
-          f"{args.images} held-out images in batches of {args.batch}; attack loss bce; jit={not args.no_jit} "
+          f"{args.images} held-out images in batches of {args.batch}; attack loss bce; jit={not args.no_jit} repeats={args.repeats} "
           f"tf={tf.__version__} device={'GPU' if tf.config.list_physical_devices('GPU') else 'CPU'} "
           f"threads={os.cpu_count()}")
     print(f"clean Dice (mean over images): {clean_dice:.3f}")
