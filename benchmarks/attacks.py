@@ -139,9 +139,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
 
     print(f"unet filters={FILTERS} params={model.count_params():,} input={args.size}x{args.size} "
           f"trained {args.train_steps} steps on {len(x_train)} synthetic images ({t_train:.0f} s); attacked "
-          f"{args.images} held-out images in batches of {args.batch}; attack loss bce; jit={not args.no_jit} repeats={args.repeats} "
-          f"tf={tf.__version__} device={'GPU' if tf.config.list_physical_devices('GPU') else 'CPU'} "
-          f"threads={os.cpu_count()}")
+          f"{args.images} held-out images in batches of {args.batch}; attack loss bce; jit={not args.no_jit} "
+          f"repeats={args.repeats} tf={tf.__version__} "
+          f"device={'GPU' if tf.config.list_physical_devices('GPU') else 'CPU'} threads={os.cpu_count()}")
     print(f"clean Dice (mean over images): {clean_dice:.3f}")
     eps_cols = "  ".join(f"{'ε=' + format(e, 'g'):>7}" for e in args.epsilons)
     print(f"{'attack':<16} {'grads/ε/img':>11} {'first s':>8} {'wall s':>7} {'×FGSM':>6}  Dice: {eps_cols}  options")
