@@ -1,6 +1,6 @@
 """Benchmark: every attack of the registry on one small trained U-Net: gradients, wall time, Dice reached.
 
-Trains a small U-Net (filters 8-16-32-64) for 300 steps on synthetic images (a bright ellipse on
+Trains a small U-Net (filters 8-16-32-64) for 200 steps on synthetic images (a bright ellipse on
 smooth noise, the ellipse is the mask) so that it segments, then runs each attack of
 :data:`tfrobseg.attacks.ATTACKS` (whatever it holds: the script iterates over the registry) through
 :func:`tfrobseg.attacks.attack_dataset` on held-out images over a small ε grid, and prints in one run,
@@ -9,7 +9,8 @@ per attack:
   grads/ε/img — input gradients per ε per image (:func:`tfrobseg.attacks.gradient.gradient_count`
                 over the timed runs, divided by runs × images × ε; FGSM shares one gradient across the grid);
   first s     — the first run, compilation included;
-  wall s      — the median of ``--repeats`` further runs (compiled), and ×FGSM, its ratio to FGSM's;
+  wall s      — the median of ``--repeats`` further runs (compiled; the attacks take turns, so that load
+                from other processes hits them alike), and ×FGSM, its ratio to FGSM's;
   Dice        — the mean per-image Dice reached at each ε (threshold 0.5, empty vs empty = 1).
 
 Every attack runs with its own defaults (``--steps`` sets the iterations of those that take ``steps``,
@@ -27,6 +28,7 @@ import argparse
 import os
 import statistics
 import time
+from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -71,43 +73,55 @@ def train(args: argparse.Namespace, x: np.ndarray, y: np.ndarray) -> keras.Model
     return model
 
 
-def run_attack(model: keras.Model, name: str, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict:
-    """One run that compiles, then ``args.repeats`` timed runs (median wall time, gradients counted)."""
+def attack_runner(model: keras.Model, name: str, x: np.ndarray, y: np.ndarray,
+                  args: argparse.Namespace) -> tuple[Callable[[], np.ndarray], dict]:
+    """A function running attack ``name`` once on ``x`` (returns the ``(E, images)`` Dice), and its options."""
     options = {"steps": args.steps} if args.steps and "steps" in ATTACKS[name].options else {}
     if "jit_compile" in ATTACKS[name].options:
         options["jit_compile"] = not args.no_jit
     dataset = tf.data.Dataset.from_tensor_slices({"image": x, "mask": y}).batch(args.batch)
 
     def once() -> np.ndarray:
-        """``(E, images)`` Dice; attack_dataset yields slice by slice, the ε of a slice in order."""
+        # attack_dataset yields slice by slice, the ε of a slice in order.
         preds = [r["prediction"] for r in attack_dataset(model, dataset, args.epsilons, attack=name, loss="bce",
                                                           batch_size=args.batch, **options)]
         preds = np.stack(preds).reshape(len(x), len(args.epsilons), *x.shape[1:]).swapaxes(0, 1)
         return np.stack([batch_dice(tf.constant(p), tf.constant(y)).numpy() for p in preds])
 
-    start = time.perf_counter()
-    once()
-    first = time.perf_counter() - start
-    grads, walls = gradient_count(), []
-    for _ in range(args.repeats):
+    return once, options
+
+
+def measure(runners: dict[str, Callable[[], np.ndarray]], args: argparse.Namespace, n_images: int) -> dict[str, dict]:
+    """Per attack: the first run (compilation included), then ``args.repeats`` rounds over all attacks in turn
+    (so that load from other processes hits them alike): median wall time, gradients per ε per image, Dice."""
+    results: dict[str, dict] = {}
+    for name, once in runners.items():
         start = time.perf_counter()
-        dice = once()
-        walls.append(time.perf_counter() - start)
-    grads = (gradient_count() - grads) / (args.repeats * len(x) * len(args.epsilons))
-    return {"first": first, "wall": statistics.median(walls), "grads": grads, "dice": dice, "options": options}
+        once()
+        results[name] = {"first": time.perf_counter() - start, "walls": [], "grads": 0}
+    for _ in range(args.repeats):
+        for name, once in runners.items():
+            grads, start = gradient_count(), time.perf_counter()
+            results[name]["dice"] = once()
+            results[name]["walls"].append(time.perf_counter() - start)
+            results[name]["grads"] += gradient_count() - grads
+    for r in results.values():
+        r["wall"] = statistics.median(r.pop("walls"))
+        r["grads"] /= args.repeats * n_images * len(args.epsilons)
+    return results
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=48, help="image side in pixels (a multiple of 8)")
-    parser.add_argument("--train-steps", type=int, default=300, help="training steps (batches of --batch)")
+    parser.add_argument("--train-steps", type=int, default=200, help="training steps (batches of --batch)")
     parser.add_argument("--epsilons", default="0.05,0.1,0.3", help="comma-separated ε in z-score units, > 0")
     parser.add_argument("--attacks", default="all", help="comma-separated names of ATTACKS (default: all)")
     parser.add_argument("--steps", type=int, default=None,
                         help="iterations of the attacks that take steps (default: each attack's own)")
     parser.add_argument("--images", type=int, default=8, help="held-out images attacked (a multiple of --batch)")
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per attack (the median is printed)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per attack (the median is printed)")
     parser.add_argument("--no-jit", action="store_true", help="graph mode instead of XLA")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -130,7 +144,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     t_train = time.perf_counter() - t0
     clean = predict(model, tf.constant(x_eval), jit_compile=not args.no_jit).numpy()
     clean_dice = float(batch_dice(tf.constant(clean), tf.constant(y_eval)).numpy().mean())
-    results = {name: run_attack(model, name, x_eval, y_eval, args) for name in names}
+    runners = {name: attack_runner(model, name, x_eval, y_eval, args) for name in names}
+    results = measure({name: once for name, (once, _) in runners.items()}, args, len(x_eval))
+    for name, (_, options) in runners.items():
+        results[name]["options"] = options
     members = [m for m in DEFAULT_MEMBERS if m in results]
     if len(members) > 1:
         results[ENSEMBLE] = {key: sum(results[m][key] for m in members) for key in ("first", "wall", "grads")}
