@@ -200,11 +200,12 @@ def test_batch_of_one_and_elements_without_ids(net):
 
 
 def test_attacks_is_the_one_list_of_names():
-    assert tuple(ATTACKS) == ("fgsm", "ifgsm", "targeted_ifgsm", "pgd", "noise")
+    assert tuple(ATTACKS) == ("fgsm", "ifgsm", "targeted_ifgsm", "pgd", "noise", "gaussian", "rician")
     assert ATTACKS["fgsm"].options == {"forward_batch", "loss", "clip", "relative_to", "loss_scale", "jit_compile"}
     assert {"target", "steps", "alpha"} <= ATTACKS["targeted_ifgsm"].options
     assert {"seed", "random_start"} <= ATTACKS["pgd"].options
     assert ATTACKS["noise"].options == {"seed", "clip", "relative_to", "jit_compile"}
+    assert {"match", "steps", "target", "forward_batch"} <= ATTACKS["gaussian"].options == ATTACKS["rician"].options
 
 
 @pytest.mark.parametrize("attack", list(ATTACKS))
@@ -258,6 +259,10 @@ class UncallableModel:
     ("noise", {"loss_scale": 2.0}, "attack 'noise' takes no argument loss_scale"),
     ("ifgsm", {"stesp": 3}, "takes no argument stesp"),
     ("fgsm", {"loss": "no_such_loss"}, "unknown attack loss"),
+    ("gaussian", {"match": "rician"}, r"match must be one of \('fgsm', 'ifgsm', 'targeted_ifgsm', 'pgd'"),
+    ("rician", {"match": "fgsm", "steps": 3}, r"attack 'rician' \(match='fgsm'\) takes no argument steps"),
+    ("gaussian", {"steps": 0}, "steps"),
+    ("rician", {"seed": (1, 2)}, "seed must be an int"),
 ])
 def test_bad_parameters_are_rejected_before_any_work(attack, kwargs, match):
     loss = kwargs.pop("loss", "bce")

@@ -5,7 +5,11 @@ import pytest
 import tensorflow as tf
 
 from tfrobseg import metrics
-from tfrobseg.experiment.scoring import evaluate_attack_stream, load_volumes
+from tfrobseg.experiment.scoring import (
+    epsilon_pct_std,
+    evaluate_attack_stream,
+    load_volumes,
+)
 
 
 def _dataset(z=4, size=12):
@@ -118,3 +122,22 @@ def test_threshold_and_constant_clean_volume():
         row = evaluate_attack_stream(stream, {"A": volumes["A"]}, threshold=threshold).iloc[0]
         assert row["dice"] == dice and row["fg_voxels_pred"] == (volumes["A"].mask.sum() if dice else 0)
     assert row["psnr"] == pytest.approx(peak_signal_noise_ratio(volumes["A"].image, adv, data_range=1.0))
+
+
+def test_epsilon_as_percent_of_the_original_intensity_std():
+    # Original intensities v, z-scored with statistics (μ, s) of a larger volume (so the evaluated x has
+    # neither mean 0 nor std 1); ε in z units is 100 · ε · s / std(v) percent of the case's original std.
+    rng = np.random.default_rng(3)
+    mu, s = 450.0, 130.0
+    v = rng.gamma(4.0, 120.0, (3, 12, 12))
+    x = ((v - mu) / s).astype("float32")
+    rows = {"image": x[..., None], "mask": (v > 500)[..., None].astype("float32"), "patient_id": np.array(["A"] * 3),
+            "slice_index": np.arange(3), "spacing": np.array([[3.0, 0.5, 0.5]] * 3, "float32")}
+    volumes = load_volumes(tf.data.Dataset.from_tensor_slices(rows).batch(2))
+    stream = [{"patient_id": "A", "slice_index": k, "epsilon": eps, "prediction": np.zeros((12, 12, 1), "float32")}
+              for eps in (0.0, 0.1, 0.5) for k in range(3)]
+    df = evaluate_attack_stream(stream, volumes)
+    assert abs(np.std(x) - 1) > 0.05  # the premise: the evaluated volume is not unit-std
+    expected = [100 * eps * s / np.std(v) for eps in (0.0, 0.1, 0.5)]
+    np.testing.assert_allclose(df["epsilon_pct_std"], expected, rtol=1e-6)
+    assert np.isnan(epsilon_pct_std(0.1, np.zeros((2, 4, 4))))

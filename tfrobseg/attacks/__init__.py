@@ -1,4 +1,4 @@
-"""White-box gradient attacks on segmentation models (FGSM, sweeps, i-FGSM, ti-FGSM, PGD, noise).
+"""White-box gradient attacks on segmentation models (FGSM, sweeps, i-FGSM, ti-FGSM, PGD) and noise controls.
 
 All attacks take a Keras model returning probabilities, a float32 batch ``(B, H, W, C)`` in model
 input units and the loss target; ε is in input units (or a fraction with ``relative_to``), and the
@@ -17,7 +17,7 @@ from tfrobseg.attacks.gradient import (
     resolve_loss,
 )
 from tfrobseg.attacks.iterative import ifgsm, targeted_ifgsm
-from tfrobseg.attacks.noise import sign_noise
+from tfrobseg.attacks.noise import gaussian_noise, rician_noise, sign_noise
 from tfrobseg.attacks.params import AttackOptions
 from tfrobseg.attacks.pgd import pgd
 from tfrobseg.attacks.precision import ATTACK_PRECISIONS, float32_copy
@@ -43,12 +43,14 @@ __all__ = [
     "fgsm_sweep",
     "float32_copy",
     "foreground_target",
+    "gaussian_noise",
     "gradient_sign",
     "ifgsm",
     "make_target",
     "pgd",
     "predict",
     "resolve_loss",
+    "rician_noise",
     "shifted_target",
     "sign_noise",
     "targeted_ifgsm",

@@ -108,6 +108,18 @@ def check_attack_precision(attack_precision: str) -> str:
     return attack_precision
 
 
+def check_match(match: str) -> str:
+    """Validate the attack a noise control is matched to in size: an attack of
+    :data:`~tfrobseg.attacks.runner.ATTACKS` that is not itself a noise control."""
+    # Imported here: the runner imports this module.
+    from tfrobseg.attacks.runner import matchable_attacks
+
+    valid = matchable_attacks()
+    if match not in valid:
+        raise ValueError(f"match must be one of {valid}, got {match!r}")
+    return match
+
+
 #: The rule of every attack parameter, by name; each returns the normalised value or raises ValueError.
 PARAM_CHECKS: dict[str, Callable[[Any], Any]] = {
     "eps": check_budget,
@@ -128,6 +140,7 @@ PARAM_CHECKS: dict[str, Callable[[Any], Any]] = {
     "forward_batch": check_forward_batch,
     "target": check_target,
     "attack_precision": check_attack_precision,
+    "match": check_match,
 }
 
 

@@ -17,13 +17,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfrobseg.attacks.budget import check_epsilons
+from tfrobseg.attacks.budget import budget, check_epsilons
 from tfrobseg.attacks.fgsm import fgsm_sweep
 from tfrobseg.attacks.gradient import LossLike, predict
 from tfrobseg.attacks.iterative import ifgsm, targeted_ifgsm
-from tfrobseg.attacks.noise import sign_noise
+from tfrobseg.attacks.noise import gaussian_noise, rician_noise, sign_noise
 from tfrobseg.attacks.params import (
     check_attack_precision,
+    check_match,
     check_params,
     keyword_options,
 )
@@ -55,6 +56,13 @@ def _fgsm(model: keras.Model, x: tf.Tensor, y: tf.Tensor, epsilons: list[float],
     return fgsm_sweep(model, x, y, epsilons, return_images=True, **options)
 
 
+def _predicted(model: keras.Model, x: tf.Tensor, stacked: tf.Tensor, jit_compile: bool) -> tuple[tf.Tensor, tf.Tensor]:
+    """The predictions of the ``(E, B, H, W, C)`` images ``stacked`` in one forward call, with the images."""
+    flat = tf.reshape(stacked, [-1] + x.shape[1:].as_list())
+    preds = predict(model, flat, jit_compile=jit_compile)
+    return tf.reshape(preds, [stacked.shape[0], x.shape[0]] + preds.shape[1:].as_list()), stacked
+
+
 def _each_epsilon(attack: Callable[..., tf.Tensor]) -> BatchRun:
     """A :data:`BatchRun` from a one-ε ``attack(model, x, y, eps, batch_number, **options)``:
     every ε in turn, then one forward call for all adversarial copies."""
@@ -62,9 +70,7 @@ def _each_epsilon(attack: Callable[..., tf.Tensor]) -> BatchRun:
     def run(model: keras.Model, x: tf.Tensor, y: tf.Tensor, epsilons: list[float], batch_number: int,
             **options: Any) -> tuple[tf.Tensor, tf.Tensor]:
         stacked = tf.stack([attack(model, x, y, eps, batch_number, **options) for eps in epsilons])
-        flat = tf.reshape(stacked, [-1] + x.shape[1:].as_list())
-        preds = predict(model, flat, jit_compile=options.get("jit_compile", True))
-        return tf.reshape(preds, [len(epsilons), x.shape[0]] + preds.shape[1:].as_list()), stacked
+        return _predicted(model, x, stacked, options.get("jit_compile", True))
 
     return run
 
@@ -86,9 +92,7 @@ def stacked(attack: Callable[..., tf.Tensor]) -> BatchRun:
             adv = attack(model, tf.tile(x, repeat), tf.tile(y, repeat), eps, batch_number, **options)
             images.update({e: adv[k * batch:(k + 1) * batch] for k, e in enumerate(attacked)})
         stacked_images = tf.stack([images[e if e > 0 else 0.0] for e in epsilons])
-        flat = tf.reshape(stacked_images, [-1] + x.shape[1:].as_list())
-        preds = predict(model, flat, jit_compile=options.get("jit_compile", True))
-        return tf.reshape(preds, [len(epsilons), batch] + preds.shape[1:].as_list()), stacked_images
+        return _predicted(model, x, stacked_images, options.get("jit_compile", True))
 
     return run
 
@@ -111,6 +115,33 @@ def _noise(model, x, y, eps, batch_number, *, seed: int = 0, jit_compile: bool =
     return sign_noise(x, eps, seed=(seed, batch_number), **options)
 
 
+#: The attack the ``"gaussian"`` and ``"rician"`` controls are matched to unless ``match`` says otherwise.
+DEFAULT_MATCH = "pgd"
+
+
+def _matched_noise(draw: Callable[..., tf.Tensor]) -> BatchRun:
+    """A :data:`BatchRun` adding ``draw`` noise (:func:`gaussian_noise` or :func:`rician_noise`) whose RMS is,
+    per image and ε, that of the perturbation the attack ``match`` makes of the same batch with the same
+    options and seed; it costs that attack's gradients plus two forward calls."""
+
+    def run(model: keras.Model, x: tf.Tensor, y: tf.Tensor, epsilons: list[float], batch_number: int, *,
+            match: str = DEFAULT_MATCH, seed: int = 0, **options: Any) -> tuple[tf.Tensor, tf.Tensor]:
+        reference = ATTACKS[match]
+        seeded = {"seed": seed} if "seed" in reference.options else {}
+        _, adversarial = reference.run(model, x, y, epsilons, batch_number, **options, **seeded)
+        clip, relative_to = options.get("clip"), options.get("relative_to")
+        rms = tf.sqrt(tf.reduce_mean(tf.square(adversarial - x), axis=[2, 3, 4]))
+        noisy = []
+        for e, eps in enumerate(epsilons):
+            # The rounding of (x + δ) − x can put the measured RMS a hair above ε; the box's RMS is at most ε.
+            radius = tf.reshape(budget(x, eps, relative_to), [-1])
+            noisy.append(draw(x, eps, rms=tf.minimum(rms[e], radius), seed=(seed, batch_number), clip=clip,
+                              relative_to=relative_to))
+        return _predicted(model, x, tf.stack(noisy), options.get("jit_compile", True))
+
+    return run
+
+
 #: Every attack of :func:`attack_dataset`, by name: the one list of attack names (the command line
 #: offers ``tuple(ATTACKS)``) and the runner's only dispatch.
 ATTACKS: dict[str, BatchAttack] = {
@@ -120,6 +151,27 @@ ATTACKS: dict[str, BatchAttack] = {
     "pgd": BatchAttack(stacked(_pgd), keyword_options(pgd)),
     "noise": BatchAttack(_each_epsilon(_noise), keyword_options(sign_noise) | {"jit_compile"}),
 }
+
+#: The noise controls: random perturbations of an attack's size, never themselves the attack a control matches.
+NOISE_CONTROLS = ("noise", "gaussian", "rician")
+
+
+def matchable_attacks() -> tuple[str, ...]:
+    """The attacks a ``"gaussian"`` or ``"rician"`` control can be matched to (``match=``): all but the controls."""
+    return tuple(name for name in ATTACKS if name not in NOISE_CONTROLS)
+
+
+def _matched_options(match: str) -> frozenset[str]:
+    """The options of a control matched to ``match``: that attack's options, its seed and ``match``."""
+    return ATTACKS[match].options | {"match", "seed"}
+
+
+# Noise matched to an attack's size: every matchable attack's options are accepted here, and
+# attack_dataset narrows them to those of the chosen ``match`` before any work.
+ATTACKS.update({
+    name: BatchAttack(_matched_noise(draw), frozenset().union(*(_matched_options(m) for m in matchable_attacks())))
+    for name, draw in (("gaussian", gaussian_noise), ("rician", rician_noise))
+})
 
 
 def _rebatch(dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
@@ -151,10 +203,13 @@ def _check_call(attack: str, loss: LossLike, batch_size: int, kwargs: dict[str, 
         raise ValueError(f"attack must be one of {tuple(ATTACKS)}, got {attack!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    taken = ATTACKS[attack].options
+    taken, name = ATTACKS[attack].options, repr(attack)
+    if "match" in taken:
+        match = check_match(kwargs.get("match", DEFAULT_MATCH))
+        taken, name = _matched_options(match), f"{attack!r} (match={match!r})"
     unknown = sorted(set(kwargs) - taken)
     if unknown:
-        raise ValueError(f"attack {attack!r} takes no argument {', '.join(unknown)}; it takes {', '.join(sorted(taken))}")
+        raise ValueError(f"attack {name} takes no argument {', '.join(unknown)}; it takes {', '.join(sorted(taken))}")
     options = {"loss": loss, **kwargs} if "loss" in taken else dict(kwargs)
     check_params(**options)
     seed = options.get("seed", 0)
@@ -185,8 +240,10 @@ def attack_dataset(
         epsilons: ε values (input units, or fractions with ``relative_to``); 0 gives the clean result.
         attack: a name in :data:`ATTACKS`: ``"fgsm"`` (one gradient per batch via :func:`fgsm_sweep`),
             ``"ifgsm"``, ``"targeted_ifgsm"`` (``target=`` ``"background"`` (default),
-            ``"foreground"``, a pixel shift or a callable, see :func:`make_target`), ``"pgd"`` or
-            ``"noise"`` (sign noise).
+            ``"foreground"``, a pixel shift or a callable, see :func:`make_target`), ``"pgd"``,
+            ``"noise"`` (sign noise), or the controls ``"gaussian"`` and ``"rician"``: noise whose RMS
+            is, per image and ε, that of the attack ``match=`` (default ``"pgd"``) on the same batch with
+            the same options (:func:`~tfrobseg.attacks.noise.gaussian_noise`).
         loss: attack loss name or callable (may differ from the training loss).
         batch_size: fixed batch size of every model call; the last batch is padded to it.
         return_images: also yield the clean ``image`` and the ``adversarial`` image.

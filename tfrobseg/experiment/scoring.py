@@ -96,6 +96,27 @@ def load_volumes(dataset: Iterable[Mapping[str, Any]],
     return volumes
 
 
+def epsilon_pct_std(epsilon: float, image: np.ndarray) -> float:
+    """ε as a percentage of the case's intensity standard deviation in its original (pre-z-score) image.
+
+    ε is in z-score units, which differ from case to case in original intensity. The evaluated volume is an
+    affine z-score of the original intensities v, ``x = (v − μ) / s`` (μ, s: the patient's z-score statistics,
+    :func:`tfrobseg.dataset.preprocessing.zscore_stats`), so
+
+    * a perturbation of ε in x is one of ``ε · s`` in v, and
+    * the std of the same voxels in v is ``std(v) = s · std(x)`` (an affine map scales the std by ``|s|``),
+
+    hence ``100 · ε · s / std(v) = 100 · ε / std(x)``: neither μ nor s is needed, only the evaluated volume.
+    The std is taken over the patient's evaluated voxels (:attr:`PatientVolume.image`, population std). That
+    is not 1: s comes from the whole corrected volume before crop, the evaluated block is the central field
+    of view (see :mod:`tfrobseg.dataset.preprocessing`); the steps after the z-score (Gaussian smoothing with
+    border mode ``nearest``, bilinear resizing) are linear and keep constants, so they commute with the affine
+    map and the identity holds for the prepared voxels. A constant volume has no std: NaN.
+    """
+    std = float(np.std(image, dtype=np.float64))
+    return 100.0 * float(epsilon) / std if std > 0 else float("nan")
+
+
 def volume_metrics(
     pred: np.ndarray,
     volume: PatientVolume,
@@ -140,7 +161,8 @@ def evaluate_attack_stream(
 
     Returns:
         DataFrame sorted by patient and ε with the columns of :func:`volume_metrics` plus
-        ``patient_id``, ``epsilon``, ``n_slices``, ``spacing_z/_y/_x``, ``fg_voxels_pred``.
+        ``patient_id``, ``epsilon``, ``epsilon_pct_std`` (ε as a percentage of the case's original intensity
+        std, :func:`epsilon_pct_std`), ``n_slices``, ``spacing_z/_y/_x``, ``fg_voxels_pred``.
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
@@ -164,7 +186,8 @@ def evaluate_attack_stream(
                 raise ValueError(f"patient {pid}, eps={eps}: slices {sorted(missing)} never predicted")
             pred_vol = stack_slices({k: p for k, (p, _) in per.items()})
             adv_vol = None if adv is None else stack_slices({k: a for k, (_, a) in per.items()})
-            row = {**(extra or {}), "patient_id": pid, "epsilon": eps, "n_slices": vol.n_slices}
+            row = {**(extra or {}), "patient_id": pid, "epsilon": eps,
+                   "epsilon_pct_std": epsilon_pct_std(eps, vol.image), "n_slices": vol.n_slices}
             row.update(volume_metrics(pred_vol, vol, adv_vol))
             row["fg_voxels_pred"] = int(pred_vol.sum())
             row["spacing_z"], row["spacing_y"], row["spacing_x"] = vol.spacing
