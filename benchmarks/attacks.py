@@ -11,6 +11,8 @@ per attack:
   first s     — the first run, compilation included;
   wall s      — the median of ``--repeats`` further runs (compiled; the attacks take turns, so that load
                 from other processes hits them alike), and ×FGSM, its ratio to FGSM's;
+  cpu s       — the same runs' median CPU time of this process (all its threads), and its ratio to
+                FGSM's: on a machine shared with other processes the wall time includes waiting for a core;
   Dice        — the mean per-image Dice reached at each ε (threshold 0.5, empty vs empty = 1).
 
 Every attack runs with its own defaults (``--steps`` sets the iterations of those that take ``steps``,
@@ -98,15 +100,16 @@ def measure(runners: dict[str, Callable[[], np.ndarray]], args: argparse.Namespa
     for name, once in runners.items():
         start = time.perf_counter()
         once()
-        results[name] = {"first": time.perf_counter() - start, "walls": [], "grads": 0}
+        results[name] = {"first": time.perf_counter() - start, "walls": [], "cpus": [], "grads": 0}
     for _ in range(args.repeats):
         for name, once in runners.items():
-            grads, start = gradient_count(), time.perf_counter()
+            grads, start, cpu = gradient_count(), time.perf_counter(), time.process_time()
             results[name]["dice"] = once()
             results[name]["walls"].append(time.perf_counter() - start)
+            results[name]["cpus"].append(time.process_time() - cpu)
             results[name]["grads"] += gradient_count() - grads
     for r in results.values():
-        r["wall"] = statistics.median(r.pop("walls"))
+        r["wall"], r["cpu"] = statistics.median(r.pop("walls")), statistics.median(r.pop("cpus"))
         r["grads"] /= args.repeats * n_images * len(args.epsilons)
     return results
 
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         results[name]["options"] = options
     members = [m for m in DEFAULT_MEMBERS if m in results]
     if len(members) > 1:
-        results[ENSEMBLE] = {key: sum(results[m][key] for m in members) for key in ("first", "wall", "grads")}
+        results[ENSEMBLE] = {key: sum(results[m][key] for m in members) for key in ("first", "wall", "cpu", "grads")}
         results[ENSEMBLE]["dice"] = np.min([results[m]["dice"] for m in members], axis=0)
         results[ENSEMBLE]["options"] = {"members": members}
 
@@ -161,13 +164,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
           f"device={'GPU' if tf.config.list_physical_devices('GPU') else 'CPU'} threads={os.cpu_count()}")
     print(f"clean Dice (mean over images): {clean_dice:.3f}")
     eps_cols = "  ".join(f"{'ε=' + format(e, 'g'):>7}" for e in args.epsilons)
-    print(f"{'attack':<16} {'grads/ε/img':>11} {'first s':>8} {'wall s':>7} {'×FGSM':>6}  Dice: {eps_cols}  options")
-    base = results["fgsm"]["wall"]
+    print(f"{'attack':<16} {'grads/ε/img':>11} {'first s':>8} {'wall s':>7} {'×FGSM':>6} {'cpu s':>6} {'×FGSM':>6}  "
+          f"Dice: {eps_cols}  options")
+    base = results["fgsm"]
     for name, r in results.items():
         dice = "  ".join(f"{d:7.3f}" for d in r["dice"].mean(axis=1))
         options = ", ".join(f"{k}={v}" for k, v in r["options"].items() if k != "jit_compile") or "defaults"
-        print(f"{name:<16} {r['grads']:11.2f} {r['first']:8.2f} {r['wall']:7.2f} {r['wall'] / base:6.1f}        "
-              f"{dice}  {options}")
+        print(f"{name:<16} {r['grads']:11.2f} {r['first']:8.2f} {r['wall']:7.2f} {r['wall'] / base['wall']:6.1f} "
+              f"{r['cpu']:6.2f} {r['cpu'] / base['cpu']:6.1f}        {dice}  {options}")
     print(f"total {time.perf_counter() - t0:.0f} s")
     return results
 
