@@ -4,6 +4,7 @@
 * :mod:`~tfrobseg.reporting.formatting`: "mean ± std" cells, Markdown and LaTeX tables.
 * :mod:`~tfrobseg.reporting.tables`: the study's Tables I–IV beside the published values.
 * :mod:`~tfrobseg.reporting.figures`: Figures 1–3 and robustness curves.
+* :mod:`~tfrobseg.reporting.attack_comparison`: Dice (HD95, ASSD) vs ε per attack, a table and a figure.
 
 Reporting reads unit records and metrics (:mod:`tfrobseg.experiment.units`, ``store``); it never
 imports the experiment runner, and never SimpleITK.
