@@ -1,4 +1,4 @@
-"""White-box gradient attacks on segmentation models (FGSM, sweeps, i-FGSM, ti-FGSM, PGD, noise).
+"""White-box gradient attacks on segmentation models (FGSM, sweeps, i-FGSM, ti-FGSM, PGD, SegPGD, CosPGD, noise).
 
 All attacks take a Keras model returning probabilities, a float32 batch ``(B, H, W, C)`` in model
 input units and the loss target; ε is in input units (or a fraction with ``relative_to``), and the
@@ -9,6 +9,7 @@ float32 copy of a ``mixed_float16`` model, to attack it in float32 (``attack_pre
 """
 
 from tfrobseg.attacks.budget import RELATIVE_TO, epsilon_scale
+from tfrobseg.attacks.cospgd import cospgd, targeted_cospgd
 from tfrobseg.attacks.fgsm import fgsm, fgsm_sweep
 from tfrobseg.attacks.gradient import (
     DEFAULT_LOSS_SCALE,
@@ -22,6 +23,7 @@ from tfrobseg.attacks.params import AttackOptions
 from tfrobseg.attacks.pgd import pgd
 from tfrobseg.attacks.precision import ATTACK_PRECISIONS, float32_copy
 from tfrobseg.attacks.runner import ATTACKS, BatchAttack, attack_dataset
+from tfrobseg.attacks.segpgd import segpgd
 from tfrobseg.attacks.targets import (
     background_target,
     foreground_target,
@@ -38,6 +40,7 @@ __all__ = [
     "BatchAttack",
     "attack_dataset",
     "background_target",
+    "cospgd",
     "epsilon_scale",
     "fgsm",
     "fgsm_sweep",
@@ -49,7 +52,9 @@ __all__ = [
     "pgd",
     "predict",
     "resolve_loss",
+    "segpgd",
     "shifted_target",
     "sign_noise",
+    "targeted_cospgd",
     "targeted_ifgsm",
 ]

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrobseg.attacks.budget import check_epsilons
+from tfrobseg.attacks.cospgd import cospgd, targeted_cospgd
 from tfrobseg.attacks.fgsm import fgsm_sweep
 from tfrobseg.attacks.gradient import LossLike, predict
 from tfrobseg.attacks.iterative import ifgsm, targeted_ifgsm
@@ -29,6 +30,7 @@ from tfrobseg.attacks.params import (
 )
 from tfrobseg.attacks.pgd import pgd
 from tfrobseg.attacks.precision import float32_copy
+from tfrobseg.attacks.segpgd import segpgd
 from tfrobseg.attacks.targets import TargetLike, make_target
 
 #: ``run(model, x, y, epsilons, batch_number, **options) -> (predictions, adversarial)``, both ``(E, B, H, W, C)``.
@@ -106,6 +108,18 @@ def _pgd(model, x, y, eps, batch_number, *, seed: int = 0, **options):
     return pgd(model, x, y, eps, seed=(seed, batch_number), **options)
 
 
+def _segpgd(model, x, y, eps, batch_number, *, seed: int = 0, **options):
+    return segpgd(model, x, y, eps, seed=(seed, batch_number), **options)
+
+
+def _cospgd(model, x, y, eps, batch_number, *, seed: int = 0, **options):
+    return cospgd(model, x, y, eps, seed=(seed, batch_number), **options)
+
+
+def _targeted_cospgd(model, x, y, eps, batch_number, *, target: TargetLike = "background", seed: int = 0, **options):
+    return targeted_cospgd(model, x, make_target(y, target), eps, seed=(seed, batch_number), **options)
+
+
 def _noise(model, x, y, eps, batch_number, *, seed: int = 0, jit_compile: bool = True, **options):
     # No gradient here: jit_compile only concerns the prediction of the noisy images (_each_epsilon).
     return sign_noise(x, eps, seed=(seed, batch_number), **options)
@@ -118,6 +132,10 @@ ATTACKS: dict[str, BatchAttack] = {
     "ifgsm": BatchAttack(stacked(_ifgsm), keyword_options(ifgsm)),
     "targeted_ifgsm": BatchAttack(stacked(_targeted_ifgsm), keyword_options(targeted_ifgsm) | {"target"}),
     "pgd": BatchAttack(stacked(_pgd), keyword_options(pgd)),
+    # SegPGD and CosPGD fix their own per-pixel loss: no "loss" option.
+    "segpgd": BatchAttack(stacked(_segpgd), keyword_options(segpgd) - {"loss"}),
+    "cospgd": BatchAttack(stacked(_cospgd), keyword_options(cospgd) - {"loss"}),
+    "targeted_cospgd": BatchAttack(stacked(_targeted_cospgd), keyword_options(targeted_cospgd) - {"loss"} | {"target"}),
     "noise": BatchAttack(_each_epsilon(_noise), keyword_options(sign_noise) | {"jit_compile"}),
 }
 
@@ -185,7 +203,8 @@ def attack_dataset(
         epsilons: ε values (input units, or fractions with ``relative_to``); 0 gives the clean result.
         attack: a name in :data:`ATTACKS`: ``"fgsm"`` (one gradient per batch via :func:`fgsm_sweep`),
             ``"ifgsm"``, ``"targeted_ifgsm"`` (``target=`` ``"background"`` (default),
-            ``"foreground"``, a pixel shift or a callable, see :func:`make_target`), ``"pgd"`` or
+            ``"foreground"``, a pixel shift or a callable, see :func:`make_target`), ``"pgd"``,
+            ``"segpgd"``, ``"cospgd"``, ``"targeted_cospgd"`` (``target=`` as for ti-FGSM) or
             ``"noise"`` (sign noise).
         loss: attack loss name or callable (may differ from the training loss).
         batch_size: fixed batch size of every model call; the last batch is padded to it.
@@ -195,6 +214,7 @@ def attack_dataset(
             of it (same weights) and predicts the attacked slices with that copy, which gives the
             gradient signs of a float32 model (see docs/attacks.md for the measured difference).
         **attack_kwargs: passed to the attack (``clip``, ``relative_to``, ``steps``, ``alpha``,
+            ``step_factor``, ``restarts``, ``best_iterate``, ``momentum``, ``random_start``,
             ``seed`` (an int; batch b uses the stream ``(seed, b)``), ``jit_compile``,
             ``loss_scale``, ``forward_batch`` …); :data:`ATTACKS` says which each attack takes.
 
