@@ -92,13 +92,17 @@ def test_momentum_two_steps_match_numpy(model):
                                    jit_compile=False), pgd_np(x, y, 1.0, 2, 0.3), atol=2e-6)
 
 
-def test_best_iterate_matches_numpy(model):
-    x, y = sample(3)
+@pytest.mark.parametrize("seed", [3, 0])
+def test_best_iterate_matches_numpy(model, seed):
+    x, y = sample(seed)
     adv = pgd(model, x, y, 1.0, steps=3, alpha=0.3, random_start=False, best_iterate=True, loss=near_threshold,
               jit_compile=False).numpy()
     expected, dice, pick = pgd_np(x, y, 1.0, 3, 0.3, best_iterate=True)
     np.testing.assert_allclose(adv, expected, atol=2e-6)
     assert np.any(pick < 3) and np.any(dice.min(axis=0) < dice[-1])  # premise: not always the last iterate
+    if seed == 0:  # premise: an image with its lowest Dice at two iterates before the last (the later is kept)
+        assert any((dice[:, i] == dice[:, i].min()).sum() > 1 and dice[-1, i] > dice[:, i].min()
+                   for i in range(len(x)))
 
 
 def test_restarts_keep_per_image_the_lowest_dice_run(net, batch):

@@ -162,7 +162,9 @@ class AttackOptions:
 
     :func:`~tfrobseg.attacks.fgsm`, :func:`~tfrobseg.attacks.fgsm_sweep`,
     :func:`~tfrobseg.attacks.ifgsm`, :func:`~tfrobseg.attacks.targeted_ifgsm` and
-    :func:`~tfrobseg.attacks.pgd` accept these as keyword arguments (``**options``).
+    :func:`~tfrobseg.attacks.pgd` accept these as keyword arguments (``**options``);
+    :func:`~tfrobseg.attacks.segpgd`, :func:`~tfrobseg.attacks.cospgd` and
+    :func:`~tfrobseg.attacks.targeted_cospgd` all but ``loss`` (their objective is fixed).
 
     Attributes:
         loss: attack loss name (:func:`tfrobseg.losses.get_loss`) or callable ``(y_true, y_pred)``;
