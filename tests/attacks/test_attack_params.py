@@ -79,5 +79,6 @@ def test_check_params_by_name():
 
 
 def test_keyword_options_of_an_attack():
-    assert keyword_options(ifgsm) == {"steps", "alpha", "loss", "clip", "relative_to", "loss_scale", "jit_compile"}
+    assert keyword_options(ifgsm) == {"steps", "alpha", "step_factor", "momentum", "best_iterate", "loss", "clip",
+                                      "relative_to", "loss_scale", "jit_compile"}
     assert keyword_options(sign_noise) == {"seed", "clip", "relative_to"}

@@ -178,7 +178,7 @@ def test_runner_runs_the_named_attack_with_its_defaults(net, attack):
     np.testing.assert_allclose(np.stack([r["adversarial"] for r in results]), np.concatenate(expected), atol=1e-6)
 
 
-@pytest.mark.parametrize("attack, kwargs, kinds", [("ifgsm", {"steps": 1}, {"gradient_sign", "predict"}),
+@pytest.mark.parametrize("attack, kwargs, kinds", [("ifgsm", {"steps": 1}, {"objective_gradient", "predict"}),
                                                    ("fgsm", {}, {"gradient_sign", "sweep_forward"})])
 def test_runner_compiles_with_xla_by_default(net, attack, kwargs, kinds):
     _COMPILED.pop(net, None)
@@ -200,7 +200,8 @@ def test_batch_of_one_and_elements_without_ids(net):
 
 
 def test_attacks_is_the_one_list_of_names():
-    assert tuple(ATTACKS) == ("fgsm", "ifgsm", "targeted_ifgsm", "pgd", "noise", "apgd", "dag", "gaussian", "rician")
+    assert tuple(ATTACKS) == ("fgsm", "ifgsm", "targeted_ifgsm", "pgd", "segpgd", "cospgd", "targeted_cospgd", "apgd", "dag",
+                            "noise", "gaussian", "rician")
     assert ATTACKS["fgsm"].options == {"forward_batch", "loss", "clip", "relative_to", "loss_scale", "jit_compile"}
     assert {"target", "steps", "alpha"} <= ATTACKS["targeted_ifgsm"].options
     assert {"seed", "random_start"} <= ATTACKS["pgd"].options
@@ -254,6 +255,10 @@ class UncallableModel:
     ("ifgsm", {"loss_scale": 0.0}, "loss_scale"),
     ("pgd", {"seed": (1, 2)}, "seed must be an int"),
     ("pgd", {"random_start": "no"}, "random_start"),
+    ("pgd", {"restarts": 2, "random_start": False}, "needs random_start"),
+    ("segpgd", {"alpha": 0.1, "step_factor": 1.0}, "not both"),
+    ("cospgd", {"momentum": 0.5}, "attack 'cospgd' takes no argument momentum"),
+    ("targeted_cospgd", {"target": "everything"}, "target"),
     ("targeted_ifgsm", {"target": "everything"}, "target"),
     ("fgsm", {"steps": 3}, "attack 'fgsm' takes no argument steps"),
     ("noise", {"loss_scale": 2.0}, "attack 'noise' takes no argument loss_scale"),

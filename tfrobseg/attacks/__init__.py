@@ -1,4 +1,4 @@
-"""White-box gradient attacks on segmentation models (FGSM, sweeps, i-FGSM, ti-FGSM, PGD, APGD, DAG) and noise controls.
+"""White-box gradient attacks on segmentation models (FGSM, i-FGSM, PGD, SegPGD, CosPGD, APGD, DAG) and noise controls.
 
 All attacks take a Keras model returning probabilities, a float32 batch ``(B, H, W, C)`` in model
 input units and the loss target; ε is in input units (or a fraction with ``relative_to``), and the
@@ -10,6 +10,7 @@ float32 copy of a ``mixed_float16`` model, to attack it in float32 (``attack_pre
 
 from tfrobseg.attacks.apgd import apgd, apgd_checkpoints
 from tfrobseg.attacks.budget import RELATIVE_TO, epsilon_scale
+from tfrobseg.attacks.cospgd import cospgd, targeted_cospgd
 from tfrobseg.attacks.dag import dag
 from tfrobseg.attacks.fgsm import fgsm, fgsm_sweep
 from tfrobseg.attacks.gradient import (
@@ -24,6 +25,7 @@ from tfrobseg.attacks.params import AttackOptions
 from tfrobseg.attacks.pgd import pgd
 from tfrobseg.attacks.precision import ATTACK_PRECISIONS, float32_copy
 from tfrobseg.attacks.runner import ATTACKS, BatchAttack, attack_dataset
+from tfrobseg.attacks.segpgd import segpgd
 from tfrobseg.attacks.targets import (
     background_target,
     foreground_target,
@@ -42,6 +44,7 @@ __all__ = [
     "apgd_checkpoints",
     "attack_dataset",
     "background_target",
+    "cospgd",
     "dag",
     "epsilon_scale",
     "fgsm",
@@ -56,7 +59,9 @@ __all__ = [
     "predict",
     "resolve_loss",
     "rician_noise",
+    "segpgd",
     "shifted_target",
     "sign_noise",
+    "targeted_cospgd",
     "targeted_ifgsm",
 ]

@@ -144,16 +144,29 @@ PARAM_CHECKS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+def check_combination(alpha: float | None = None, step_factor: float | None = None, restarts: int = 1,
+                      random_start: bool = True) -> None:
+    """The PGD-family options that exclude each other: a step given both as ``alpha`` and as ``step_factor``,
+    and ``restarts`` > 1 without a random start (every restart would be the same run)."""
+    if alpha is not None and step_factor is not None:
+        raise ValueError(f"give alpha (the step) or step_factor (α = step_factor · ε / steps), not both: "
+                         f"alpha={alpha!r}, step_factor={step_factor!r}")
+    if restarts > 1 and not random_start:
+        raise ValueError(f"restarts={restarts} needs random_start=True: without a random start every restart is the same")
+
+
 def check_params(**params: Any) -> dict[str, Any]:
-    """Validate attack parameters by name; returns the normalised values.
+    """Validate attack parameters by name, then :func:`check_combination`; returns the normalised values.
 
     Raises:
-        ValueError: a name without a rule in :data:`PARAM_CHECKS`, or an invalid value.
+        ValueError: a name without a rule in :data:`PARAM_CHECKS`, an invalid value or an invalid combination.
     """
     unknown = sorted(set(params) - set(PARAM_CHECKS))
     if unknown:
         raise ValueError(f"unknown attack argument(s) {', '.join(unknown)}; valid: {', '.join(PARAM_CHECKS)}")
-    return {name: PARAM_CHECKS[name](value) for name, value in params.items()}
+    checked = {name: PARAM_CHECKS[name](value) for name, value in params.items()}
+    check_combination(**{k: v for k, v in checked.items() if k in ("alpha", "step_factor", "restarts", "random_start")})
+    return checked
 
 
 @dataclass(frozen=True)
@@ -162,7 +175,9 @@ class AttackOptions:
 
     :func:`~tfrobseg.attacks.fgsm`, :func:`~tfrobseg.attacks.fgsm_sweep`,
     :func:`~tfrobseg.attacks.ifgsm`, :func:`~tfrobseg.attacks.targeted_ifgsm` and
-    :func:`~tfrobseg.attacks.pgd` accept these as keyword arguments (``**options``).
+    :func:`~tfrobseg.attacks.pgd` accept these as keyword arguments (``**options``);
+    :func:`~tfrobseg.attacks.segpgd`, :func:`~tfrobseg.attacks.cospgd` and
+    :func:`~tfrobseg.attacks.targeted_cospgd` all but ``loss`` (their objective is fixed).
 
     Attributes:
         loss: attack loss name (:func:`tfrobseg.losses.get_loss`) or callable ``(y_true, y_pred)``;

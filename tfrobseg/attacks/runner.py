@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from tfrobseg.attacks.apgd import apgd
 from tfrobseg.attacks.budget import budget, check_epsilons
+from tfrobseg.attacks.cospgd import cospgd, targeted_cospgd
 from tfrobseg.attacks.dag import dag
 from tfrobseg.attacks.fgsm import fgsm_sweep
 from tfrobseg.attacks.gradient import LossLike, predict
@@ -32,6 +33,7 @@ from tfrobseg.attacks.params import (
 )
 from tfrobseg.attacks.pgd import pgd
 from tfrobseg.attacks.precision import float32_copy
+from tfrobseg.attacks.segpgd import segpgd
 from tfrobseg.attacks.targets import TargetLike, make_target
 
 #: ``run(model, x, y, epsilons, batch_number, **options) -> (predictions, adversarial)``, both ``(E, B, H, W, C)``.
@@ -112,6 +114,18 @@ def _pgd(model, x, y, eps, batch_number, *, seed: int = 0, **options):
     return pgd(model, x, y, eps, seed=(seed, batch_number), **options)
 
 
+def _segpgd(model, x, y, eps, batch_number, *, seed: int = 0, **options):
+    return segpgd(model, x, y, eps, seed=(seed, batch_number), **options)
+
+
+def _cospgd(model, x, y, eps, batch_number, *, seed: int = 0, **options):
+    return cospgd(model, x, y, eps, seed=(seed, batch_number), **options)
+
+
+def _targeted_cospgd(model, x, y, eps, batch_number, *, target: TargetLike = "background", seed: int = 0, **options):
+    return targeted_cospgd(model, x, make_target(y, target), eps, seed=(seed, batch_number), **options)
+
+
 def _apgd(model, x, y, eps, batch_number, *, seed: int = 0, **options):
     return apgd(model, x, y, eps, seed=(seed, batch_number), **options)
 
@@ -159,10 +173,14 @@ ATTACKS: dict[str, BatchAttack] = {
     "ifgsm": BatchAttack(stacked(_ifgsm), keyword_options(ifgsm)),
     "targeted_ifgsm": BatchAttack(stacked(_targeted_ifgsm), keyword_options(targeted_ifgsm) | {"target"}),
     "pgd": BatchAttack(stacked(_pgd), keyword_options(pgd)),
-    "noise": BatchAttack(_each_epsilon(_noise), keyword_options(sign_noise) | {"jit_compile"}),
+    # SegPGD and CosPGD fix their own per-pixel loss: no "loss" option.
+    "segpgd": BatchAttack(stacked(_segpgd), keyword_options(segpgd) - {"loss"}),
+    "cospgd": BatchAttack(stacked(_cospgd), keyword_options(cospgd) - {"loss"}),
+    "targeted_cospgd": BatchAttack(stacked(_targeted_cospgd), keyword_options(targeted_cospgd) - {"loss"} | {"target"}),
     "apgd": BatchAttack(stacked(_apgd), keyword_options(apgd)),
     # DAG has no attack loss (it ascends a logit margin): the runner's loss is not passed to it.
     "dag": BatchAttack(stacked(_dag), keyword_options(dag) - {"loss"}),
+    "noise": BatchAttack(_each_epsilon(_noise), keyword_options(sign_noise) | {"jit_compile"}),
 }
 
 #: The noise controls: random perturbations of an attack's size, never themselves the attack a control matches.
@@ -254,9 +272,10 @@ def attack_dataset(
         attack: a name in :data:`ATTACKS`: ``"fgsm"`` (one gradient per batch via :func:`fgsm_sweep`),
             ``"ifgsm"``, ``"targeted_ifgsm"`` (``target=`` ``"background"`` (default),
             ``"foreground"``, a pixel shift or a callable, see :func:`make_target`), ``"pgd"``,
-            ``"apgd"``, ``"dag"``, ``"noise"`` (sign noise), or the controls ``"gaussian"`` and ``"rician"``: noise
-            whose RMS is, per image and ε, that of the attack ``match=`` (default ``"pgd"``) on the same batch with
-            the same options (:func:`~tfrobseg.attacks.noise.gaussian_noise`).
+            ``"segpgd"``, ``"cospgd"``, ``"targeted_cospgd"`` (``target=`` as for ti-FGSM), ``"apgd"``, ``"dag"``,
+            ``"noise"`` (sign noise), or the controls ``"gaussian"`` and ``"rician"``: noise whose RMS is, per
+            image and ε, that of the attack ``match=`` (default ``"pgd"``) on the same batch with the same options
+            (:func:`~tfrobseg.attacks.noise.gaussian_noise`).
         loss: attack loss name or callable (may differ from the training loss).
         batch_size: fixed batch size of every model call; the last batch is padded to it.
         return_images: also yield the clean ``image`` and the ``adversarial`` image.
@@ -265,6 +284,7 @@ def attack_dataset(
             of it (same weights) and predicts the attacked slices with that copy, which gives the
             gradient signs of a float32 model (see docs/attacks.md for the measured difference).
         **attack_kwargs: passed to the attack (``clip``, ``relative_to``, ``steps``, ``alpha``,
+            ``step_factor``, ``restarts``, ``best_iterate``, ``momentum``, ``random_start``,
             ``seed`` (an int; batch b uses the stream ``(seed, b)``), ``jit_compile``,
             ``loss_scale``, ``forward_batch`` …); :data:`ATTACKS` says which each attack takes.
 
