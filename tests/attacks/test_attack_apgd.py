@@ -288,15 +288,6 @@ def bce_of(net, x, y):
     return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
 
 
-@pytest.fixture(scope="module")
-def trained():
-    """A tiny net trained to segment the disks (as in test_attack_iterative; a few seconds on CPU)."""
-    net = tiny_net(seed=3)
-    x, y = disks(96, seed=2)
-    net.compile(optimizer=keras.optimizers.Adam(0.02), loss="binary_crossentropy")
-    net.fit(x, y, batch_size=32, epochs=25, verbose=0)
-    return net
-
 
 def test_apgd_reaches_dice_at_most_fgsms_on_a_trained_model(trained):
     # Dice: the mean over images of each image's hard Dice (prediction > 0.5 against the mask), batch_dice.

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from attack_cases import disks, tiny_net
-from test_attack_apgd import trained, within_box  # noqa: F401 - trained is a fixture
+from test_attack_apgd import within_box
 from test_attack_params import ExplodingModel
 
 from tfrobseg.attacks import ATTACKS, attack_dataset, dag, predict
@@ -177,7 +177,7 @@ def test_under_xla_and_mixed_precision():
     assert not np.array_equal(adv, x)
 
 
-def test_dag_lowers_dice_of_a_trained_model(trained):  # noqa: F811 - the imported fixture
+def test_dag_lowers_dice_of_a_trained_model(trained):
     x, y = disks(8, seed=9)
     clean = float(np.mean(batch_dice(predict(trained, x), tf.constant(y))))
     attacked = float(np.mean(batch_dice(predict(trained, dag(trained, x, y, 1.0, steps=10)), tf.constant(y))))

@@ -1,6 +1,5 @@
 """i-FGSM and ti-FGSM (tfrobseg.attacks.iterative): default steps, FGSM as one step, effect on a trained model."""
 
-import keras
 import numpy as np
 import pytest
 from attack_cases import (
@@ -27,15 +26,6 @@ from tfrobseg.attacks import (
 net = pytest.fixture(tiny_net, scope="module", name="net")
 batch = pytest.fixture(disk_batch, scope="module", name="batch")
 
-
-@pytest.fixture(scope="module")
-def trained():
-    """A tiny net trained to segment the disks (a few seconds on CPU)."""
-    model = tiny_net(seed=3)
-    x, y = disks(96, seed=2)
-    model.compile(optimizer=keras.optimizers.Adam(0.02), loss="binary_crossentropy")
-    model.fit(x, y, batch_size=32, epochs=25, verbose=0)
-    return model
 
 
 def test_iterative_default_steps_and_alpha(net, batch):

@@ -1,7 +1,6 @@
 """SegPGD (tfrobseg.attacks.segpgd): λ(t), its weighted objective and two update steps against NumPy on a
 closed-form model, its one-step relation to FGSM, seeding, the L∞ ball, the runner, and a trained model."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -177,15 +176,6 @@ def test_runner_runs_segpgd_with_the_batch_seed(net, batch):
     with pytest.raises(ValueError, match="segpgd takes no loss"):
         segpgd(net, x, y, 0.3, loss="dice")
 
-
-@pytest.fixture(scope="module")
-def trained():
-    """A tiny net trained to segment the disks (as in test_attack_iterative)."""
-    model = tiny_net(seed=3)
-    x, y = disks(96, seed=2)
-    model.compile(optimizer=keras.optimizers.Adam(0.02), loss="binary_crossentropy")
-    model.fit(x, y, batch_size=32, epochs=25, verbose=0)
-    return model
 
 
 def test_segpgd_beats_fgsm_on_a_trained_model(trained):
