@@ -1,5 +1,7 @@
 """Models, data and references shared by the attack tests."""
 
+import functools
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -26,6 +28,16 @@ def tiny_net(seed: int = 0, size: int = SIZE) -> keras.Model:
     h = keras.layers.Conv2D(6, 3, padding="same", activation="relu")(h)
     out = keras.layers.Conv2D(1, 1, activation="sigmoid", dtype="float32")(h)
     return keras.Model(inp, out)
+
+
+@functools.cache
+def trained_net() -> keras.Model:
+    """A tiny net trained to segment the disks (a few seconds on CPU), trained once per test process."""
+    model = tiny_net(seed=3)
+    x, y = disks(96, seed=2)
+    model.compile(optimizer=keras.optimizers.Adam(0.02), loss="binary_crossentropy")
+    model.fit(x, y, batch_size=32, epochs=25, verbose=0)
+    return model
 
 
 def reference_sign(model, x, y, loss) -> np.ndarray:

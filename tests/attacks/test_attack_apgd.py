@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from attack_cases import disks, tiny_net
+from attack_cases import disks, tiny_net, trained_net
 from test_attack_objective import B, W, pixel_model
 from test_attack_params import ExplodingModel
 
@@ -33,6 +33,8 @@ from tfrobseg.losses import get_loss
 
 RUN = {"jit_compile": False}
 EPS = np.array([0.2, 0.35, 0.5], np.float32)
+
+trained = pytest.fixture(trained_net, scope="module", name="trained")
 
 
 def centre_loss(y_true, y_pred):

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from attack_cases import disks, tiny_net
+from attack_cases import disks, tiny_net, trained_net
 from test_attack_apgd import within_box
 from test_attack_params import ExplodingModel
 
@@ -20,6 +20,8 @@ from tfrobseg.attacks.gradient import gradient_count
 A, C, B = 1.7, 0.8, -0.4
 RUN = {"jit_compile": False}
 EPS = np.array([0.3, 0.5, 0.8], np.float32)
+
+trained = pytest.fixture(trained_net, scope="module", name="trained")
 
 
 def quadratic_model(size: int = 8) -> keras.Model:

@@ -10,6 +10,7 @@ from attack_cases import (
     reference_sign,
     soft_dice_loss,
     tiny_net,
+    trained_net,
 )
 
 from tfrobseg.attacks import (
@@ -26,6 +27,8 @@ from tfrobseg.attacks import (
 net = pytest.fixture(tiny_net, scope="module", name="net")
 batch = pytest.fixture(disk_batch, scope="module", name="batch")
 
+
+trained = pytest.fixture(trained_net, scope="module", name="trained")
 
 
 def test_iterative_default_steps_and_alpha(net, batch):

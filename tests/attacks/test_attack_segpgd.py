@@ -4,7 +4,7 @@ closed-form model, its one-step relation to FGSM, seeding, the L∞ ball, the ru
 import numpy as np
 import pytest
 import tensorflow as tf
-from attack_cases import dice_np, disk_batch, disks, tiny_net
+from attack_cases import dice_np, disk_batch, disks, tiny_net, trained_net
 from closed_form import (
     SIZE,
     bce_np,
@@ -35,6 +35,8 @@ net = pytest.fixture(tiny_net, scope="module", name="net")
 batch = pytest.fixture(disk_batch, scope="module", name="batch")
 model = pytest.fixture(pair_model, scope="module", name="model")
 RUN = {"jit_compile": False}
+
+trained = pytest.fixture(trained_net, scope="module", name="trained")
 
 
 def segpgd_weights_np(p: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
