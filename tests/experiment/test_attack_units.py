@@ -130,6 +130,22 @@ def test_attack_py_adds_attacks_without_retraining_and_a_rerun_skips(results, ca
     assert len(store.collect_attack_rows(results)) == len(rows)
 
 
+def test_a_folder_whose_units_name_the_data_relatively_is_attacked_from_anywhere(results, tmp_path, capsys,
+                                                                                monkeypatch):
+    # The default --data (data/builtin) is recorded in config.json as given, relative to where the run started;
+    # run.json has it absolute. The units are still found complete from another working directory.
+    config = UNIT.directory(results) / "config.json"
+    record = json.loads(config.read_text())
+    data = Path(record["settings"]["data_dir"])
+    record["settings"]["data_dir"] = data.name
+    config.write_text(json.dumps(record))
+    monkeypatch.chdir(tmp_path)
+    assert not (tmp_path / data.name).exists()
+    assert _attack(results, "--attack", "pgd", "--steps", "1") == 0
+    out = capsys.readouterr().out
+    assert "1 computed" in out, out
+
+
 def test_a_record_of_another_model_or_changed_rows_is_recomputed(results, capsys):
     unit_dir = UNIT.directory(results)
     assert _attack(results, "--attack", "pgd", "--steps", "2") == 0

@@ -228,7 +228,8 @@ def check_settings(out_dir: str | os.PathLike, settings: Mapping[str, Any], *, d
 
 def folder_settings(root: str | os.PathLike) -> tuple[Settings, list[UnitRecord]]:
     """The settings ``root``'s units were made with (those of a complete unit whose fingerprint is ``run.json``'s,
-    with the data folder as ``run.json`` has it: absolute), and the records of its complete units.
+    with the data folder as ``run.json`` has it: absolute), and the records of its complete units (a data
+    folder they recorded relative to where the run started read as ``run.json``'s absolute one).
 
     Raises :class:`~tfrobseg.errors.InputError` (one line naming the file) when ``run.json`` is missing,
     unreadable or made by an older tfrobseg, no unit has its settings, or the data or split file they name is
@@ -248,6 +249,12 @@ def folder_settings(root: str | os.PathLike) -> tuple[Settings, list[UnitRecord]
             records.append(UnitRecord.read(marker.parent))
         except ValueError:
             continue  # verify.py reports it; another unit gives the settings
+    # A unit records --data as given, relative to where the run was started; run.json has it absolute. The data
+    # is identified by its content fingerprint, so a relative folder is read as run.json's: the folder can be
+    # attacked from any working directory.
+    records = [r if os.path.isabs(r.settings.data_dir) else
+               dataclasses.replace(r, settings=dataclasses.replace(r.settings, data_dir=str(run.settings["data_dir"])))
+               for r in records]
     same = [r.settings for r in records if config_hash(r.settings.fingerprint()) == run.settings_hash]
     if not same:
         raise InputError(f"{root}: no complete unit was made with the settings of its {RUN_FILE} "
