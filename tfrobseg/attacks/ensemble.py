@@ -18,11 +18,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from tfrobseg.attack_names import DEFAULT_MEMBERS, ENSEMBLE
+
 __all__ = ["CASE_KEYS", "DEFAULT_MEMBERS", "ENSEMBLE", "members_params", "worst_case"]
 
-ENSEMBLE = "ensemble"
-#: The members when none are chosen: the study's FGSM and the strongest segmentation attacks.
-DEFAULT_MEMBERS: tuple[str, ...] = ("fgsm", "pgd", "segpgd", "cospgd", "apgd", "dag")
 #: What identifies a case, where the rows have the column: the unit, the attack loss, the patient, ε.
 CASE_KEYS = ("phase", "model", "loss", "fold", "attack_loss", "patient_id", "epsilon")
 

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfrobseg.attack_names import NOISE_CONTROLS
 from tfrobseg.attacks.apgd import apgd
 from tfrobseg.attacks.budget import budget, check_epsilons
 from tfrobseg.attacks.cospgd import cospgd, targeted_cospgd
@@ -183,8 +184,6 @@ ATTACKS: dict[str, BatchAttack] = {
     "noise": BatchAttack(_each_epsilon(_noise), keyword_options(sign_noise) | {"jit_compile"}),
 }
 
-#: The noise controls: random perturbations of an attack's size, never themselves the attack a control matches.
-NOISE_CONTROLS = ("noise", "gaussian", "rician")
 
 
 def matchable_attacks() -> tuple[str, ...]:

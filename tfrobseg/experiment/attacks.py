@@ -25,13 +25,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tfrobseg.attack_names import DEFAULT_MEMBERS, ENSEMBLE
+
 __all__ = ["ENSEMBLE", "OPTION_FLAGS", "AttackSpec", "add_attack_options", "evaluation_order", "given_options",
            "resolve_attacks"]
 
-#: :data:`tfrobseg.attacks.ensemble.ENSEMBLE`, repeated so that reading specs needs no TensorFlow.
-ENSEMBLE = "ensemble"
-#: :data:`tfrobseg.attacks.ensemble.DEFAULT_MEMBERS`, for the help text without TensorFlow (a test keeps them equal).
-_DEFAULT_MEMBERS = ("fgsm", "pgd", "segpgd", "cospgd", "apgd", "dag")
 #: The attack options the command lines set, with their flags.
 OPTION_FLAGS: dict[str, str] = {
     "steps": "--steps",
@@ -163,7 +161,7 @@ def add_attack_options(parser: argparse.ArgumentParser) -> None:
                        help="start the random-start attacks (PGD) at the clean image")
     group.add_argument("--ensemble-members", default=None,
                        help=f"comma list of the ensemble's member attacks (default: "
-                            f"{','.join(_DEFAULT_MEMBERS)}); only with --attack ensemble")
+                            f"{','.join(DEFAULT_MEMBERS)}); only with --attack ensemble")
 
 
 def given_options(args: Any) -> dict[str, Any]:
@@ -185,9 +183,8 @@ def resolve_attacks(names: str, options: Mapping[str, Any] | None = None,
         options: the options given (``None`` values: not given), by option name (:data:`OPTION_FLAGS`);
             each goes to every chosen attack, ensemble members included, that takes it.
         members: the ensemble's members (a comma list or names); default
-            :data:`~tfrobseg.attacks.ensemble.DEFAULT_MEMBERS`. Only with the ensemble.
+            :data:`~tfrobseg.attack_names.DEFAULT_MEMBERS`. Only with the ensemble.
     """
-    from tfrobseg.attacks.ensemble import DEFAULT_MEMBERS
     from tfrobseg.attacks.runner import ATTACKS
 
     chosen = _split_names(names)

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from tfrobseg import study
+from tfrobseg.attack_names import ENSEMBLE, NOISE_CONTROLS
 from tfrobseg.io import atomic_write_csv, atomic_write_text, save_figure
 from tfrobseg.reporting.formatting import mean_std, to_markdown
 from tfrobseg.reporting.grid import HOLDOUT_FOLD
@@ -37,11 +38,6 @@ __all__ = ["ATTACK_NAMES", "ATTACK_ORDER", "ENSEMBLE", "METRICS", "NOISE_CONTROL
            "format_attack_table", "plot_attacks", "select_unit", "summarize_attacks", "unit_ids",
            "write_attack_comparison"]
 
-#: The worst-case reduction's rows (``tfrobseg.attacks.ensemble.ENSEMBLE``; not imported: reporting stays
-#: free of TensorFlow).
-ENSEMBLE = "ensemble"
-#: Random perturbations in the attack's L∞ box: controls that separate "adversarial" from "noisy".
-NOISE_CONTROLS = ("noise", "gaussian", "rician")
 #: Table and legend order: single-step, iterative, segmentation-aware, the ensemble, then the controls;
 #: an attack not listed here follows, alphabetically.
 ATTACK_ORDER = ("fgsm", "ifgsm", "targeted_ifgsm", "pgd", "segpgd", "cospgd", "targeted_cospgd", "apgd", "dag",
