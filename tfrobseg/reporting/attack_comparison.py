@@ -243,7 +243,8 @@ def _notes(summary: pd.DataFrame, pooled: bool) -> list[str]:
     if controls:
         notes.append(f"{', '.join(controls)}: random perturbations in the same L∞ box, controls, not attacks")
     if "attack_loss" in summary:
-        notes.append("attack loss: the unit's training loss unless the settings below name another")
+        notes.append("attack loss: the unit's training loss unless the settings below name another; SegPGD, CosPGD "
+                     "(weighted BCE), DAG (logit margin) and sign noise have their own objective and ignore it")
     for _, row in summary.drop_duplicates("label").iterrows():
         loss = row.get("attack_loss", "same")
         setting = _setting(row["attack_params"], None if loss == "same" else loss)
