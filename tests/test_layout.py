@@ -37,5 +37,5 @@ def test_an_unknown_attack_is_refused_naming_the_choices():
     from tfrobseg.experiment import cli
 
     args = cli.build_parser("crossval").parse_args(["--attack", "nope"])
-    with pytest.raises(SystemExit, match="unknown --attack 'nope'; choose from fgsm, ifgsm"):
+    with pytest.raises(SystemExit, match=r"--attack: unknown attack\(s\) nope; choose from fgsm, ifgsm"):
         cli._check_names(args)
