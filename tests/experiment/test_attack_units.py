@@ -146,6 +146,22 @@ def test_a_folder_whose_units_name_the_data_relatively_is_attacked_from_anywhere
     assert "1 computed" in out, out
 
 
+def test_the_random_attacks_draw_from_the_runs_seed(results, monkeypatch):
+    import dataclasses
+
+    import tfrobseg.attacks
+    from tfrobseg.experiment.units import UnitRecord
+
+    calls = []
+    monkeypatch.setattr(tfrobseg.attacks, "attack_dataset", lambda *args, **kwargs: calls.append(kwargs) or iter(()))
+    settings = UnitRecord.read(UNIT.directory(results)).settings
+    settings = dataclasses.replace(settings, train=dataclasses.replace(settings.train, seed=7))
+    evaluation = runner.Evaluation(UNIT, settings, None, None, {}, progress=False)
+    for spec in (PGD, AttackSpec.of("fgsm")):
+        evaluation.score(spec, epsilons=(0.0, 0.5), attack_loss="bce", batch_size=4)
+    assert calls[0]["seed"] == 7 and "seed" not in calls[1]  # FGSM draws nothing
+
+
 def test_a_record_of_another_model_or_changed_rows_is_recomputed(results, capsys):
     unit_dir = UNIT.directory(results)
     assert _attack(results, "--attack", "pgd", "--steps", "2") == 0

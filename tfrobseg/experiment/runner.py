@@ -161,11 +161,15 @@ class Evaluation:
 
         if spec.is_ensemble:
             raise ValueError("the ensemble is scored from its members' rows: ensemble_rows")
+        from tfrobseg.attacks.runner import ATTACKS
+
         settings = self.settings
         total = sum(v.n_slices for v in self.volumes.values()) * len(epsilons)
+        # The random attacks (random starts, restarts, noise) draw from the run's seed, as training does.
+        seeded = {"seed": settings.train.seed} if "seed" in ATTACKS[spec.name].options else {}
         stream = attack_dataset(self.model, self.dataset, list(epsilons), attack=spec.name, loss=get_loss(attack_loss),
                                 batch_size=batch_size, return_images=True, jit_compile=settings.train.xla,
-                                attack_precision=settings.attack_precision, **spec.options)
+                                attack_precision=settings.attack_precision, **seeded, **spec.options)
         counted = iter_with_count(stream, total, f"{spec.name} {self.unit.uid}", self.progress, self.position)
         return evaluate_attack_stream(counted, self.volumes, threshold=settings.threshold,
                                       extra=tidy_columns(self.unit, spec, attack_loss))
