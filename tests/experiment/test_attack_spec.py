@@ -62,6 +62,8 @@ def test_the_key_names_what_changes_the_rows_and_is_stable():
 def test_command_line_options_go_to_the_attacks_that_take_them():
     fgsm, pgd = resolve_attacks("fgsm,pgd", {"steps": 3, "random_start": False, "alpha": None})
     assert (fgsm.options, pgd.options) == ({}, {"steps": 3, "random_start": False})
+    gaussian, pgd = resolve_attacks("gaussian,pgd", {"match": "segpgd", "steps": 3})
+    assert (gaussian.options, pgd.options) == ({"match": "segpgd", "steps": 3}, {"steps": 3})
     (ens,) = resolve_attacks("ensemble", {"steps": 2}, "fgsm,pgd,fgsm")
     assert [m.label for m in ens.members] == ["fgsm", 'pgd {"steps": 2}']
     from tfrobseg.attacks import ATTACKS
@@ -78,6 +80,8 @@ def test_command_line_options_go_to_the_attacks_that_take_them():
 @pytest.mark.parametrize(("names", "options", "members", "message"), [
     ("fgsm", {"steps": 3}, None, "--steps: none of the chosen attacks (fgsm) takes it; it is taken by"),
     ("fgsm,noise", {"random_start": False}, None, "--no-random-start: none of the chosen attacks (fgsm, noise)"),
+    ("pgd,noise", {"match": "fgsm"}, None, "--match: none of the chosen attacks (pgd, noise) takes it"),
+    ("gaussian", {"match": "rician"}, None, "--match: match must be one of"),
     ("pgd", {"steps": 0}, None, "--steps: steps must be a positive int, got 0"),
     ("fgsm,fgsmx", {}, None, "--attack: unknown attack(s) fgsmx; choose from fgsm,"),
     ("pgd", {}, "fgsm", "--ensemble-members: only with --attack ensemble"),

@@ -39,6 +39,7 @@ OPTION_FLAGS: dict[str, str] = {
     "momentum": "--momentum",
     "best_iterate": "--best-iterate",
     "random_start": "--no-random-start",
+    "match": "--match",
 }
 #: Options whose canonical value is a float (``--alpha 1`` and ``--alpha 1.0`` are one attack).
 _FLOAT_OPTIONS = ("alpha", "step_factor", "momentum")
@@ -159,6 +160,9 @@ def add_attack_options(parser: argparse.ArgumentParser) -> None:
                        help="keep per image the iterate with the lowest Dice instead of the last")
     group.add_argument("--no-random-start", dest="random_start", action="store_const", const=False, default=None,
                        help="start the random-start attacks (PGD) at the clean image")
+    group.add_argument("--match", default=None,
+                       help="the attack whose perturbation size the gaussian / rician noise controls reproduce "
+                            "(default pgd)")
     group.add_argument("--ensemble-members", default=None,
                        help=f"comma list of the ensemble's member attacks (default: "
                             f"{','.join(DEFAULT_MEMBERS)}); only with --attack ensemble")
