@@ -135,7 +135,7 @@ def test_step_rule_defaults(model):
 
 @pytest.mark.parametrize("options, match", [
     ({"loss": "bce"}, "dag takes no loss"),
-    ({"alpha": 0.1, "step_factor": 2.0}, "alpha or step_factor, not both"),
+    ({"alpha": 0.1, "step_factor": 2.0}, r"give alpha \(the step\) or step_factor .*, not both"),
     ({"steps": 0}, "steps"),
     ({"alpha": -0.1}, "alpha"),
     ({"step_factor": 0.0}, "step_factor"),

@@ -14,7 +14,8 @@ from tfrobseg.attacks.gradient import (
     objective_gradient,
     pixel_bce,
 )
-from tfrobseg.attacks.runner import _each_epsilon, _ifgsm, stacked
+from tfrobseg.attacks.iterative import ifgsm
+from tfrobseg.attacks.runner import _each_epsilon, _on_batch, stacked
 
 W, B = 1.7, -0.4
 
@@ -89,8 +90,8 @@ def test_stacked_run_equals_one_attack_per_epsilon():
     x, y = (tf.constant(a) for a in disk_batch())
     net = tiny_net()
     eps = [0.0, 0.1, 0.3]
-    each_p, each_x = _each_epsilon(_ifgsm)(net, x, y, eps, 0, steps=3, jit_compile=False)
-    st_p, st_x = stacked(_ifgsm)(net, x, y, eps, 0, steps=3, jit_compile=False)
+    each_p, each_x = _each_epsilon(_on_batch(ifgsm))(net, x, y, eps, 0, steps=3, jit_compile=False)
+    st_p, st_x = stacked(_on_batch(ifgsm))(net, x, y, eps, 0, steps=3, jit_compile=False)
     np.testing.assert_array_equal(st_x[0], x)
     assert np.mean(np.isclose(st_x, each_x, atol=1e-6)) > 0.999
     assert np.abs(st_p - each_p).max() < 1e-3

@@ -64,6 +64,7 @@ from tfrobseg.attacks.gradient import (
     objective_gradient,
     pixel_bce,
 )
+from tfrobseg.attacks.iterative import uniform_start
 from tfrobseg.attacks.noise import stateless_seed
 from tfrobseg.attacks.params import AttackOptions, check_flag, check_steps
 from tfrobseg.losses import bce_loss, dice_loss
@@ -177,9 +178,7 @@ def apgd(
         """Per image: ``new`` where ``mask`` (B,) holds, else ``old`` (images or per-image values)."""
         return tf.where(tf.reshape(mask, per_image) if new.shape.rank > 1 else mask, new, old)
 
-    start = tf.zeros_like(x)
-    if random_start:
-        start = tf.random.stateless_uniform(tf.shape(x), seed=seed_pair, minval=-1.0, maxval=1.0) * eps_b
+    start = uniform_start(x, eps, checked.relative_to, seed_pair) if random_start else tf.zeros_like(x)
     x_k, d_k = project(x, start, eps_b, lo, hi)
     grad, _, f_k = objective_gradient(model, x_k, y, objective, **run)
     d_prev, eta = d_k, 2.0 * eps_b

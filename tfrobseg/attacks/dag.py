@@ -39,9 +39,11 @@ import tensorflow as tf
 
 from tfrobseg.attacks.budget import budget, check_budget, clip_bounds, project
 from tfrobseg.attacks.gradient import objective_gradient
+from tfrobseg.attacks.iterative import no_loss_option, step_size
 from tfrobseg.attacks.params import (
     AttackOptions,
     check_alpha,
+    check_combination,
     check_step_factor,
     check_steps,
 )
@@ -82,19 +84,16 @@ def dag(
     Returns:
         The adversarial batch, ``‖x_adv − x‖∞ ≤ ε`` per image; ``eps = 0`` returns ``x``.
     """
-    if "loss" in options:
-        raise ValueError("dag takes no loss: it ascends the logit margin (1 − 2y)·z of the still-correct pixels")
+    no_loss_option("dag", options, "the logit margin (1 − 2y)·z of the still-correct pixels")
     eps, steps = check_budget(eps), check_steps(steps)
     alpha, step_factor = check_alpha(alpha), check_step_factor(step_factor)
-    if alpha is not None and step_factor is not None:
-        raise ValueError("dag: give alpha or step_factor, not both (alpha = step_factor · eps / steps)")
+    check_combination(alpha, step_factor)
     checked = AttackOptions.of(**options)
     x = tf.convert_to_tensor(x, tf.float32)
     y = tf.convert_to_tensor(y, tf.float32)
     if np.all(eps == 0):
         return x
-    if alpha is None:
-        alpha = (DAG_STEP_FACTOR if step_factor is None else step_factor) * eps / steps
+    alpha = step_size(alpha, step_factor, DAG_STEP_FACTOR, eps, steps)
     eps_b, alpha_b = budget(x, eps, checked.relative_to), budget(x, alpha, checked.relative_to)
     lo, hi = clip_bounds(checked.clip)
     axes = list(range(1, x.shape.rank))

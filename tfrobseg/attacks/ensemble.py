@@ -12,24 +12,17 @@ it computes nothing itself, so member rows recorded earlier (``experiments/attac
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from tfrobseg.attack_names import DEFAULT_MEMBERS, ENSEMBLE
+from tfrobseg.attack_names import DEFAULT_MEMBERS, ENSEMBLE, members_params
 
 __all__ = ["CASE_KEYS", "DEFAULT_MEMBERS", "ENSEMBLE", "members_params", "worst_case"]
 
 #: What identifies a case, where the rows have the column: the unit, the attack loss, the patient, ε.
 CASE_KEYS = ("phase", "model", "loss", "fold", "attack_loss", "patient_id", "epsilon")
-
-
-def members_params(members: Sequence[tuple[str, str]]) -> str:
-    """The ``attack_params`` of ensemble rows: the canonical JSON list of the members, in order, each
-    ``{"attack": name, "params": <its attack_params>}``."""
-    return json.dumps([{"attack": name, "params": json.loads(params)} for name, params in members], sort_keys=True)
 
 
 def worst_case(rows: pd.DataFrame, members: Sequence[str] | None = None) -> pd.DataFrame:

@@ -84,11 +84,20 @@ def uniform_start(x: tf.Tensor, eps: float | np.ndarray, relative_to: str | None
     return unit * budget(x, eps, relative_to)
 
 
-def no_loss_option(attack: str, options: dict[str, Any]) -> None:
-    """SegPGD and CosPGD define their own per-pixel loss: a ``loss`` option would be silently ignored, so it is an error."""
+def no_loss_option(attack: str, options: dict[str, Any], objective: str = "its own weighted per-pixel BCE") -> None:
+    """SegPGD, CosPGD and DAG define their own objective: a ``loss`` option would be silently ignored, so it is an
+    error."""
     if "loss" in options:
-        raise ValueError(f"{attack} takes no loss option: its objective is its own weighted per-pixel BCE, "
-                         f"got loss={options['loss']!r}")
+        raise ValueError(f"{attack} takes no loss option: its objective is {objective}, got loss={options['loss']!r}")
+
+
+def step_size(alpha: float | None, step_factor: float | None, default_step_factor: float, eps: float | np.ndarray,
+              steps: int) -> float | np.ndarray:
+    """α in the units of ε: ``alpha`` as given, else the step rule ``step_factor · ε / steps`` (``step_factor``
+    ``None``: the attack's default)."""
+    if alpha is not None:
+        return alpha
+    return (default_step_factor if step_factor is None else step_factor) * eps / steps
 
 
 def _badness(pred: tf.Tensor, y: tf.Tensor, direction: float) -> tf.Tensor:
@@ -201,8 +210,7 @@ def projected_attack(
     x = tf.convert_to_tensor(x, tf.float32)
     if np.all(eps == 0):
         return x
-    if alpha is None:
-        alpha = (default_step_factor if step_factor is None else step_factor) * eps / steps
+    alpha = step_size(alpha, step_factor, default_step_factor, eps, steps)
     objective = loss_objective(checked.loss) if objective is None else objective
     params = [0.0] * steps if schedule is None else schedule(steps)
     best = best_score = None

@@ -35,7 +35,7 @@ from tfrobseg.attacks.params import (
 from tfrobseg.attacks.pgd import pgd
 from tfrobseg.attacks.precision import float32_copy
 from tfrobseg.attacks.segpgd import segpgd
-from tfrobseg.attacks.targets import TargetLike, make_target
+from tfrobseg.attacks.targets import make_target
 
 #: ``run(model, x, y, epsilons, batch_number, **options) -> (predictions, adversarial)``, both ``(E, B, H, W, C)``.
 BatchRun = Callable[..., tuple[tf.Tensor, tf.Tensor]]
@@ -102,37 +102,21 @@ def stacked(attack: Callable[..., tf.Tensor]) -> BatchRun:
     return run
 
 
-def _ifgsm(model, x, y, eps, batch_number, **options):
-    return ifgsm(model, x, y, eps, **options)
+def _on_batch(attack: Callable[..., tf.Tensor], *, targeted: bool = False) -> Callable[..., tf.Tensor]:
+    """``attack(model, x, y, eps, **options)`` as the runner calls it, with the batch number: an attack that
+    draws at random uses the stateless stream ``(seed, batch number)`` (a different one per batch,
+    reproducible from the user's seed); a targeted one is aimed at ``make_target(y, target)`` (default
+    ``"background"``)."""
+    seeded = "seed" in keyword_options(attack)
 
+    def run(model: keras.Model, x: tf.Tensor, y: tf.Tensor, eps: Any, batch_number: int, **options: Any) -> tf.Tensor:
+        if targeted:
+            y = make_target(y, options.pop("target", "background"))
+        if seeded:
+            options["seed"] = (options.get("seed", 0), batch_number)
+        return attack(model, x, y, eps, **options)
 
-def _targeted_ifgsm(model, x, y, eps, batch_number, *, target: TargetLike = "background", **options):
-    return targeted_ifgsm(model, x, make_target(y, target), eps, **options)
-
-
-def _pgd(model, x, y, eps, batch_number, *, seed: int = 0, **options):
-    # A different stateless stream per batch, reproducible from the user's seed.
-    return pgd(model, x, y, eps, seed=(seed, batch_number), **options)
-
-
-def _segpgd(model, x, y, eps, batch_number, *, seed: int = 0, **options):
-    return segpgd(model, x, y, eps, seed=(seed, batch_number), **options)
-
-
-def _cospgd(model, x, y, eps, batch_number, *, seed: int = 0, **options):
-    return cospgd(model, x, y, eps, seed=(seed, batch_number), **options)
-
-
-def _targeted_cospgd(model, x, y, eps, batch_number, *, target: TargetLike = "background", seed: int = 0, **options):
-    return targeted_cospgd(model, x, make_target(y, target), eps, seed=(seed, batch_number), **options)
-
-
-def _apgd(model, x, y, eps, batch_number, *, seed: int = 0, **options):
-    return apgd(model, x, y, eps, seed=(seed, batch_number), **options)
-
-
-def _dag(model, x, y, eps, batch_number, **options):
-    return dag(model, x, y, eps, **options)
+    return run
 
 
 def _noise(model, x, y, eps, batch_number, *, seed: int = 0, jit_compile: bool = True, **options):
@@ -171,16 +155,18 @@ def _matched_noise(draw: Callable[..., tf.Tensor]) -> BatchRun:
 #: offers ``tuple(ATTACKS)``) and the runner's only dispatch.
 ATTACKS: dict[str, BatchAttack] = {
     "fgsm": BatchAttack(_fgsm, keyword_options(fgsm_sweep) - {"return_images"}),
-    "ifgsm": BatchAttack(stacked(_ifgsm), keyword_options(ifgsm)),
-    "targeted_ifgsm": BatchAttack(stacked(_targeted_ifgsm), keyword_options(targeted_ifgsm) | {"target"}),
-    "pgd": BatchAttack(stacked(_pgd), keyword_options(pgd)),
+    "ifgsm": BatchAttack(stacked(_on_batch(ifgsm)), keyword_options(ifgsm)),
+    "targeted_ifgsm": BatchAttack(stacked(_on_batch(targeted_ifgsm, targeted=True)),
+                                  keyword_options(targeted_ifgsm) | {"target"}),
+    "pgd": BatchAttack(stacked(_on_batch(pgd)), keyword_options(pgd)),
     # SegPGD and CosPGD fix their own per-pixel loss: no "loss" option.
-    "segpgd": BatchAttack(stacked(_segpgd), keyword_options(segpgd) - {"loss"}),
-    "cospgd": BatchAttack(stacked(_cospgd), keyword_options(cospgd) - {"loss"}),
-    "targeted_cospgd": BatchAttack(stacked(_targeted_cospgd), keyword_options(targeted_cospgd) - {"loss"} | {"target"}),
-    "apgd": BatchAttack(stacked(_apgd), keyword_options(apgd)),
+    "segpgd": BatchAttack(stacked(_on_batch(segpgd)), keyword_options(segpgd) - {"loss"}),
+    "cospgd": BatchAttack(stacked(_on_batch(cospgd)), keyword_options(cospgd) - {"loss"}),
+    "targeted_cospgd": BatchAttack(stacked(_on_batch(targeted_cospgd, targeted=True)),
+                                   keyword_options(targeted_cospgd) - {"loss"} | {"target"}),
+    "apgd": BatchAttack(stacked(_on_batch(apgd)), keyword_options(apgd)),
     # DAG has no attack loss (it ascends a logit margin): the runner's loss is not passed to it.
-    "dag": BatchAttack(stacked(_dag), keyword_options(dag) - {"loss"}),
+    "dag": BatchAttack(stacked(_on_batch(dag)), keyword_options(dag) - {"loss"}),
     "noise": BatchAttack(_each_epsilon(_noise), keyword_options(sign_noise) | {"jit_compile"}),
 }
 

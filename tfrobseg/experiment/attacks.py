@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tfrobseg.attack_names import DEFAULT_MEMBERS, ENSEMBLE
+from tfrobseg.attack_names import DEFAULT_MEMBERS, ENSEMBLE, members_params
 
 __all__ = ["ENSEMBLE", "OPTION_FLAGS", "AttackSpec", "add_attack_options", "evaluation_order", "given_options",
            "resolve_attacks"]
@@ -86,9 +86,9 @@ class AttackSpec:
     @property
     def attack_params(self) -> str:
         """Canonical JSON of the options (``{}`` when none), or for the ensemble the list of its members
-        (:func:`tfrobseg.attacks.ensemble.members_params`)."""
+        (:func:`tfrobseg.attack_names.members_params`)."""
         if self.is_ensemble:
-            return json.dumps([{"attack": m.name, "params": m.options} for m in self.members], sort_keys=True)
+            return members_params([(m.name, m.attack_params) for m in self.members])
         return json.dumps(self.options, sort_keys=True)
 
     @property
