@@ -110,7 +110,7 @@ def test_a_changed_model_is_reported_recomputed_and_refused_by_the_figures(share
                                            "in DONE.json (changed or corrupt); a re-run of its command recomputes the unit")]
     assert _script("--results", out) == 1 and "1 problem(s)" in capsys.readouterr().out
     said = []
-    plan = _plan([BCE], out, None, said.append)
+    plan = _plan([BCE], out, said.append)
     assert plan.todo == [BCE] and "holdout/unet/bce/holdout is not complete (best.keras: SHA-256 differs" in said[0]
     # train=False: the fallback panel reads the damaged unit (the study's figure units are not trained here).
     with pytest.raises(UnitFilesError, match=r"^holdout/unet/bce/holdout: best.keras: SHA-256 differs"):

@@ -17,6 +17,7 @@ import numpy as np
 
 from tfrobseg import study
 from tfrobseg.console import add_verbose_option, setup_console
+from tfrobseg.defenses.config import DEFENSE_NAMES
 from tfrobseg.errors import InputError, OptionError, SettingsMismatchError, UnitsFailed
 from tfrobseg.experiment.attacks import add_attack_options
 from tfrobseg.experiment.settings import (
@@ -26,12 +27,13 @@ from tfrobseg.experiment.settings import (
     default_out_dir,
     resolve_attack_options,
     resolve_data,
+    resolve_defense_options,
     resolve_settings,
 )
 from tfrobseg.experiment.units import make_grid, parse_shard, select_shard
 from tfrobseg.training.config import PRECISIONS, STRATEGIES
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "prepare_run"]
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -64,29 +66,62 @@ def _ints(text: str) -> tuple[int, ...]:
     return vals
 
 
+#: What each entry point runs (``experiments/<phase>.py``).
+_WHAT = {
+    "crossval": "Apostolidis et al. 3-fold cross-validation (Tables I, III): train each model x loss, attack at "
+                "every eps, score in 3D.",
+    "holdout": "Apostolidis et al. hold-out retraining and test-set attack (Tables II, IV): train each model x loss, "
+               "attack at every eps, score in 3D.",
+    "defenses": "Defenses compared with the undefended baseline (Liu et al.): train the baseline and each defense "
+                "with the same seeds and split, attack all of them, and write Liu et al.'s table (Dice per eps, "
+                "paired Wilcoxon vs the baseline with Bonferroni, bootstrap CI of the median difference) and a "
+                "figure of Dice vs eps (docs/defenses.md).",
+}
+
+
 def build_parser(phase: str) -> argparse.ArgumentParser:
-    """The options of a phase. Builds without TensorFlow, so ``--help`` starts no TensorFlow (its
-    start-up lines read like errors); ``--attack`` is checked against the attack mapping after parsing."""
-    what = ("3-fold cross-validation (Tables I, III)" if phase == "crossval"
-            else "hold-out retraining and test-set attack (Tables II, IV)")
+    """The options of ``experiments/<phase>.py`` (``crossval``, ``holdout`` or ``defenses``). Builds without
+    TensorFlow, so ``--help`` starts no TensorFlow (its start-up lines read like errors); ``--attack`` is
+    checked against the attack mapping after parsing."""
     p = argparse.ArgumentParser(
         prog=f"experiments/{phase}.py",
-        description=f"Apostolidis et al. {what}: train each model x loss, attack at every eps, score in 3D.",
+        description=_WHAT[phase],
         epilog="exit codes: 0 every unit of this call complete (units another process is computing are named and "
                "left to it); 1 some units failed (one 'failed:' line each; the others are kept, no tables); "
                "2 bad options or inputs, checked before any folder is created or any unit starts (one 'error:' "
                "line), or the results folder holds another run ('refused:').",
         allow_abbrev=False,
     )
-    p.add_argument("--model", default="all", help="model name, comma list, or 'all' (the study's five)")
-    p.add_argument("--loss", default="all", help="loss name, comma list, or 'all' (the study's six)")
-    if phase == "crossval":
-        p.add_argument("--folds", type=str, default=None, help="held-out fold indices, 0-based, e.g. 0,1,2 (default: all)")
+    defenses = phase == "defenses"
+    if defenses:
+        p.add_argument("--phase", choices=("crossval", "holdout"), default="crossval",
+                       help="crossval (default: every training patient is attacked once, by the network that did not "
+                            "see it, so the paired tests have all of them) or holdout (the test split)")
+        p.add_argument("--model", default="unet", help="model name or comma list (default unet, as Liu et al.)")
+        p.add_argument("--loss", default="dice", help="loss name or comma list (default dice, Liu et al.'s soft Dice)")
     else:
+        p.add_argument("--model", default="all", help="model name, comma list, or 'all' (the study's five)")
+        p.add_argument("--loss", default="all", help="loss name, comma list, or 'all' (the study's six)")
+    if phase != "holdout":
+        p.add_argument("--folds", type=str, default=None, help="held-out fold indices, 0-based, e.g. 0,1,2 (default: all)")
+    if phase != "crossval":
         p.add_argument("--split", default=None, help="JSON file with train/val/test patient lists (default: the manifest's split)")
+    if defenses:
+        p.add_argument("--defense", default=None,
+                       help=f"comma list of defenses, or 'all' (the default): {', '.join(DEFENSE_NAMES)}; the "
+                            "baseline is always trained (docs/defenses.md)")
+        p.add_argument("--defense-option", action="append", default=None, metavar="[DEFENSE.]KEY=VALUE",
+                       help="an option of the defenses, e.g. trades.steps=3, or epsilon=0.25 for every chosen defense "
+                            "that takes it (repeat for several)")
+    else:
+        p.add_argument("--defense", default=None,
+                       help=f"train every network with this defense ({', '.join(DEFENSE_NAMES)}; docs/defenses.md); "
+                            "default: none")
+        p.add_argument("--defense-option", action="append", default=None, metavar="KEY=VALUE",
+                       help="an option of --defense, e.g. epsilon=0.25 (repeat for several)")
     p.add_argument("--epsilons", type=_floats, default=study.EPSILONS,
                    help="attack strengths in z-score units (default 0,0.1,...,1.0; the clean 0 is always added)")
-    p.add_argument("--attack", default="fgsm",
+    p.add_argument("--attack", default="fgsm,ensemble" if defenses else "fgsm",
                    help="the study's fgsm, another attack of tfrobseg.attacks.ATTACKS, 'ensemble' (per case the worst "
                         "of --ensemble-members: robust Dice), or a comma list: every unit evaluates each (the "
                         "ensemble's members too); Tables I-IV use the first (docs/attacks.md)")
@@ -172,6 +207,7 @@ def _check_names(args: argparse.Namespace) -> tuple[list[str], list[str], tuple[
     model_names = _names(args.model, study.MODELS, "model", models.MODEL_NAMES)
     loss_names = _names(args.loss, study.LOSSES, "loss", losses.LOSS_NAMES)
     resolve_attack_options(args)
+    resolve_defense_options(args)
     if args.attack_precision not in ATTACK_PRECISIONS:
         raise OptionError(f"unknown --attack-precision {args.attack_precision!r}; choose from {', '.join(ATTACK_PRECISIONS)}")
     if args.attack_loss != "same" and args.attack_loss not in losses.LOSS_NAMES:
@@ -195,7 +231,7 @@ def _describe(phase: str, settings: Settings, jobs: int, models: list[str], loss
     print(f"{phase}: models {models} x losses {losses} x folds {folds if phase == 'crossval' else ['hold-out']}"
           f" -> {n_units} unit(s) in this shard; eps {list(settings.epsilons)}; attack {_attacks(settings)} "
           f"(loss: {settings.attack_loss}, precision: {settings.attack_precision}); precision {t.precision}; XLA {'on' if t.xla else 'off'}; "
-          f"seed {t.seed}; strategy {t.strategy} ({settings.replicas} replica(s)); {settings.threads} thread(s) per unit"
+          f"defense {settings.defense.label if settings.defense else 'none'}; seed {t.seed}; strategy {t.strategy} ({settings.replicas} replica(s)); {settings.threads} thread(s) per unit"
           f"{'; deterministic ops' if settings.deterministic else ''}; results in {out_dir}", flush=True)
 
 
@@ -224,7 +260,7 @@ def main(phase: str, argv: Sequence[str] | None = None) -> int:
     args = build_parser(phase).parse_args(argv)
     setup_console(args.verbose)
     try:
-        run = _prepare_run(phase, args)
+        run = prepare_run(phase, args)
     except (OptionError, InputError) as exc:  # InputError: a prepared record missing, truncated or corrupt
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -270,7 +306,7 @@ class _Run:
     data: dict
 
 
-def _prepare_run(phase: str, args: argparse.Namespace) -> _Run:
+def prepare_run(phase: str, args: argparse.Namespace) -> _Run:
     """Every check a run can fail, in order of cost, before any folder is created or any unit starts
     (:mod:`tfrobseg.experiment.preflight`); raises OptionError or a RecordError."""
     from tfrobseg.dataset.manifest import Manifest

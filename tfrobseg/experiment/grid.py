@@ -30,7 +30,7 @@ from tfrobseg.experiment.units import MARKER, Unit, make_grid, select_shard
 from tfrobseg.io import atomic_write_csv
 from tfrobseg.locks import current_holder, describe_holder
 
-__all__ = ["run_grid"]
+__all__ = ["GridRun", "run_grid", "run_grids"]
 
 _WORKER_SLOT = 0
 
@@ -119,9 +119,9 @@ class _Plan:
     complete: int
 
 
-def _plan(grid: list[Unit], out: Path, max_units: int | None, say) -> _Plan:
-    """The incomplete units of ``grid`` no other process holds (at most ``max_units``). A unit whose files
-    differ from its marker's checksums is recomputed; its folder is cleared by the worker, under its lock."""
+def _plan(grid: list[Unit], out: Path, say) -> _Plan:
+    """The incomplete units of ``grid`` no other process holds. A unit whose files differ from its marker's
+    checksums is recomputed; its folder is cleared by the worker, under its lock."""
     todo, elsewhere, complete = [], [], 0
     for k, unit in enumerate(grid, 1):
         d = unit.directory(out)
@@ -140,16 +140,45 @@ def _plan(grid: list[Unit], out: Path, max_units: int | None, say) -> _Plan:
         elif d.exists():
             say(f"[{k}/{len(grid)}] {unit.uid} was interrupted or failed earlier: restarting it from scratch")
         todo.append(unit)
-    if max_units is not None and len(todo) > max_units:
-        todo = todo[:max_units]
-        say(f"computing {max_units} unit(s) in this call (--max-units)")
     return _Plan(todo, elsewhere, complete)
 
 
-def _compute(todo: list[Unit], settings: Settings, out: Path, jobs: int, progress: bool, say, tag
-             ) -> tuple[dict[str, str], list[str]]:
+@dataclass
+class GridRun:
+    """One results folder's grid: what :func:`run_grids` computes into ``out_dir`` (``data`` as for
+    :func:`run_grid`)."""
+
+    phase: str
+    settings: Settings
+    out_dir: Path
+    models: Sequence[str]
+    losses: Sequence[str]
+    folds: Sequence[int | None]
+    shard: tuple[int, int] = (1, 1)
+    data: dict[str, Any] | None = None
+
+
+@dataclass
+class _Prepared:
+    """A run whose folder was checked, its grid selected and planned."""
+
+    run: GridRun
+    grid: list[Unit]
+    plan: _Plan
+    quiet: bool
+
+    def say(self, message: str) -> None:
+        _log(self.run.out_dir, message, self.quiet)
+
+    def tag(self, unit: Unit) -> str:
+        return f"[{self.grid.index(unit) + 1}/{len(self.grid)}]"
+
+
+def _compute(todo: list[tuple[_Prepared, Unit]], jobs: int, progress: bool
+             ) -> tuple[dict[str, str], list[tuple[_Prepared, str]]]:
     """Compute the units in ``jobs`` worker processes; returns ``{unit id: reason}`` of those that failed
-    and the ids of those another process took first.
+    (ids prefixed with their folder when the units come from several) and the units another process took
+    first, with their run.
 
     Always in workers, even for ``jobs = 1``: every unit then runs with the same thread pools and
     determinism settings (:attr:`Settings.threads`), which a process that already started
@@ -161,30 +190,43 @@ def _compute(todo: list[Unit], settings: Settings, out: Path, jobs: int, progres
 
     from tfrobseg.parallel import process_map
 
+    first = todo[0][0].run.settings
     jobs = min(jobs, len(todo))
+    several = len({id(p) for p, _ in todo}) > 1
     failures, elsewhere = {}, []
+    by_job = {(u, p.run.out_dir): p for p, u in todo}
+
+    def name(unit: Unit, prepared: _Prepared) -> str:
+        return f"{prepared.run.out_dir}/{unit.uid}" if several else unit.uid
+
+    def on_submit(job: tuple) -> None:
+        prepared = by_job[(job[0], job[2])]
+        prepared.say(f"{prepared.tag(job[0])} start {name(job[0], prepared)}")
+
     # A queue of terminal rows, one per worker, so that their progress bars do not overwrite each other.
     with multiprocessing.get_context("spawn").Manager() as manager:
         slots = manager.Queue()
         for slot in range(jobs):
             slots.put(slot)
-        results = process_map(_worker_run, [(u, settings, out, progress) for u in todo], workers=jobs,
-                              initializer=_worker_init, initargs=(slots, settings.threads, settings.deterministic),
-                              on_submit=lambda job: say(f"{tag(job[0])} start {job[0].uid}"), max_in_flight=jobs,
+        results = process_map(_worker_run, [(u, p.run.settings, p.run.out_dir, progress) for p, u in todo],
+                              workers=jobs, initializer=_worker_init,
+                              initargs=(slots, first.threads, first.deterministic), on_submit=on_submit,
+                              max_in_flight=jobs,
                               # A worker keeps the traced model of its last unit (train_model's reuse_key):
-                              # it gets the next fold of the same model and loss.
-                              affinity=lambda job: (job[0].model, job[0].loss))
+                              # it gets the next fold of the same model, loss and defense.
+                              affinity=lambda job: (job[0].model, job[0].loss, repr(job[1].defense)))
         for job, outcome in results:
-            uid = job[0].uid
+            prepared = by_job[(job[0], job[2])]
+            uid, tag, say = name(job[0], prepared), prepared.tag(job[0]), prepared.say
             if outcome.skipped is not None:
-                elsewhere.append(uid)
-                say(f"{tag(job[0])} skip {uid} ({outcome.skipped})")
+                elsewhere.append((prepared, job[0].uid))
+                say(f"{tag} skip {uid} ({outcome.skipped})")
             elif outcome.error is None:
-                say(f"{tag(job[0])} done {uid} in {outcome.seconds:.0f} s ({_unit_summary(outcome.metrics)})")
+                say(f"{tag} done {uid} in {outcome.seconds:.0f} s ({_unit_summary(outcome.metrics)})")
             else:
                 failures[uid] = outcome.error
-                say(f"{tag(job[0])} FAILED {uid} after {outcome.seconds:.0f} s: {outcome.error} "
-                    f"(details: {job[0].directory(out) / store.FAILURE_NAME})")
+                say(f"{tag} FAILED {uid} after {outcome.seconds:.0f} s: {outcome.error} "
+                    f"(details: {job[0].directory(job[2]) / store.FAILURE_NAME})")
     return failures, elsewhere
 
 
@@ -219,34 +261,63 @@ def run_grid(
         UnitsFailed: after every other unit ran, when some failed (each has ``FAILED.json`` and no
             marker; a re-run retries them).
     """
+    run = GridRun(phase, settings, Path(out_dir), models, losses, folds, shard, data)
+    return run_grids([run], overwrite=overwrite, max_units=max_units, jobs=jobs, progress=progress, quiet=quiet)[0]
+
+
+def run_grids(runs: Sequence[GridRun], *, overwrite: bool = False, max_units: int | None = None, jobs: int = 1,
+              progress: bool = True, quiet: bool = False) -> list[pd.DataFrame]:
+    """:func:`run_grid` for several results folders at once (e.g. one per defense): every folder is checked
+    first, then the units of all of them share one pool of ``jobs`` workers. Returns each folder's combined
+    metrics, in ``runs``' order; the runs must agree on the threads and determinism of a unit's process
+    (:attr:`Settings.threads`, :attr:`Settings.deterministic`), which a worker fixes when it starts.
+
+    Raises:
+        UnitsFailed: after every other unit ran, when some failed (ids prefixed with their folder when
+            ``runs`` has several).
+    """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    out = Path(out_dir)
-    if data is None:
-        from tfrobseg.dataset.manifest import Manifest
-
-        data = Manifest.read(settings.data_dir).fingerprint()
-    out.mkdir(parents=True, exist_ok=True)
-    store.check_settings(out, settings.fingerprint(), data=data, overwrite=overwrite)
-    grid = select_shard(make_grid(phase, list(models), list(losses), list(folds)), shard)
-
-    def say(message: str) -> None:
-        _log(out, message, quiet)
-
-    def tag(unit: Unit) -> str:
-        return f"[{grid.index(unit) + 1}/{len(grid)}]"
-
-    say(f"{phase}: {len(grid)} units in this shard ({shard[0]}/{shard[1]})")
-    plan = _plan(grid, out, max_units, say)
-    say(f"{plan.complete} unit(s) already complete, {len(plan.todo)} to compute in this call")
-    failures, taken = _compute(plan.todo, settings, out, jobs, progress, say, tag)
-    elsewhere = plan.elsewhere + taken
-    if elsewhere:
-        say(f"{len(elsewhere)} unit(s) left to other processes sharing {out} ({', '.join(elsewhere)}): the results "
-            "and tables of this call hold only the complete units; run the same command again when they finish")
-    combined = store.collect_metrics(out, phase)
-    if not combined.empty:
-        atomic_write_csv(out / f"results_{phase}.csv", combined)
+    if len({(r.settings.threads, r.settings.deterministic) for r in runs}) > 1:
+        raise ValueError("run_grids: the runs differ in threads or determinism; run them separately")
+    prepared = [_prepare(run, overwrite, quiet) for run in runs]
+    todo = [(p, unit) for p in prepared for unit in p.plan.todo]
+    if max_units is not None and len(todo) > max_units:
+        todo = todo[:max_units]
+        for p in {id(p): p for p, _ in todo}.values():
+            p.say(f"computing {max_units} unit(s) in this call (--max-units)")
+    failures, taken = _compute(todo, jobs, progress)
+    combined = []
+    for p in prepared:
+        mine = p.plan.elsewhere + [uid for q, uid in taken if q is p]
+        if mine:
+            p.say(f"{len(mine)} unit(s) left to other processes sharing {p.run.out_dir} ({', '.join(mine)}): the "
+                  "results and tables of this call hold only the complete units; run the same command again when "
+                  "they finish")
+        frame = store.collect_metrics(p.run.out_dir, p.run.phase)
+        if not frame.empty:
+            atomic_write_csv(p.run.out_dir / f"results_{p.run.phase}.csv", frame)
+        combined.append(frame)
     if failures:
         raise UnitsFailed(failures)
     return combined
+
+
+def _prepare(run: GridRun, overwrite: bool, quiet: bool) -> _Prepared:
+    """Check ``run``'s folder against its settings (refusing another run's folder), select its shard and plan it."""
+    out = run.out_dir
+    data = run.data
+    if data is None:
+        from tfrobseg.dataset.manifest import Manifest
+
+        data = Manifest.read(run.settings.data_dir).fingerprint()
+    out.mkdir(parents=True, exist_ok=True)
+    store.check_settings(out, run.settings.fingerprint(), data=data, overwrite=overwrite)
+    grid = select_shard(make_grid(run.phase, list(run.models), list(run.losses), list(run.folds)), run.shard)
+    def say(message: str) -> None:
+        _log(out, message, quiet)
+
+    say(f"{run.phase}: {len(grid)} units in this shard ({run.shard[0]}/{run.shard[1]})")
+    plan = _plan(grid, out, say)
+    say(f"{plan.complete} unit(s) already complete, {len(plan.todo)} to compute in this call")
+    return _Prepared(run, grid, plan, quiet)

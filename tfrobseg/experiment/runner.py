@@ -17,6 +17,7 @@ scratch keeps the seeded result identical to an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -106,12 +107,18 @@ def train(unit: Unit, settings: Settings, data: UnitData, unit_dir: Path, progre
     from tfrobseg.training import train_model
 
     shape = (settings.image_size, settings.image_size, 1)
-    return train_model(
+    fit = train_model
+    options: dict[str, Any] = {}
+    if settings.defense is not None:
+        from tfrobseg.defenses import train_defended
+
+        fit, options = train_defended, {"defense": settings.defense}
+    return fit(
         lambda: models.build_model(unit.model, input_shape=shape, filters=settings.filters),
         get_loss(unit.loss), data.train, data.val, config=settings.train, out_dir=unit_dir,
         progress=progress, desc=f"train {unit.uid}", position=position,
         # Units of one model and loss (the folds) share the graph: traced once per worker process.
-        reuse_key=(unit.model, shape, settings.filters, unit.loss),
+        reuse_key=(unit.model, shape, settings.filters, unit.loss), **options,
     )
 
 
@@ -208,8 +215,20 @@ def attack_and_score(unit: Unit, settings: Settings, model: Any, eval_ds: Any, p
                      position: int) -> pd.DataFrame:
     """Step 3: attack every evaluation slice at every ε with every chosen attack, and score each patient in 3D."""
     evaluation = Evaluation.of(unit, settings, model, eval_ds, patients, progress=progress, position=position)
-    return score_attacks(evaluation, settings.attack_specs(), epsilons=settings.epsilons,
-                         attack_loss=settings.attack_loss_for(unit.loss), batch_size=settings.train.batch_size)
+    scored = {"epsilons": settings.epsilons, "attack_loss": settings.attack_loss_for(unit.loss),
+              "batch_size": settings.train.batch_size}
+    rows = [score_attacks(evaluation, settings.attack_specs(), **scored)]
+    if settings.defense is not None:
+        from tfrobseg.defenses import masking_views
+        from tfrobseg.defenses.masking import with_view
+
+        # The gradient-masking check: the same attacks through the network at its training temperature.
+        for view, view_model in masking_views(model, settings.defense):
+            checked = score_attacks(dataclasses.replace(evaluation, model=view_model), settings.attack_specs(),
+                                    **scored)
+            checked["attack_params"] = checked["attack_params"].map(lambda p, t=view["temperature"]: with_view(p, t))
+            rows.append(checked)
+    return pd.concat(rows, ignore_index=True)
 
 
 def record(unit: Unit, settings: Settings, out_dir: Path, data: UnitData, result: Any, metrics: pd.DataFrame,
@@ -221,6 +240,9 @@ def record(unit: Unit, settings: Settings, out_dir: Path, data: UnitData, result
     training = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                 "best_val_loss": result.best_val_loss, "seconds": result.seconds, "strategy": result.strategy,
                 "replicas": result.replicas, "params": int(result.model.count_params())}
+    if getattr(result, "teacher", None) is not None:  # distillation: the teacher's run, before the student's
+        training["teacher"] = {key: getattr(result.teacher, key)
+                               for key in ("epochs_run", "best_epoch", "best_val_loss", "seconds")}
     UnitRecord(unit, settings, data.patients, training, seconds, versions=environment_versions(),
                keras_dtype_policy=keras.mixed_precision.dtype_policy().name).write(out_dir)
     store.write_marker(unit, out_dir, seconds=seconds["total"], rows=len(metrics))

@@ -16,6 +16,11 @@ from typing import Any
 
 from tfrobseg import study
 from tfrobseg.dataset.manifest import MANIFEST_NAME, Manifest
+from tfrobseg.defenses.config import (
+    DefenseConfig,
+    parse_defense_options,
+    resolve_defense,
+)
 from tfrobseg.errors import OptionError
 from tfrobseg.io import file_hash
 from tfrobseg.training.config import (
@@ -26,7 +31,7 @@ from tfrobseg.training.config import (
 )
 
 __all__ = ["BUILTIN_DATA", "BUILTIN_PRESET", "Settings", "default_out_dir", "default_threads",
-           "resolve_attack_options", "resolve_data", "resolve_settings"]
+           "resolve_attack_options", "resolve_data", "resolve_defense_options", "resolve_settings"]
 
 BUILTIN_DATA = Path("data/builtin")
 #: The key under which tfrobseg before issue 13 identified the data (the manifest file's SHA-256).
@@ -72,7 +77,9 @@ class Settings:
     inter-op pools; on a CPU their size changes the rounding of convolutions, measured: 0.04 max
     weight difference after 8 steps of a Recurrent U-Net with 1 vs 2 threads), ``deterministic``
     (``tf.config.experimental.enable_op_determinism``) and ``replicas`` (the distribution
-    strategy's replica count, which changes the per-replica batch).
+    strategy's replica count, which changes the per-replica batch). ``defense``: how every network of the
+    run is trained (:mod:`tfrobseg.defenses`), ``None`` for ordinary training (then left out of the
+    fingerprint, so folders made before defenses existed keep theirs).
     """
 
     data_dir: str
@@ -93,10 +100,12 @@ class Settings:
     replicas: int = 1
     attack_options: dict[str, Any] = field(default_factory=dict)
     ensemble_members: tuple[str, ...] = ()
+    defense: DefenseConfig | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["train"] = self.train.to_dict()
+        d["defense"] = self.defense.to_json() if self.defense is not None else None
         return json.loads(json.dumps(d))  # tuples -> lists, as read back
 
     @classmethod
@@ -109,6 +118,7 @@ class Settings:
         d["epsilons"] = tuple(float(e) for e in d["epsilons"])
         d["filters"] = tuple(int(f) for f in d["filters"])
         d["ensemble_members"] = tuple(d.get("ensemble_members", ()))
+        d["defense"] = DefenseConfig.from_json(d["defense"]) if d.get("defense") else None
         return cls(**d)
 
     def fingerprint(self) -> dict[str, Any]:
@@ -116,7 +126,7 @@ class Settings:
         d = self.to_json()
         d["data_dir"] = os.path.abspath(d["data_dir"])  # the data fingerprint identifies the content
         d.pop("split_file")  # its hash identifies the split
-        for name in ("attack_options", "ensemble_members"):  # absent before issue 15: same hash when unused
+        for name in ("attack_options", "ensemble_members", "defense"):  # absent before: same hash when unused
             if not d[name]:
                 d.pop(name)
         return d
@@ -205,6 +215,21 @@ def resolve_attack_options(args: Any) -> tuple[str, dict[str, Any], tuple[str, .
     return ",".join(s.name for s in specs), options, members
 
 
+def resolve_defense_options(args: Any) -> DefenseConfig | None:
+    """The run's defense from ``--defense`` / ``--defense-option`` (validated; OptionError naming the option),
+    ``None`` without ``--defense``."""
+    name = getattr(args, "defense", None)
+    items = getattr(args, "defense_option", None)
+    if name is None:
+        if items:
+            raise OptionError("--defense-option needs --defense")
+        return None
+    try:
+        return resolve_defense(name, parse_defense_options(items))
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
+
+
 def resolve_settings(args: Any, data_dir: Path, preset: str | None, *, gpus: int) -> tuple[Settings, int]:
     """The run's :class:`Settings` and job count from the parsed options (``argparse.Namespace``).
 
@@ -263,5 +288,6 @@ def resolve_settings(args: Any, data_dir: Path, preset: str | None, *, gpus: int
         replicas=replicas,
         attack_options=options,
         ensemble_members=members,
+        defense=resolve_defense_options(args),
     )
     return settings, int(pick(args.jobs, "jobs", 1))

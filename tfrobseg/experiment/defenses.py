@@ -1,0 +1,196 @@
+"""``experiments/defenses.py``: the undefended baseline and each chosen defense, trained with the same seeds and
+split, attacked with the same attacks, and compared as Liu et al. compare theirs.
+
+Every network is a results folder of its own, ``<out>/<defense>/`` (``baseline``, or the defense's
+:attr:`~tfrobseg.defenses.config.DefenseConfig.slug`), made exactly as ``experiments/crossval.py`` /
+``holdout.py --defense NAME`` makes one (its ``run.json``, and every unit's ``config.json`` holding the
+defense and its options); the units of all folders share one pool of workers (:func:`~tfrobseg.experiment.grid.run_grids`),
+and a re-run resumes each folder. Then ``<out>/defenses_results.csv`` holds every folder's rows with two more
+columns, ``defense`` (its label) and ``view`` (``deployed``, or the gradient-masking check's ``T=<temperature>``:
+:mod:`tfrobseg.defenses.masking`), and ``<out>/report/`` the comparison
+(:func:`tfrobseg.reporting.defense_table.write_defense_report`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tfrobseg.console import setup_console
+from tfrobseg.defenses.config import (
+    BASELINE,
+    DEFENSE_NAMES,
+    DEFENSES,
+    DefenseConfig,
+    resolve_defense,
+)
+from tfrobseg.errors import InputError, OptionError, SettingsMismatchError, UnitsFailed
+from tfrobseg.experiment.cli import build_parser, prepare_run
+
+__all__ = ["BUILTIN_DEFENSE_OPTIONS", "collect_defense_rows", "main", "resolve_defenses"]
+
+#: Options the built-in cohort's preset gives the defenses when the user does not (docs/defenses.md has the
+#: measurements): fewer inner steps for the two iterative defenses, so that the preset's 8 networks x 3 folds
+#: train and are attacked within 30 minutes on 2 CPU cores.
+BUILTIN_DEFENSE_OPTIONS: dict[str, dict[str, float]] = {"pgd_adversarial": {"steps": 3}, "trades": {"steps": 3}}
+#: Attack options the preset gives when the user does not: the iterative members of the ensemble take 5 steps.
+BUILTIN_ATTACK_OPTIONS: dict[str, Any] = {"steps": 5}
+
+
+def _scoped_options(items: Sequence[str] | None, names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``--defense-option`` values (``trades.steps=3`` or ``epsilon=0.25``) as options per chosen defense; an
+    unscoped option goes to every chosen defense that takes it. OptionError for an option no chosen defense
+    takes, or a scope that is not chosen."""
+    from tfrobseg.defenses.config import parse_defense_options
+
+    per: dict[str, dict[str, float]] = {name: {} for name in names}
+    for item in items or ():
+        scope, dot, rest = item.partition(".")
+        target = [scope] if dot and scope in DEFENSES else None
+        if target is None and dot and "=" not in scope:
+            raise OptionError(f"--defense-option {item}: {scope!r} is not a chosen defense ({', '.join(names)})")
+        key_value = rest if target else item
+        try:
+            ((key, value),) = parse_defense_options([key_value]).items()
+        except ValueError as exc:
+            raise OptionError(str(exc)) from None
+        takers = target or [n for n in names if key in DEFENSES[n].defaults]
+        if target and target[0] not in names:
+            raise OptionError(f"--defense-option {item}: {scope} is not among the chosen defenses ({', '.join(names)})")
+        if not takers:
+            raise OptionError(f"--defense-option {item}: none of the chosen defenses ({', '.join(names)}) takes {key}")
+        for name in takers:
+            per[name][key] = value
+    return per
+
+
+def resolve_defenses(text: str | None, items: Sequence[str] | None, preset: str | None) -> list[DefenseConfig]:
+    """The chosen defenses (``--defense``: a comma list or ``all``, the default) with their options
+    (``--defense-option``, then the built-in preset's :data:`BUILTIN_DEFENSE_OPTIONS`), validated (OptionError)."""
+    names = list(DEFENSE_NAMES) if text in (None, "all") else list(dict.fromkeys(
+        t.strip() for t in text.split(",") if t.strip()))
+    unknown = [n for n in names if n not in DEFENSES]
+    if not names or unknown:
+        raise OptionError(f"--defense: unknown defense(s) {unknown or [text]}; choose from {', '.join(DEFENSE_NAMES)} "
+                          "or 'all'")
+    given = _scoped_options(items, names)
+    configs = []
+    for name in names:
+        options = {**(BUILTIN_DEFENSE_OPTIONS.get(name, {}) if preset else {}), **given[name]}
+        try:
+            configs.append(resolve_defense(name, options))
+        except ValueError as exc:
+            raise OptionError(str(exc)) from None
+    return configs
+
+
+def collect_defense_rows(out_dir: Path, phase: str, labels: dict[str, str]) -> pd.DataFrame:
+    """Every folder's rows (``labels``: folder name -> defense label), with ``defense`` and ``view`` columns and
+    ``attack_params`` the attack's own (the view taken out): what the report reads."""
+    from tfrobseg.defenses.masking import view_of
+    from tfrobseg.experiment.store import collect_metrics
+
+    frames = []
+    for folder, label in labels.items():
+        rows = collect_metrics(out_dir / folder, phase)
+        if rows.empty:
+            continue
+        views = rows["attack_params"].map(view_of)
+        rows = rows.assign(defense=label, view=views.map(lambda v: v[0]), attack_params=views.map(lambda v: v[1]))
+        frames.append(rows)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _preset_attack_options(args: argparse.Namespace) -> None:
+    """Give the chosen attacks the preset's :data:`BUILTIN_ATTACK_OPTIONS` the user did not give, where they take
+    them (``--steps`` means nothing to FGSM alone)."""
+    from tfrobseg.experiment.attacks import given_options, resolve_attacks
+
+    missing = {key: value for key, value in BUILTIN_ATTACK_OPTIONS.items() if getattr(args, key, None) is None}
+    try:
+        resolve_attacks(args.attack, {**given_options(args), **missing}, args.ensemble_members)
+    except ValueError:
+        return  # an option none of the chosen attacks takes, or a bad --attack: left to the run's own checks
+    for key, value in missing.items():
+        setattr(args, key, value)
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.phase == "crossval" and args.split:
+        raise OptionError("--split is for --phase holdout (cross-validation uses the manifest's folds)")
+    if args.phase == "holdout" and args.folds:
+        raise OptionError("--folds is for --phase crossval")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point of ``experiments/defenses.py``."""
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace")
+    args = build_parser("defenses").parse_args(argv)
+    setup_console(args.verbose)
+    defense_text, defense_items = args.defense, args.defense_option
+    args.defense = args.defense_option = None  # the folders' runs: the baseline's settings, then one defense each
+    try:
+        _check(args)
+        preset = "builtin" if args.data is None else None  # as resolve_data decides
+        defenses = resolve_defenses(defense_text, defense_items, preset)
+        if preset:
+            _preset_attack_options(args)
+        if args.out is None:
+            args.out = str(Path("results") / "defenses" / ("builtin" if preset else Path(args.data).name))
+        run = prepare_run(args.phase, args)
+    except (OptionError, InputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from tfrobseg.experiment.grid import GridRun, run_grids
+
+    folders = {BASELINE: None, **{d.slug: d for d in defenses}}
+    labels = {folder: (BASELINE if d is None else d.label) for folder, d in folders.items()}
+    runs = [GridRun(args.phase, dataclasses.replace(run.settings, defense=d), run.out_dir / folder, run.models,
+                    run.losses, run.folds, run.shard, run.data) for folder, d in folders.items()]
+    print(f"defenses: {', '.join(labels.values())} x models {run.models} x losses {run.losses} x "
+          f"{'folds ' + str(run.folds) if args.phase == 'crossval' else 'hold-out'} -> {len(runs) * run.n_units} "
+          f"unit(s); attack {run.settings.attack} {run.settings.attack_options or ''}; eps "
+          f"{list(run.settings.epsilons)}; results in {run.out_dir}", flush=True)
+    t0 = time.perf_counter()
+    try:
+        run_grids(runs, overwrite=args.overwrite, max_units=args.max_units, jobs=run.jobs,
+                  progress=not args.no_progress)
+    except SettingsMismatchError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    except UnitsFailed as exc:
+        for uid, reason in exc.failures.items():
+            print(f"failed: {uid}: {reason}", file=sys.stderr)
+        print(f"{len(exc.failures)} unit(s) failed (details in each unit's FAILED.json and its folder's log.txt); "
+              "the completed units are kept, and a re-run retries only the failed ones. No report was written.",
+              file=sys.stderr)
+        return 1
+    print(f"defenses finished in {time.perf_counter() - t0:.0f} s.", flush=True)
+    return _report(run.out_dir, args.phase, labels, args.seed)
+
+
+def _report(out_dir: Path, phase: str, labels: dict[str, str], seed: int) -> int:
+    """Write ``defenses_results.csv`` and the report; print Liu et al.'s tables."""
+    from tfrobseg.io import atomic_write_csv
+    from tfrobseg.reporting.defense_table import write_defense_report
+
+    rows = collect_defense_rows(out_dir, phase, labels)
+    if rows.empty:
+        print("No complete units: no report.", flush=True)
+        return 0
+    atomic_write_csv(out_dir / "defenses_results.csv", rows)
+    written = write_defense_report(rows, out_dir / "report", seed=seed)
+    print(f"Results: {out_dir / 'defenses_results.csv'} ({len(rows)} rows); report: {out_dir / 'report'} "
+          f"({len(written)} files)", flush=True)
+    for path in written:
+        if path.suffix == ".md":
+            print(path.read_text(encoding="utf-8"), flush=True)
+    return 0
