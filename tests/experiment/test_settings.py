@@ -1,6 +1,7 @@
 """tfrobseg.experiment.settings and the command line: the study's protocol, the built-in preset, options."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,32 @@ def test_settings_bounds(tiny_cohort, argv, ok):
     else:
         with pytest.raises(SystemExit):
             _settings(tiny_cohort, argv)
+
+
+# --------------------------------------------------------------------------- defenses
+def test_defense_is_part_of_the_settings_only_when_chosen(tiny_cohort):
+    plain, _ = _settings(tiny_cohort, ["--data", str(tiny_cohort)])
+    assert plain.defense is None and "defense" not in plain.fingerprint()  # folders made before defenses keep theirs
+    defended, _ = _settings(tiny_cohort, ["--data", str(tiny_cohort), "--defense", "pgd_adversarial",
+                                          "--defense-option", "steps=3", "--defense-option", "epsilon=0.25"])
+    assert defended.defense.name == "pgd_adversarial"
+    assert defended.defense["steps"] == 3 and defended.defense["epsilon"] == 0.25 and defended.defense["beta"] == 0.5
+    fp = defended.fingerprint()
+    assert fp["defense"] == {"name": "pgd_adversarial",
+                             "options": {"beta": 0.5, "epsilon": 0.25, "step_factor": 2.5, "steps": 3}}
+    # The record reads back to the same settings (config.json / run.json).
+    assert S.Settings.from_json(json.loads(json.dumps(defended.to_json()))) == defended
+    assert S.Settings.from_json(json.loads(json.dumps(plain.to_json()))) == plain
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--defense", "armour"], "unknown defense 'armour'"),
+    (["--defense-option", "epsilon=0.1"], "--defense-option needs --defense"),
+    (["--defense", "trades", "--defense-option", "temperature=2"], "not an option of trades"),
+    (["--defense", "adversarial", "--defense-option", "beta=1.5"], "beta must be a number in [0, 1]"),
+    (["--defense", "adversarial", "--defense-option", "beta"], "expected key=value"),
+    (["--defense", "pgd_adversarial", "--defense-option", "steps=2.5"], "steps must be an integer >= 1"),
+])
+def test_bad_defense_options_are_one_line_errors(tiny_cohort, argv, message):
+    with pytest.raises(S.OptionError, match=re.escape(message)):
+        _settings(tiny_cohort, ["--data", str(tiny_cohort), *argv])

@@ -15,9 +15,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["BASELINE", "DEFENSES", "DEFENSE_NAMES", "DefenseConfig", "DefenseSpec", "parse_defense_options",
+__all__ = ["BASELINE", "DEFENSES", "DEFENSE_NAMES", "DefenseConfig", "DefenseSpec", "Range", "parse_defense_options",
            "resolve_defense"]
 
 #: The label of the undefended network in ``experiments/defenses.py``'s tables and folders.
@@ -33,12 +33,29 @@ class DefenseSpec:
     defaults: Mapping[str, float | int]
     source: str
     summary: str
-    bounds: Mapping[str, tuple[float, float | None]] = field(default_factory=dict)  # (low, high): low <= v <= high
+    bounds: Mapping[str, Range] = field(default_factory=dict)
 
 
-_MIX = (0.0, 1.0)
-_POSITIVE = (1e-12, None)
-_COUNT = (1, None)
+class Range(NamedTuple):
+    """The allowed values of an option: ``low <= v <= high`` (``low < v`` when ``open_low``; no ``high``: none)."""
+
+    low: float
+    high: float | None = None
+    open_low: bool = False
+
+    def holds(self, value: float) -> bool:
+        above = value > self.low if self.open_low else value >= self.low
+        return above and (self.high is None or value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is not None:
+            return f"in [{self.low:g}, {self.high:g}]"
+        return f"{'>' if self.open_low else '>='} {self.low:g}"
+
+
+_MIX = Range(0.0, 1.0)
+_POSITIVE = Range(0.0, open_low=True)
+_COUNT = Range(1)
 
 DEFENSES: dict[str, DefenseSpec] = {spec.name: spec for spec in (
     DefenseSpec("adversarial", {"epsilon": 0.5, "beta": 0.5},
@@ -59,12 +76,12 @@ DEFENSES: dict[str, DefenseSpec] = {spec.name: spec for spec in (
                 "Zhang et al. 2019 (TRADES)",
                 "L(x, y) + beta * mean over pixels of KL(f(x) || f(x')), x' maximising that KL by PGD from "
                 "x + 0.001 N(0, 1)",
-                {"epsilon": _POSITIVE, "beta": (0.0, None), "steps": _COUNT, "step_factor": _POSITIVE}),
+                {"epsilon": _POSITIVE, "beta": Range(0.0), "steps": _COUNT, "step_factor": _POSITIVE}),
     DefenseSpec("distillation", {"temperature": 100.0},
                 "Liu et al. (paper 002), after Papernot et al. 2016",
                 "teacher trained on sigmoid(logits / T); student trained at T on 1 - soft Dice against the "
                 "teacher's softened outputs; deployed at T = 1",
-                {"temperature": (1.0, None)}),
+                {"temperature": Range(1.0)}),
     DefenseSpec("uniform_noise", {"radius": 0.01},
                 "Liu et al. (paper 002)",
                 "per batch one step on x + U(-radius, radius), then one step on x",
@@ -119,19 +136,18 @@ class DefenseConfig:
 
 def _typed(name: str, key: str, value: Any, default: float) -> float | int:
     """``value`` as the option's type (that of its default), range-checked; ValueError naming the option."""
-    bounds = DEFENSES[name].bounds.get(key, (None, None))
+    allowed = DEFENSES[name].bounds.get(key)
     try:
         if isinstance(default, int):
-            number: float | int = int(value) if float(value) == int(float(value)) else float("nan")
+            number: float = int(value) if float(value) == int(float(value)) else math.nan
         else:
             number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    low, high = bounds
-    if math.isnan(number) or (low is not None and number < low) or (high is not None and number > high):
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if math.isnan(number) or (allowed is not None and not allowed.holds(number)):
         kind = "an integer" if isinstance(default, int) else "a number"
-        limits = f" in [{low:g}, {high:g}]" if high is not None else f" >= {low:g}" if low is not None else ""
-        raise ValueError(f"--defense-option {key}={value}: {name}'s {key} must be {kind}{limits}")
+        raise ValueError(f"--defense-option {key}={value}: {name}'s {key} must be {kind}"
+                         f"{' ' + str(allowed) if allowed else ''}")
     return number
 
 

@@ -1,0 +1,80 @@
+"""tfrobseg.experiment.defenses (experiments/defenses.py): the chosen defenses and their options, the rows the
+report reads, and the checks made before any folder is created."""
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from tfrobseg.defenses.config import BASELINE
+from tfrobseg.defenses.masking import with_view
+from tfrobseg.errors import OptionError
+from tfrobseg.experiment import defenses as D
+from tfrobseg.experiment.units import Unit
+
+
+def test_all_defenses_by_default_with_the_preset_steps_only_for_the_builtin_cohort():
+    configs = D.resolve_defenses(None, None, "builtin")
+    assert [c.name for c in configs] == list(D.DEFENSE_NAMES)
+    by_name = {c.name: c for c in configs}
+    assert by_name["pgd_adversarial"]["steps"] == 3 and by_name["trades"]["steps"] == 3
+    assert {c.name: c["steps"] for c in D.resolve_defenses("pgd_adversarial,trades", None, None)} == \
+        {"pgd_adversarial": 7, "trades": 10}  # the sources' own without the preset
+
+
+def test_scoped_and_unscoped_defense_options():
+    configs = D.resolve_defenses("adversarial,trades,distillation",
+                                 ["epsilon=0.25", "trades.steps=2", "distillation.temperature=20"], "builtin")
+    by_name = {c.name: c for c in configs}
+    # An unscoped option goes to every chosen defense that takes it; a scoped one to its defense only;
+    # the user's value wins over the preset's.
+    assert by_name["adversarial"]["epsilon"] == 0.25 and by_name["trades"]["epsilon"] == 0.25
+    assert by_name["trades"]["steps"] == 2 and by_name["distillation"]["temperature"] == 20.0
+    assert by_name["trades"].slug == "trades-epsilon0.25-steps2"
+
+
+@pytest.mark.parametrize(("text", "items", "message"), [
+    ("armour", None, "unknown defense"),
+    ("", None, "unknown defense"),
+    ("adversarial", ["temperature=5"], "none of the chosen defenses (adversarial) takes temperature"),
+    ("adversarial", ["trades.steps=3"], "trades is not among the chosen defenses"),
+    ("adversarial", ["armour.steps=3"], "'armour' is not a chosen defense"),
+    ("adversarial", ["epsilon=-1"], "epsilon must be a number > 0"),
+])
+def test_bad_defense_choices(text, items, message):
+    with pytest.raises(OptionError, match=re.escape(message)):
+        D.resolve_defenses(text, items, None)
+
+
+def _unit_rows(unit, params):
+    return pd.DataFrame({"phase": unit.phase, "model": unit.model, "loss": unit.loss, "fold": unit.fold,
+                         "attack": "fgsm", "attack_params": params, "attack_loss": unit.loss,
+                         "patient_id": ["p1", "p2"], "epsilon": [0.0, 0.5], "dice": [0.9, 0.5]})
+
+
+def test_collected_rows_carry_the_defense_and_the_view(tmp_path, monkeypatch):
+    unit = Unit("crossval", "unet", "dice", 0)
+    check = with_view("{}", 100.0)
+    folders = {BASELINE: _unit_rows(unit, "{}"),
+               "distillation": pd.concat([_unit_rows(unit, "{}"), _unit_rows(unit, check)], ignore_index=True)}
+    monkeypatch.setattr("tfrobseg.experiment.store.collect_metrics", lambda out, phase: folders[out.name])
+    rows = D.collect_defense_rows(tmp_path, "crossval", {BASELINE: BASELINE, "distillation": "distillation"})
+    assert list(rows.groupby(["defense", "view"]).size().items()) == [
+        ((BASELINE, "deployed"), 2), (("distillation", "T=100"), 2), (("distillation", "deployed"), 2)]
+    assert set(rows["attack_params"]) == {"{}"}  # the attack's own parameters, the view taken out
+    assert json.loads(check)["attacked_at_temperature"] == 100.0
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--defense", "armour"], "unknown defense"),
+    (["--split", "s.json"], "--split is for --phase holdout"),
+    (["--phase", "holdout", "--folds", "0"], "--folds is for --phase crossval"),
+    (["--defense-option", "temperature=5", "--defense", "trades"], "takes temperature"),
+])
+def test_bad_options_stop_before_any_folder_is_created(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert D.main(["--out", str(tmp_path / "out"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() and not (tmp_path / "data").exists()
