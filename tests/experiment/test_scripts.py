@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -155,3 +156,36 @@ def test_holdout_on_the_real_sample(sample_dir, tmp_path):
     cfg = json.loads((out / "holdout/unet/dice/holdout/config.json").read_text(encoding="utf-8"))
     assert cfg["patients"] == {"train": ["ProstateX-0000"], "val": [], "eval": ["ProstateX-0001"]}
     assert (m["n_slices"] == 19).all() and m["hd95"].notna().all()
+
+
+def test_defenses_baseline_and_defended_units_report_and_resume(tiny_cohort, tmp_path):
+    """experiments/defenses.py: the baseline and two defenses in one pool, the report, the gradient-masking rows
+    of the distilled network, a defended best.keras that loads in safe mode, and a resume that computes nothing."""
+    out = tmp_path / "def"
+    argv = ["--data", tiny_cohort, "--out", out, "--phase", "holdout", "--defense", "adversarial,distillation",
+            "--defense-option", "distillation.temperature=20", "--attack", "fgsm", *TINY[2:], "--jobs", "2"]
+    proc = _run("experiments/defenses.py", *argv)
+    assert not NOISE.search(proc.stdout + proc.stderr), proc.stderr[-3000:]
+    folders = {"baseline", "adversarial", "distillation-temperature20"}
+    assert {p.parent.parent.parent.parent.name for p in out.glob("*/holdout/unet/*/holdout/DONE.json")} == folders
+    record = json.loads((out / "distillation-temperature20/holdout/unet/dice/holdout/config.json").read_text())
+    assert record["settings"]["defense"] == {"name": "distillation", "options": {"temperature": 20.0}}
+    assert "teacher" in record["training"]
+    rows = pd.read_csv(out / "defenses_results.csv")
+    assert set(rows["defense"]) == {"baseline", "adversarial", "distillation(temperature=20)"}
+    views = rows.groupby("defense")["view"].unique().map(sorted).to_dict()
+    assert views["distillation(temperature=20)"] == ["T=20", "deployed"] and views["baseline"] == ["deployed"]
+    assert (out / "report" / "defenses_fgsm.md").is_file() and "Wilcoxon" in proc.stdout
+
+    code = textwrap.dedent(f"""
+        import keras, numpy as np
+        import tfrobseg.defenses.model
+        model = keras.saving.load_model({str(out / 'adversarial/holdout/unet/dice/holdout/best.keras')!r}, safe_mode=True)
+        print(type(model).__name__, model.defense.name)
+    """)
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", check=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert loaded.stdout.split() == ["DefendedModel", "adversarial"]
+
+    again = _run("experiments/defenses.py", *argv)
+    assert again.stdout.count("1 unit(s) already complete, 0 to compute in this call") == 3
