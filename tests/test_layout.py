@@ -13,6 +13,7 @@ HEAVY_FOR = {
     "tfrobseg.training": ["SimpleITK", "tfrobseg.dataset.prepare"],
     "tfrobseg.reporting.tables": ["SimpleITK", "tensorflow", "tfrobseg.experiment.runner"],
     "tfrobseg.reporting.grid": ["SimpleITK", "tensorflow", "tfrobseg.experiment.runner"],
+    "tfrobseg.reporting.defense_table": ["SimpleITK", "tensorflow", "keras", "tfrobseg.experiment.runner"],
     "tfrobseg.reporting.figures": ["SimpleITK", "tfrobseg.experiment.runner", "tfrobseg.experiment.grid",
                                    "tfrobseg.experiment.cli"],
     "tfrobseg.experiment.units": ["SimpleITK", "tensorflow"],

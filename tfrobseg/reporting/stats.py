@@ -5,6 +5,9 @@
   samples (e.g. the same patient × ε under two models), with Bonferroni correction across the
   comparisons made, as in Liu et al., "Robustifying Deep Networks for Medical Image
   Segmentation".
+* :func:`wilcoxon_signed_rank` — the one test of two paired samples behind it (and behind the
+  defenses' table), with the all-differences-zero case made explicit.
+* :func:`bootstrap_median_ci` — a seeded paired percentile bootstrap of the median difference.
 """
 
 from __future__ import annotations
@@ -71,6 +74,57 @@ def bonferroni(p_values: Sequence[float] | np.ndarray, n_comparisons: int | None
     return np.minimum(1.0, p * m)
 
 
+def wilcoxon_signed_rank(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    *,
+    alternative: str = "two-sided",
+    zero_method: str = "wilcox",
+) -> tuple[float, float]:
+    """Statistic and p of ``scipy.stats.wilcoxon(a, b)`` on paired samples (differences a − b).
+
+    When every difference is zero there is no evidence of a difference: ``(0.0, 1.0)``, never NaN
+    (SciPy's own answer for ``zero_method="wilcox"``, decided here so that no other zero method or
+    SciPy version changes it), so a defense identical to its baseline reads "not significant".
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"wilcoxon_signed_rank needs two non-empty 1-D samples of one length, got {a.shape}, {b.shape}")
+    if np.all(a == b):
+        return 0.0, 1.0
+    result = sps.wilcoxon(a, b, zero_method=zero_method, alternative=alternative)
+    return float(result.statistic), float(result.pvalue)
+
+
+def bootstrap_median_ci(
+    differences: Sequence[float] | np.ndarray,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the median of paired differences.
+
+    The cases (one difference each, so the pairing is kept) are resampled with replacement:
+    ``numpy.random.default_rng(seed).integers(0, n, size=(n_boot, n))`` are the resamples, the
+    median of each is taken, and the interval is their ``(1 − level) / 2`` and ``(1 + level) / 2``
+    percentiles (NumPy's linear interpolation). A fixed seed makes a table reproducible; the
+    interval is a per-comparison one (no multiplicity correction), beside the corrected p.
+    """
+    d = np.asarray(differences, dtype=np.float64)
+    if d.ndim != 1 or d.size == 0 or not np.all(np.isfinite(d)):
+        raise ValueError(f"bootstrap_median_ci needs a non-empty 1-D array of finite differences, got shape {d.shape}")
+    if int(n_boot) != n_boot or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    index = np.random.default_rng(seed).integers(0, d.size, size=(int(n_boot), d.size))
+    medians = np.median(d[index], axis=1)
+    low, high = np.percentile(medians, [50 * (1 - level), 50 * (1 + level)])
+    return float(low), float(high)
+
+
 def paired_wilcoxon(
     df: pd.DataFrame,
     group: str,
@@ -131,11 +185,7 @@ def paired_wilcoxon(
             raise ValueError(f"paired_wilcoxon: groups {name_a!r} and {name_b!r} share no {pair_columns}")
         a = pairs[name_a].to_numpy(dtype=np.float64)
         b = pairs[name_b].to_numpy(dtype=np.float64)
-        if np.all(a == b):
-            statistic, p = 0.0, 1.0
-        else:
-            result = sps.wilcoxon(a, b, zero_method=zero_method, alternative=alternative)
-            statistic, p = float(result.statistic), float(result.pvalue)
+        statistic, p = wilcoxon_signed_rank(a, b, alternative=alternative, zero_method=zero_method)
         rows.append({
             "group_a": name_a, "group_b": name_b, "n": len(pairs), "mean_a": float(a.mean()),
             "mean_b": float(b.mean()), "statistic": statistic, "p": p,
