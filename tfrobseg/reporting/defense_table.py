@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from tfrobseg.defenses.config import BASELINE
+from tfrobseg.defenses.masking import DEPLOYED
 from tfrobseg.io import atomic_write_csv, atomic_write_text, save_figure
 from tfrobseg.reporting.attack_comparison import ATTACK_ORDER, check_metric
 from tfrobseg.reporting.formatting import mean_std, to_markdown
@@ -47,11 +48,9 @@ from tfrobseg.reporting.stats import (
     wilcoxon_signed_rank,
 )
 
-__all__ = ["CASE", "CI_LEVEL", "DEPLOYED", "defense_table", "liu_layout", "masking_flags", "plot_defenses",
+__all__ = ["CASE", "CI_LEVEL", "defense_table", "liu_layout", "masking_flags", "plot_defenses",
            "write_defense_report"]
 
-#: The view of a network as it is used; every other view is a gradient-masking check of it.
-DEPLOYED = "deployed"
 #: The columns that make one case: a defense's row and the baseline's row with these values (and the same
 #: attack and ε) are a pair.
 CASE = ("model", "loss", "fold", "patient_id")
