@@ -12,6 +12,7 @@ steps (Madry et al.'s 2.5: the steps can walk the whole ball and back), and of t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,7 +117,7 @@ class DefenseConfig:
         return resolve_defense(d["name"], d.get("options", {}))
 
 
-def _typed(name: str, key: str, value: Any, default: float | int) -> float | int:
+def _typed(name: str, key: str, value: Any, default: float) -> float | int:
     """``value`` as the option's type (that of its default), range-checked; ValueError naming the option."""
     bounds = DEFENSES[name].bounds.get(key, (None, None))
     try:
@@ -127,7 +128,7 @@ def _typed(name: str, key: str, value: Any, default: float | int) -> float | int
     except (TypeError, ValueError):
         number = float("nan")
     low, high = bounds
-    if number != number or (low is not None and number < low) or (high is not None and number > high):
+    if math.isnan(number) or (low is not None and number < low) or (high is not None and number > high):
         kind = "an integer" if isinstance(default, int) else "a number"
         limits = f" in [{low:g}, {high:g}]" if high is not None else f" >= {low:g}" if low is not None else ""
         raise ValueError(f"--defense-option {key}={value}: {name}'s {key} must be {kind}{limits}")
