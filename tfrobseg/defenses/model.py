@@ -108,10 +108,10 @@ class DefendedModel(keras.Model):
         # tracking, so that neither is saved (or counted) as part of this model.
         heads = None
         if distilled:
-            heads = keras.Model(self.inputs, [logits_layer(self).output, self.outputs[0]], name=f"{self.name}_heads")
+            heads = keras.Model(self.input, [logits_layer(self).output, self.outputs[0]], name=f"{self.name}_heads")
         teacher_logits = None
         if teacher is not None:
-            teacher_logits = keras.Model(teacher.inputs, logits_layer(teacher).output, name=f"{teacher.name}_logits")
+            teacher_logits = keras.Model(teacher.input, logits_layer(teacher).output, name=f"{teacher.name}_logits")
         object.__setattr__(self, "_heads", heads)
         object.__setattr__(self, "_teacher", teacher)
         object.__setattr__(self, "_teacher_logits", teacher_logits)
@@ -127,7 +127,7 @@ class DefendedModel(keras.Model):
                              f"known, got {type(network).__name__} {getattr(network, 'name', '')!r}".rstrip())
         if role == "student" and teacher is None:
             raise ValueError(f"{network.name}: a distillation student needs its trained teacher (teacher=...)")
-        return cls(inputs=network.inputs, outputs=network.outputs, name=network.name, defense=defense, role=role,
+        return cls(inputs=network.input, outputs=network.output, name=network.name, defense=defense, role=role,
                    teacher=teacher, seed=seed)
 
     @property
@@ -146,7 +146,7 @@ class DefendedModel(keras.Model):
         options = {"defense": config.pop("defense"), "role": config.pop("role", "model"),
                    "seed": config.pop("seed", 0)}
         network = keras.Model.from_config(config, custom_objects=custom_objects)
-        return cls(inputs=network.inputs, outputs=network.outputs, name=network.name,
+        return cls(inputs=network.input, outputs=network.output, name=network.name,
                    trainable=network.trainable, **options)
 
     def reset_random_state(self) -> None:

@@ -41,7 +41,7 @@ def temperature_view(model: keras.Model, temperature: float) -> keras.Model:
     scaled = keras.layers.Rescaling(1.0 / float(temperature), dtype="float32", name="temperature")(logits)
     activation = "sigmoid" if logits.shape[-1] == 1 else "softmax"
     output = keras.layers.Activation(activation, dtype="float32", name="probabilities_at_temperature")(scaled)
-    return keras.Model(model.inputs, output, name=f"{model.name}_at_temperature")
+    return keras.Model(model.input, output, name=f"{model.name}_at_temperature")
 
 
 def masking_views(model: keras.Model, defense: DefenseConfig | None) -> list[tuple[dict[str, float], keras.Model]]:
