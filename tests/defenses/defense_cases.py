@@ -36,11 +36,13 @@ def bn_net(size: int = SIZE, filters: int = 3, seed: int = 0) -> keras.Model:
     return model
 
 
-def batch(n: int = 4, size: int = SIZE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def batch(n: int = 4, size: int = SIZE, seed: int = 0, soft: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Images and masks; ``soft`` targets in (0, 1) make the sign of the BCE gradient (p − y)·w of the pixel
+    net depend on the point where it is taken (with 0/1 masks it is the sign of w·(1 − 2y) everywhere)."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, size, size, 1)).astype(np.float32)
-    y = (rng.uniform(size=x.shape) > 0.6).astype(np.float32)
-    return x, y
+    u = rng.uniform(size=x.shape).astype(np.float32)
+    return x, u if soft else (u > 0.6).astype(np.float32)
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:

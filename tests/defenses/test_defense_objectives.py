@@ -20,7 +20,7 @@ def net():
 
 @pytest.fixture(scope="module")
 def xy():
-    return batch()
+    return batch(soft=True)
 
 
 def _uniform(shape, radius, seed):
