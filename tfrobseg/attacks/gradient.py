@@ -11,6 +11,8 @@ weighted by the current prediction, the per-image loss values, or the gradient i
 :func:`objective_gradient` gives all three for an *objective* ``objective(y, pred, param) -> (B,)``
 — one value per image, ``param`` a float32 scalar such as SegPGD's λ(t) — compiled once per
 (model, objective) like the sign.
+Its traced body, :func:`input_gradient`, is also the attack inside the defenses' training steps
+(:mod:`tfrobseg.defenses.objectives`).
 
 Mixed precision: under ``mixed_float16`` the backward pass runs in float16, where the per-pixel
 gradients of a loss averaged over ``B·H·W`` pixels (≈1e-6 for 256×256 batches) fall below the
@@ -160,16 +162,30 @@ def loss_objective(loss: LossLike) -> Objective:
 _LOSS_OBJECTIVES: dict[object, tuple[Objective, LossLike]] = {}
 
 
+def input_gradient(model: keras.Model, x: tf.Tensor, y: tf.Tensor, objective: Objective, param: tf.Tensor,
+                   scale: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The traced body of every objective gradient: ``(∇ₓ Σᵢ objective(y, f(x), param)ᵢ, f(x), values)``.
+
+    ``f`` runs in inference mode (``training=False``: batch norm with its moving statistics, as the attacked
+    model is deployed); the objective is multiplied by the power-of-two ``scale`` before differentiating (see
+    the module docstring) and the float32 gradient is divided by it again. Pure TensorFlow without Python
+    decisions on tensors, so it can be called inside another ``tf.function`` (the defenses' ``train_step``).
+    The caller checks that the gradient is finite.
+    """
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        pred = tf.cast(model(x, training=False), tf.float32)
+        values = tf.cast(objective(y, pred, param), tf.float32)
+        scaled = tf.reduce_sum(values) * scale
+    # Unscaled in float32: the true gradient (a power-of-two scale divides out exactly).
+    grad = tf.cast(tape.gradient(scaled, x), tf.float32) / scale
+    return grad, pred, values
+
+
 def _build_objective_gradient(model: keras.Model, objective: Objective, jit_compile: bool) -> Callable:
     @tf.function(jit_compile=jit_compile)
     def objective_gradient(x: tf.Tensor, y: tf.Tensor, param: tf.Tensor, scale: tf.Tensor):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            pred = tf.cast(model(x, training=False), tf.float32)
-            values = tf.cast(objective(y, pred, param), tf.float32)
-            scaled = tf.reduce_sum(values) * scale
-        # Unscaled in float32: the true gradient (a power-of-two scale divides out exactly).
-        grad = tf.cast(tape.gradient(scaled, x), tf.float32) / scale
+        grad, pred, values = input_gradient(model, x, y, objective, param, scale)
         return grad, pred, values, tf.reduce_all(tf.math.is_finite(grad))
 
     return objective_gradient

@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from tfrobseg.defenses.config import DefenseConfig
+from tfrobseg.defenses.model import DefendedModel
 from tfrobseg.errors import TrainingDiverged
 from tfrobseg.io import atomic_save_model
 from tfrobseg.training.callbacks import (
@@ -63,6 +65,8 @@ class TrainResult:
     model_path: Path | None
     strategy: str
     replicas: int
+    #: Distillation: the teacher's own run (its model, history and ``best.keras``); ``None`` otherwise.
+    teacher: TrainResult | None = None
 
 
 def set_seed(seed: int) -> int:
@@ -110,6 +114,9 @@ def train_model(
     desc: str = "train",
     position: int = 0,
     reuse_key: Hashable | None = None,
+    defense: DefenseConfig | None = None,
+    teacher: keras.Model | None = None,
+    role: str = "model",
 ) -> TrainResult:
     """Build, compile and fit a model under the study's protocol.
 
@@ -130,6 +137,11 @@ def train_model(
             state), without the tracing. The returned model is that kept one. The key must
             identify what ``build_fn`` builds and the loss (e.g. model name, input shape, filters, loss name).
             Only on one device (the default strategy); ignored otherwise.
+        defense, teacher, role: train the built network under a defense
+            (:meth:`tfrobseg.defenses.model.DefendedModel.wrap`, after the batch-norm momentum and output prior
+            are set; ``seed`` from ``config``): ``role`` ``"model"``, or ``"teacher"`` / ``"student"`` with
+            ``teacher`` for distillation (:func:`tfrobseg.defenses.train_defended` trains both). ``None``: the
+            network as built, trained with the compiled loss.
 
     Returns:
         :class:`TrainResult` whose ``model`` carries the best-validation-loss weights.
@@ -142,7 +154,7 @@ def train_model(
     set_seed(config.seed)
     set_precision(config.precision)
     strategy = get_strategy(config.strategy)
-    model = _compiled_model(build_fn, loss, config, strategy, reuse_key)
+    model = _compiled_model(build_fn, loss, config, strategy, reuse_key, (defense, role, teacher))
     monitor = "val_loss" if val_data is not None else "loss"
     callbacks = protocol_callbacks(config, monitor)
     early = callbacks[1]
@@ -180,19 +192,26 @@ def train_model(
 
 
 def _compiled_model(build_fn: Callable[[], keras.Model], loss: keras.losses.Loss | Callable | str,
-                    config: TrainConfig, strategy: tf.distribute.Strategy, reuse_key: Hashable | None) -> keras.Model:
+                    config: TrainConfig, strategy: tf.distribute.Strategy, reuse_key: Hashable | None,
+                    defended: tuple[DefenseConfig | None, str, keras.Model | None]) -> keras.Model:
     """A compiled model in its initial state: built now, or the kept one of ``reuse_key`` reset."""
+    defense, role, teacher = defended
+    if defense is None and (role != "model" or teacher is not None):
+        raise ValueError(f"train_model: role={role!r} / teacher are distillation's; pass defense= too")
     key = None
     if reuse_key is not None and strategy is tf.distribute.get_strategy():
         # Everything that shapes the built, compiled model or its initial state (callbacks are made per call).
+        # A student's traced steps call its teacher: the kept one keeps it alive, so its id is not reused.
         key = (reuse_key, config.seed, config.precision, bool(config.xla), config.learning_rate,
-               config.batch_norm_momentum, config.output_prior)
+               config.batch_norm_momentum, config.output_prior, defense, role, None if teacher is None else id(teacher))
     if key in _REUSABLE:
         _REUSABLE.move_to_end(key)
         model, weights, optimizer_state = _REUSABLE[key]
         model.set_weights(weights)
         for variable, value in zip(model.optimizer.variables, optimizer_state):
             variable.assign(value)
+        if defense is not None:
+            model.reset_random_state()
         return model
     with strategy.scope():
         model = build_fn()
@@ -200,6 +219,8 @@ def _compiled_model(build_fn: Callable[[], keras.Model], loss: keras.losses.Loss
             set_batch_norm_momentum(model, config.batch_norm_momentum)
         if config.output_prior is not None:
             set_output_prior(model, config.output_prior)
+        if defense is not None:
+            model = DefendedModel.wrap(model, defense, role=role, teacher=teacher, seed=config.seed)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
                       loss=_resolve_loss(loss), jit_compile=bool(config.xla))
         # Built now (not at the first step), so that its initial state can be kept and restored.
