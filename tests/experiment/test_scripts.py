@@ -189,3 +189,4 @@ def test_defenses_baseline_and_defended_units_report_and_resume(tiny_cohort, tmp
 
     again = _run("experiments/defenses.py", *argv)
     assert again.stdout.count("1 unit(s) already complete, 0 to compute in this call") == 3
+    assert "baseline: [1/1] skip holdout/unet/dice/holdout (complete)" in again.stdout

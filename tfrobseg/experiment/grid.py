@@ -166,9 +166,10 @@ class _Prepared:
     grid: list[Unit]
     plan: _Plan
     quiet: bool
+    prefix: str = ""  # "<folder name>: " when several runs share the terminal
 
     def say(self, message: str) -> None:
-        _log(self.run.out_dir, message, self.quiet)
+        _log(self.run.out_dir, self.prefix + message, self.quiet)
 
     def tag(self, unit: Unit) -> str:
         return f"[{self.grid.index(unit) + 1}/{len(self.grid)}]"
@@ -177,7 +178,7 @@ class _Prepared:
 def _compute(todo: list[tuple[_Prepared, Unit]], jobs: int, progress: bool
              ) -> tuple[dict[str, str], list[tuple[_Prepared, str]]]:
     """Compute the units in ``jobs`` worker processes; returns ``{unit id: reason}`` of those that failed
-    (ids prefixed with their folder when the units come from several) and the units another process took
+    (ids prefixed with their folder's name when the runs are several) and the units another process took
     first, with their run.
 
     Always in workers, even for ``jobs = 1``: every unit then runs with the same thread pools and
@@ -192,16 +193,12 @@ def _compute(todo: list[tuple[_Prepared, Unit]], jobs: int, progress: bool
 
     first = todo[0][0].run.settings
     jobs = min(jobs, len(todo))
-    several = len({id(p) for p, _ in todo}) > 1
     failures, elsewhere = {}, []
     by_job = {(u, p.run.out_dir): p for p, u in todo}
 
-    def name(unit: Unit, prepared: _Prepared) -> str:
-        return f"{prepared.run.out_dir}/{unit.uid}" if several else unit.uid
-
     def on_submit(job: tuple) -> None:
         prepared = by_job[(job[0], job[2])]
-        prepared.say(f"{prepared.tag(job[0])} start {name(job[0], prepared)}")
+        prepared.say(f"{prepared.tag(job[0])} start {job[0].uid}")
 
     # A queue of terminal rows, one per worker, so that their progress bars do not overwrite each other.
     with multiprocessing.get_context("spawn").Manager() as manager:
@@ -217,14 +214,14 @@ def _compute(todo: list[tuple[_Prepared, Unit]], jobs: int, progress: bool
                               affinity=lambda job: (job[0].model, job[0].loss, repr(job[1].defense)))
         for job, outcome in results:
             prepared = by_job[(job[0], job[2])]
-            uid, tag, say = name(job[0], prepared), prepared.tag(job[0]), prepared.say
+            uid, tag, say = job[0].uid, prepared.tag(job[0]), prepared.say
             if outcome.skipped is not None:
                 elsewhere.append((prepared, job[0].uid))
                 say(f"{tag} skip {uid} ({outcome.skipped})")
             elif outcome.error is None:
                 say(f"{tag} done {uid} in {outcome.seconds:.0f} s ({_unit_summary(outcome.metrics)})")
             else:
-                failures[uid] = outcome.error
+                failures[prepared.prefix + uid] = outcome.error
                 say(f"{tag} FAILED {uid} after {outcome.seconds:.0f} s: {outcome.error} "
                     f"(details: {job[0].directory(job[2]) / store.FAILURE_NAME})")
     return failures, elsewhere
@@ -273,14 +270,14 @@ def run_grids(runs: Sequence[GridRun], *, overwrite: bool = False, max_units: in
     (:attr:`Settings.threads`, :attr:`Settings.deterministic`), which a worker fixes when it starts.
 
     Raises:
-        UnitsFailed: after every other unit ran, when some failed (ids prefixed with their folder when
-            ``runs`` has several).
+        UnitsFailed: after every other unit ran, when some failed (ids prefixed with their folder's name
+            when ``runs`` has several).
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     if len({(r.settings.threads, r.settings.deterministic) for r in runs}) > 1:
         raise ValueError("run_grids: the runs differ in threads or determinism; run them separately")
-    prepared = [_prepare(run, overwrite, quiet) for run in runs]
+    prepared = [_prepare(run, overwrite, quiet, f"{run.out_dir.name}: " if len(runs) > 1 else "") for run in runs]
     todo = [(p, unit) for p in prepared for unit in p.plan.todo]
     if max_units is not None and len(todo) > max_units:
         todo = todo[:max_units]
@@ -303,7 +300,7 @@ def run_grids(runs: Sequence[GridRun], *, overwrite: bool = False, max_units: in
     return combined
 
 
-def _prepare(run: GridRun, overwrite: bool, quiet: bool) -> _Prepared:
+def _prepare(run: GridRun, overwrite: bool, quiet: bool, prefix: str) -> _Prepared:
     """Check ``run``'s folder against its settings (refusing another run's folder), select its shard and plan it."""
     out = run.out_dir
     data = run.data
@@ -315,9 +312,9 @@ def _prepare(run: GridRun, overwrite: bool, quiet: bool) -> _Prepared:
     store.check_settings(out, run.settings.fingerprint(), data=data, overwrite=overwrite)
     grid = select_shard(make_grid(run.phase, list(run.models), list(run.losses), list(run.folds)), run.shard)
     def say(message: str) -> None:
-        _log(out, message, quiet)
+        _log(out, prefix + message, quiet)
 
     say(f"{run.phase}: {len(grid)} units in this shard ({run.shard[0]}/{run.shard[1]})")
     plan = _plan(grid, out, say)
     say(f"{plan.complete} unit(s) already complete, {len(plan.todo)} to compute in this call")
-    return _Prepared(run, grid, plan, quiet)
+    return _Prepared(run, grid, plan, quiet, prefix)
