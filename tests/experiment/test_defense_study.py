@@ -14,18 +14,39 @@ from tfrobseg.experiment import defenses as D
 from tfrobseg.experiment.units import Unit
 
 
-def test_all_defenses_by_default_with_the_preset_steps_only_for_the_builtin_cohort():
+def test_default_defenses_and_the_builtin_preset_options():
+    assert [c.name for c in D.resolve_defenses(None, None, None)] == list(D.DEFENSE_NAMES)
+    assert [c.name for c in D.resolve_defenses("all", None, "builtin")] == list(D.DEFENSE_NAMES)
     configs = D.resolve_defenses(None, None, "builtin")
-    assert [c.name for c in configs] == list(D.DEFENSE_NAMES)
+    assert [c.name for c in configs] == list(D.BUILTIN_DEFENSES)
     by_name = {c.name: c for c in configs}
     assert by_name["pgd_adversarial"]["steps"] == 3 and by_name["trades"]["steps"] == 3
+    assert by_name["distillation"]["temperature"] == 5.0 and by_name["uniform_noise"]["radius"] == 0.5
     assert {c.name: c["steps"] for c in D.resolve_defenses("pgd_adversarial,trades", None, None)} == \
         {"pgd_adversarial": 7, "trades": 10}  # the sources' own without the preset
+
+
+def _args(argv):
+    return D.build_parser("defenses").parse_args(argv)
+
+
+def test_preset_attack_options_fill_only_what_the_user_left_and_the_attacks_take():
+    args = _args([])
+    D._preset_attack_options(args, "builtin")
+    assert (args.attack, args.epsilons, args.steps, args.ensemble_members) == \
+        ("fgsm,ensemble", D.BUILTIN_EPSILONS, 5, "fgsm,pgd,apgd")
+    args = _args(["--attack", "fgsm", "--epsilons", "0.5"])
+    D._preset_attack_options(args, "builtin")
+    assert (args.epsilons, args.steps, args.ensemble_members) == ((0.5,), None, None)  # FGSM takes no steps
+    args = _args(["--steps", "2"])
+    D._preset_attack_options(args, None)  # the user's data: the study's eps, every attack's own options
+    assert (args.epsilons, args.steps, args.ensemble_members) == (D.study.EPSILONS, 2, None)
 
 
 def test_scoped_and_unscoped_defense_options():
     configs = D.resolve_defenses("adversarial,trades,distillation",
                                  ["epsilon=0.25", "trades.steps=2", "distillation.temperature=20"], "builtin")
+    assert len(configs) == 3
     by_name = {c.name: c for c in configs}
     # An unscoped option goes to every chosen defense that takes it; a scoped one to its defense only;
     # the user's value wins over the preset's.

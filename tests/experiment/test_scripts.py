@@ -187,6 +187,9 @@ def test_defenses_baseline_and_defended_units_report_and_resume(tiny_cohort, tmp
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert loaded.stdout.split() == ["DefendedModel", "adversarial"]
 
+    # Each folder is a results folder of its own: the distilled one's extra rows (the check) are expected.
+    assert _run("experiments/verify.py", "--results", out / "distillation-temperature20").returncode == 0
+
     again = _run("experiments/defenses.py", *argv)
     assert again.stdout.count("1 unit(s) already complete, 0 to compute in this call") == 3
     assert "baseline: [1/1] skip holdout/unet/dice/holdout (complete)" in again.stdout

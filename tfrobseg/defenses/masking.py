@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import json
 
-__all__ = ["DEPLOYED", "VIEW_KEY", "view_of", "with_view"]
+from tfrobseg.defenses.config import DefenseConfig
+
+__all__ = ["DEPLOYED", "VIEW_KEY", "checked_temperatures", "view_of", "with_view"]
 
 #: The key of the check's temperature in the ``attack_params`` of its rows.
 VIEW_KEY = "attacked_at_temperature"
 #: The view of rows attacked as deployed (every row without :data:`VIEW_KEY`).
 DEPLOYED = "deployed"
+
+
+def checked_temperatures(defense: DefenseConfig | None) -> tuple[float, ...]:
+    """The temperatures at which a unit trained under ``defense`` is attacked besides as deployed: the training
+    temperature of a distilled network, none for every other defense."""
+    return (float(defense["temperature"]),) if defense is not None and defense.name == "distillation" else ()
 
 
 def with_view(attack_params: str, temperature: float) -> str:

@@ -17,6 +17,7 @@ import math
 import keras
 
 from tfrobseg.defenses.config import DefenseConfig
+from tfrobseg.defenses.masking import checked_temperatures
 
 __all__ = ["logits_layer", "masking_views", "temperature_view"]
 
@@ -47,7 +48,4 @@ def temperature_view(model: keras.Model, temperature: float) -> keras.Model:
 def masking_views(model: keras.Model, defense: DefenseConfig | None) -> list[tuple[dict[str, float], keras.Model]]:
     """The views to attack besides the deployed output, with what identifies each: for a distilled network
     ``[({"temperature": T}, temperature_view(model, T))]``, for every other defense (or none) ``[]``."""
-    if defense is None or defense.name != "distillation":
-        return []
-    temperature = float(defense["temperature"])
-    return [({"temperature": temperature}, temperature_view(model, temperature))]
+    return [({"temperature": t}, temperature_view(model, t)) for t in checked_temperatures(defense)]

@@ -2,10 +2,12 @@
 
 * data: the unit's patients (:func:`~tfrobseg.experiment.units.unit_patients`), their records verified
   (:func:`tfrobseg.dataset.integrity.verify_records`), as ``tf.data`` datasets at the run's input size;
-* train: :func:`tfrobseg.training.train_model` under the run's :class:`~tfrobseg.training.TrainConfig`
-  (early stopping on the validation split), writing ``best.keras`` and ``history.csv``;
+* train: :func:`tfrobseg.defenses.train_defended` (:func:`tfrobseg.training.train_model`, under the run's
+  defense when it has one) with the run's :class:`~tfrobseg.training.TrainConfig` (early stopping on the
+  validation split), writing ``best.keras`` and ``history.csv`` (and a distilled network's teacher in ``teacher/``);
 * attack and score: every slice of the evaluation patients at every ε with every chosen attack
-  (:func:`tfrobseg.attacks.attack_dataset`; the ensemble from its members' rows), each patient scored in 3D
+  (:func:`tfrobseg.attacks.attack_dataset`; the ensemble from its members' rows; a distilled network also
+  through its training temperature, :mod:`tfrobseg.defenses.masking`), each patient scored in 3D
   (:mod:`tfrobseg.experiment.scoring`, :class:`Evaluation`, shared with ``experiments/attack.py``);
 * record: ``metrics.csv`` (one row per attack × patient × ε), ``config.json``
   (:class:`~tfrobseg.experiment.units.UnitRecord`) and, last, the completion marker.
@@ -103,22 +105,16 @@ def unit_datasets(settings: Settings, patients: UnitPatients) -> UnitData:
 def train(unit: Unit, settings: Settings, data: UnitData, unit_dir: Path, progress: bool, position: int) -> Any:
     """Step 2: build and fit the unit's network; returns the :class:`~tfrobseg.training.TrainResult`."""
     from tfrobseg import models
+    from tfrobseg.defenses import train_defended
     from tfrobseg.losses import get_loss
-    from tfrobseg.training import train_model
 
     shape = (settings.image_size, settings.image_size, 1)
-    fit = train_model
-    options: dict[str, Any] = {}
-    if settings.defense is not None:
-        from tfrobseg.defenses import train_defended
-
-        fit, options = train_defended, {"defense": settings.defense}
-    return fit(
+    return train_defended(
         lambda: models.build_model(unit.model, input_shape=shape, filters=settings.filters),
-        get_loss(unit.loss), data.train, data.val, config=settings.train, out_dir=unit_dir,
+        get_loss(unit.loss), data.train, data.val, defense=settings.defense, config=settings.train, out_dir=unit_dir,
         progress=progress, desc=f"train {unit.uid}", position=position,
         # Units of one model and loss (the folds) share the graph: traced once per worker process.
-        reuse_key=(unit.model, shape, settings.filters, unit.loss), **options,
+        reuse_key=(unit.model, shape, settings.filters, unit.loss),
     )
 
 
@@ -240,7 +236,7 @@ def record(unit: Unit, settings: Settings, out_dir: Path, data: UnitData, result
     training = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                 "best_val_loss": result.best_val_loss, "seconds": result.seconds, "strategy": result.strategy,
                 "replicas": result.replicas, "params": int(result.model.count_params())}
-    if getattr(result, "teacher", None) is not None:  # distillation: the teacher's run, before the student's
+    if result.teacher is not None:  # distillation: the teacher's run, before the student's
         training["teacher"] = {key: getattr(result.teacher, key)
                                for key in ("epochs_run", "best_epoch", "best_val_loss", "seconds")}
     UnitRecord(unit, settings, data.patients, training, seconds, versions=environment_versions(),

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from tfrobseg import study
+from tfrobseg.defenses.masking import checked_temperatures
 from tfrobseg.errors import InputError
 from tfrobseg.experiment import store
 from tfrobseg.experiment.units import MARKER, PHASES, RECORD_NAME, Unit, UnitRecord
@@ -159,7 +160,9 @@ def _check_record(report: VerifyReport, d: Path, unit: Unit, run: store.RunFile 
         report.add("problem", unit.uid, f"{store.METRICS_NAME}: unreadable ({type(exc).__name__}: {exc})")
         return
     n_patients, n_eps = len(record.patients.eval), len(record.settings.epsilons)
-    n_attacks = len(record.settings.evaluated_attacks())
+    # A distilled network's attacks are also made through its training temperature (the gradient-masking check).
+    n_views = 1 + len(checked_temperatures(record.settings.defense))
+    n_attacks = len(record.settings.evaluated_attacks()) * n_views
     if rows != n_patients * n_eps * n_attacks:
         attacks = f" x {n_attacks} attacks" if n_attacks > 1 else ""
         report.add("problem", unit.uid, f"{store.METRICS_NAME} has {rows} rows, {RECORD_NAME} lists {n_patients} "

@@ -218,7 +218,9 @@ def _compiled_model(build_fn: Callable[[], keras.Model], loss: keras.losses.Loss
         if config.batch_norm_momentum is not None:
             set_batch_norm_momentum(model, config.batch_norm_momentum)
         if config.output_prior is not None:
-            set_output_prior(model, config.output_prior)
+            # Distillation trains on sigmoid(logits / T): the prior holds at that temperature.
+            distilled = defense is not None and role in ("teacher", "student")
+            set_output_prior(model, config.output_prior, temperature=defense["temperature"] if distilled else 1.0)
         if defense is not None:
             model = DefendedModel.wrap(model, defense, role=role, teacher=teacher, seed=config.seed)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
@@ -246,9 +248,11 @@ def set_batch_norm_momentum(model: keras.Model, momentum: float) -> int:
     return len(norms)
 
 
-def set_output_prior(model: keras.Model, prior: float) -> None:
+def set_output_prior(model: keras.Model, prior: float, *, temperature: float = 1.0) -> None:
     """Make a freshly built tfrobseg model predict ``prior`` everywhere: the bias of its sigmoid output
-    layers (``logits*``, :func:`tfrobseg.models.blocks.output_head`) set to log(π / (1 − π)).
+    layers (``logits*``, :func:`tfrobseg.models.blocks.output_head`) set to log(π / (1 − π)), or to
+    T · log(π / (1 − π)) for a network trained on sigmoid(logits / T) (defensive distillation), so that it
+    starts at π at the temperature it trains at.
 
     Why: a zero bias starts at probability 0.5 on every pixel, a ~20-fold over-segmentation of a gland
     that covers ~5 % of a slice; an overlap loss (Dice, Tversky) then first has to undo that, and on
@@ -262,7 +266,7 @@ def set_output_prior(model: keras.Model, prior: float) -> None:
         raise ValueError(f"{model.name}: output_prior needs a tfrobseg model with one sigmoid output (a 'logits' "
                          "1x1 convolution with one filter)")
     for layer in heads:
-        layer.bias.assign(np.full(layer.bias.shape, np.log(prior / (1.0 - prior)), dtype=layer.bias.dtype))
+        layer.bias.assign(np.full(layer.bias.shape, temperature * np.log(prior / (1.0 - prior)), dtype=layer.bias.dtype))
 
 
 def clear_reusable_models() -> None:
