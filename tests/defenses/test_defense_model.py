@@ -265,6 +265,15 @@ def test_networks_it_cannot_defend_are_refused_in_one_line():
         DefendedModel.wrap(Subclassed(), "adversarial")
 
 
+def test_a_loss_keras_knows_by_no_name_is_refused_for_the_attack_in_one_line():
+    x, y = batch()
+    model = DefendedModel.wrap(pixel_net(), "adversarial")
+    model.compile(keras.optimizers.SGD(LR), loss="crossentropy", jit_compile=False)
+    with pytest.raises(ValueError, match=r"^pixel: the adversarial defense attacks the compiled loss, and Keras does "
+                                         r"not know the loss 'crossentropy' by name; compile with a loss object"):
+        model.train_on_batch(x, y)
+
+
 def test_fit_with_xla_takes_the_same_step_as_graph_mode(stepped):
     x, y = stepped["batch"]
     graph, graph_loss = stepped["adversarial", "model"]

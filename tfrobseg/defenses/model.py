@@ -18,11 +18,14 @@ What one ``train_step`` does (:mod:`tfrobseg.defenses.objectives` has the pieces
   copy, then one on the batch itself; the reported loss is the mean of the two;
 * ``distillation``, role ``"teacher"``: the compiled loss on the softened outputs ``sigmoid(logits / T)``
   (softmax over C > 1 channels); role ``"student"``: 1 − soft Dice of its softened logits against the frozen
-  teacher's (:func:`tfrobseg.losses.distillation.soft_dice_distillation_loss` at T), the compiled loss unused.
+  teacher's (:func:`tfrobseg.losses.distillation.soft_dice_distillation_loss` at T, its counts pooled over the
+  batch like the study's Dice loss), the compiled loss unused.
 
 The clean and the adversarial passes are separate training-mode calls, so batch norm's moving statistics are
 updated by both (as in Zhang et al.'s TRADES code). The noise defenses advance the optimizer's step count twice
-per batch. Random numbers come from the model's ``keras.random.SeedGenerator(seed)``.
+per batch. Random numbers (random starts, noise) come from the model's ``keras.random.SeedGenerator(seed)``:
+the same seed draws the same numbers, though other ones with XLA than without (TensorFlow's stateless
+generators compile to another algorithm).
 
 ``test_step`` (validation, hence early stopping and the kept best weights) is the *clean* objective: the
 compiled loss of the deployed output for role ``"model"`` (no adversarial or noise term: deterministic, and
@@ -44,14 +47,12 @@ from tfrobseg.attacks.gradient import Objective, loss_objective
 from tfrobseg.defenses import objectives
 from tfrobseg.defenses.config import DefenseConfig, resolve_defense
 from tfrobseg.defenses.views import logits_layer
-from tfrobseg.losses import LOSS_NAMES
 from tfrobseg.losses.distillation import SoftDiceDistillationLoss
 
 __all__ = ["ROLES", "DefendedModel"]
 
 #: ``model``: every defense but distillation; ``teacher`` / ``student``: the two networks of distillation.
 ROLES = ("model", "teacher", "student")
-_ADVERSARIAL = ("adversarial", "fast_adversarial", "pgd_adversarial")
 _NOISE = ("uniform_noise", "gaussian_noise")
 
 
@@ -253,11 +254,17 @@ class DefendedModel(keras.Model):
         return objectives.gaussian_noise(x, self.defense["sigma"], self.seed_generator)
 
     def _attack_objective(self) -> Objective:
-        """Each image's own compiled loss (:func:`tfrobseg.attacks.gradient.loss_objective`)."""
+        """Each image's own compiled loss (:func:`tfrobseg.attacks.gradient.loss_objective`); a loss given to
+        ``compile`` by name is the function Keras resolves it to (``"dice"`` is Keras' Dice, not tfrobseg's)."""
         loss = self.loss
-        if isinstance(loss, str) and loss not in LOSS_NAMES:
-            loss = keras.losses.get(loss)
-        if not (callable(loss) or isinstance(loss, str)):
+        if isinstance(loss, str):
+            try:
+                loss = keras.losses.get(loss)
+            except ValueError:
+                raise ValueError(f"{self.name}: the {self.defense.name} defense attacks the compiled loss, and Keras "
+                                 f"does not know the loss {loss!r} by name; compile with a loss object (e.g. "
+                                 "tfrobseg.losses.get_loss(name))") from None
+        if not callable(loss):
             # ValueError, like every bad argument in tfrobseg (the contract), not TypeError.
             raise ValueError(  # noqa: TRY004
                 f"{self.name}: the {self.defense.name} defense attacks the compiled loss, which must be one loss "

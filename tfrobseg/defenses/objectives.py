@@ -98,15 +98,17 @@ def fast_fgsm_example(model: keras.Model, x: tf.Tensor, y: tf.Tensor, objective:
 
 def _projected_steps(model: keras.Model, x: tf.Tensor, start: tf.Tensor, y: tf.Tensor, objective: Objective,
                      epsilon: float, alpha: float, steps: int, scale: float) -> tf.Tensor:
-    """``steps`` sign steps of size α on the objective from ``start``, each projected onto the ε-ball of ``x``
-    (a ``tf.while_loop``: one traced copy of the network however many steps)."""
+    """``steps`` sign steps of size α on the objective from ``start``, each projected onto the ε-ball of ``x``.
 
-    def step(i: tf.Tensor, x_k: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    Unrolled (``steps`` is the defense's option, a Python int) rather than a ``tf.while_loop``: on the 2-core
+    CPU, PGD's 7 steps on the 48 px U-Net (filters 8…128, batch 4) took 0.21 CPU s per training step unrolled
+    against 0.24 s in a while loop, and 0.21 s against 0.60 s with XLA, for twice the tracing time once.
+    """
+    x_k = start
+    for _ in range(steps):
         grad = attack_gradient(model, x_k, y, objective, scale)
-        return i + 1, x + tf.clip_by_value(x_k + alpha * tf.sign(grad) - x, -epsilon, epsilon)
-
-    _, x_adv = tf.while_loop(lambda i, x_k: i < steps, step, (tf.constant(0), start), maximum_iterations=steps)
-    return tf.stop_gradient(x_adv)
+        x_k = x + tf.clip_by_value(x_k + alpha * tf.sign(grad) - x, -epsilon, epsilon)
+    return tf.stop_gradient(x_k)
 
 
 def pgd_example(model: keras.Model, x: tf.Tensor, y: tf.Tensor, objective: Objective, epsilon: float,
