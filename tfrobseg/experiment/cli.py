@@ -121,7 +121,7 @@ def build_parser(phase: str) -> argparse.ArgumentParser:
                        help="an option of --defense, e.g. epsilon=0.25 (repeat for several)")
     p.add_argument("--epsilons", type=_floats, default=None if defenses else study.EPSILONS,
                    help="attack strengths in z-score units (default 0,0.1,...,1.0"
-                        f"{'; built-in preset 0.1,0.25,0.5,0.75,1' if defenses else ''}; the clean 0 is always added)")
+                        f"{'; built-in preset 0.1,0.25,0.5,1' if defenses else ''}; the clean 0 is always added)")
     p.add_argument("--attack", default="fgsm,ensemble" if defenses else "fgsm",
                    help="the study's fgsm, another attack of tfrobseg.attacks.ATTACKS, 'ensemble' (per case the worst "
                         "of --ensemble-members: robust Dice), or a comma list: every unit evaluates each (the "
