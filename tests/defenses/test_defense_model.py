@@ -234,6 +234,20 @@ def test_the_wrapped_model_is_the_network_itself():
     assert model.defense == resolve_defense("adversarial") and model.role == "model"
 
 
+def test_a_sequential_network_is_defended_and_round_trips(tmp_path):
+    x, y = batch()
+    sequential = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Conv2D(2, 3, padding="same"),
+                                   keras.layers.Conv2D(1, 1, name="logits"), keras.layers.Activation("sigmoid")],
+                                  name="sequential")
+    model = DefendedModel.wrap(sequential, "fast_adversarial")
+    model.compile(keras.optimizers.Adam(0.01), loss="bce", jit_compile=False)
+    assert np.isfinite(model.fit(x, y, batch_size=2, epochs=1, verbose=0).history["loss"][0])
+    np.testing.assert_array_equal(model.predict(x, verbose=0), sequential.predict(x, verbose=0))
+    model.save(tmp_path / "sequential.keras")
+    loaded = keras.saving.load_model(tmp_path / "sequential.keras", safe_mode=True)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"defense": "distillation"}, "bn_net: role 'model' does not go with the distillation defense"),
     ({"defense": "trades", "role": "teacher"}, "role 'teacher' does not go with the trades defense"),
