@@ -17,8 +17,28 @@ run. TensorFlow's thread pools at ``--threads`` (1 by default, as in a unit's wo
 does, in network passes (forward + backward), is in docs/defenses.md; distillation trains two networks, so its
 whole cost is the teacher's run plus the student's.
 
+Measured 2026-11-24 on the 2-core development machine, shared with other jobs (load average 2-3.5), defaults
+(48 px, batch 4, 5 rounds x 10 steps, 1 thread), TensorFlow 2.21, Keras 3.15:
+
+    path                      XLA off s/step CPU s/step x base  x CPU   XLA on s/step CPU s/step x base  x CPU
+    baseline                          0.0504     0.0462   1.00   1.00          0.0411     0.0401   1.00   1.00
+    adversarial                       0.1096     0.1066   2.18   2.31          0.0862     0.0847   2.10   2.11
+    fast_adversarial                  0.1124     0.1110   2.23   2.40          0.0947     0.0928   2.31   2.31
+    pgd_adversarial                   0.2323     0.2285   4.61   4.94          0.1835     0.1804   4.47   4.49
+    trades                            0.2971     0.2915   5.90   6.30          0.2337     0.2300   5.69   5.73
+    distillation (teacher)            0.0495     0.0491   0.98   1.06          0.0468     0.0462   1.14   1.15
+    distillation (student)            0.0665     0.0639   1.32   1.38          0.0562     0.0557   1.37   1.39
+    uniform_noise                     0.0919     0.0903   1.82   1.95          0.0840     0.0834   2.04   2.08
+    gaussian_noise                    0.0870     0.0854   1.73   1.85          0.0821     0.0779   2.00   1.94
+
+Read: a step costs about what its passes of the network predict (docs/defenses.md): ~2x for one attack pass
+and two training passes (FGSM, fast FGSM) or two updates (noise), ~4.5-5x for PGD's 7 attack steps, ~6x for
+TRADES' 10, ~1x for the teacher and ~1.35x for the student (the teacher's forward pass). An earlier run of
+3 rounds x 5 steps under the same load gave ratios within ~0.3 of these (PGD 4.0-4.9, TRADES 4.5-6.5, the
+teacher 0.8-0.9: the spread of this machine); the two noise defenses, identical in cost, differ by up to 0.1.
+
     python benchmarks/defenses.py
-    python benchmarks/defenses.py --xla off --rounds 5 --steps 10
+    python benchmarks/defenses.py --xla off --rounds 3 --steps 5
 """
 
 from __future__ import annotations
