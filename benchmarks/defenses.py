@@ -33,9 +33,11 @@ Measured 2026-11-24 on the 2-core development machine, shared with other jobs (l
 
 Read: a step costs about what its passes of the network predict (docs/defenses.md): ~2x for one attack pass
 and two training passes (FGSM, fast FGSM) or two updates (noise), ~4.5-5x for PGD's 7 attack steps, ~6x for
-TRADES' 10, ~1x for the teacher and ~1.35x for the student (the teacher's forward pass). An earlier run of
-3 rounds x 5 steps under the same load gave ratios within ~0.3 of these (PGD 4.0-4.9, TRADES 4.5-6.5, the
-teacher 0.8-0.9: the spread of this machine); the two noise defenses, identical in cost, differ by up to 0.1.
+TRADES' 10, ~1x for the teacher and ~1.35x for the student (the teacher's forward pass). The spread of this
+shared machine is large: an earlier run of 3 rounds x 5 steps gave (wall, XLA off / on) adversarial 2.37 / 2.09,
+fast_adversarial 2.41 / 2.10, pgd_adversarial 4.85 / 4.03, trades 6.45 / 4.52, teacher 0.92 / 0.80, student
+1.28 / 0.96, uniform_noise 1.87 / 2.63, gaussian_noise 1.89 / 1.78 (the two noise defenses cost the same).
+Before the attack steps were unrolled, a tf.while_loop made PGD 11.6x and TRADES 16.4x with XLA on this CPU.
 
     python benchmarks/defenses.py
     python benchmarks/defenses.py --xla off --rounds 3 --steps 5
