@@ -17,8 +17,30 @@ run. TensorFlow's thread pools at ``--threads`` (1 by default, as in a unit's wo
 does, in network passes (forward + backward), is in docs/defenses.md; distillation trains two networks, so its
 whole cost is the teacher's run plus the student's.
 
+Measured 2026-11-24 on the 2-core development machine, shared with other jobs (load average 2-3.5), defaults
+(48 px, batch 4, 5 rounds x 10 steps, 1 thread), TensorFlow 2.21, Keras 3.15:
+
+    path                      XLA off s/step CPU s/step x base  x CPU   XLA on s/step CPU s/step x base  x CPU
+    baseline                          0.0504     0.0462   1.00   1.00          0.0411     0.0401   1.00   1.00
+    adversarial                       0.1096     0.1066   2.18   2.31          0.0862     0.0847   2.10   2.11
+    fast_adversarial                  0.1124     0.1110   2.23   2.40          0.0947     0.0928   2.31   2.31
+    pgd_adversarial                   0.2323     0.2285   4.61   4.94          0.1835     0.1804   4.47   4.49
+    trades                            0.2971     0.2915   5.90   6.30          0.2337     0.2300   5.69   5.73
+    distillation (teacher)            0.0495     0.0491   0.98   1.06          0.0468     0.0462   1.14   1.15
+    distillation (student)            0.0665     0.0639   1.32   1.38          0.0562     0.0557   1.37   1.39
+    uniform_noise                     0.0919     0.0903   1.82   1.95          0.0840     0.0834   2.04   2.08
+    gaussian_noise                    0.0870     0.0854   1.73   1.85          0.0821     0.0779   2.00   1.94
+
+Read: a step costs about what its passes of the network predict (docs/defenses.md): ~2x for one attack pass
+and two training passes (FGSM, fast FGSM) or two updates (noise), ~4.5-5x for PGD's 7 attack steps, ~6x for
+TRADES' 10, ~1x for the teacher and ~1.35x for the student (the teacher's forward pass). The spread of this
+shared machine is large: an earlier run of 3 rounds x 5 steps gave (wall, XLA off / on) adversarial 2.37 / 2.09,
+fast_adversarial 2.41 / 2.10, pgd_adversarial 4.85 / 4.03, trades 6.45 / 4.52, teacher 0.92 / 0.80, student
+1.28 / 0.96, uniform_noise 1.87 / 2.63, gaussian_noise 1.89 / 1.78 (the two noise defenses cost the same).
+Before the attack steps were unrolled, a tf.while_loop made PGD 11.6x and TRADES 16.4x with XLA on this CPU.
+
     python benchmarks/defenses.py
-    python benchmarks/defenses.py --xla off --rounds 5 --steps 10
+    python benchmarks/defenses.py --xla off --rounds 3 --steps 5
 """
 
 from __future__ import annotations
@@ -108,8 +130,8 @@ def main(argv: list[str] | None = None) -> dict[bool, dict[str, tuple[float, flo
     parser.add_argument("--size", type=int, default=48, help="image size in pixels (default 48, the preset's)")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--loss", default="bce_dice")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")
-    parser.add_argument("--steps", type=int, default=5, help="training steps per path per round (default 5)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (default 5)")
+    parser.add_argument("--steps", type=int, default=10, help="training steps per path per round (default 10)")
     parser.add_argument("--xla", default="off,on", help="comma-separated XLA settings to measure (off, on)")
     parser.add_argument("--threads", type=int, default=1, help="TensorFlow intra/inter-op threads (0: its default)")
     args = parser.parse_args(argv)

@@ -19,7 +19,9 @@ from defense_cases import (
 )
 
 from tfrobseg.attacks import fgsm
+from tfrobseg.attacks.precision import float32_copy
 from tfrobseg.defenses import DEFENSE_NAMES, DefendedModel, resolve_defense
+from tfrobseg.training import set_output_prior
 
 LR = 0.5
 EPS = 0.3
@@ -227,11 +229,32 @@ def test_a_loaded_student_predicts_but_refuses_to_train_without_its_teacher(step
 
 def test_the_wrapped_model_is_the_network_itself():
     network = bn_net()
-    x, _ = batch()
+    x, y = batch()
     model = DefendedModel.wrap(network, "adversarial")
     assert model.get_layer("logits") is network.get_layer("logits") and model.layers == network.layers
     np.testing.assert_array_equal(model.predict(x, verbose=0), network.predict(x, verbose=0))
     assert model.defense == resolve_defense("adversarial") and model.role == "model"
+    # The package's tools work on it unchanged.
+    np.testing.assert_array_equal(fgsm(model, x, y, EPS, jit_compile=False), fgsm(network, x, y, EPS, jit_compile=False))
+    copy = float32_copy(model)
+    assert type(copy) is DefendedModel and copy.defense == model.defense
+    np.testing.assert_allclose(copy.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    set_output_prior(model, 0.05)
+    assert network.get_layer("logits").bias.numpy() == pytest.approx(np.log(0.05 / 0.95))
+
+
+def test_a_sequential_network_is_defended_and_round_trips(tmp_path):
+    x, y = batch()
+    sequential = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Conv2D(2, 3, padding="same"),
+                                   keras.layers.Conv2D(1, 1, name="logits"), keras.layers.Activation("sigmoid")],
+                                  name="sequential")
+    model = DefendedModel.wrap(sequential, "fast_adversarial")
+    model.compile(keras.optimizers.Adam(0.01), loss="bce", jit_compile=False)
+    assert np.isfinite(model.fit(x, y, batch_size=2, epochs=1, verbose=0).history["loss"][0])
+    np.testing.assert_array_equal(model.predict(x, verbose=0), sequential.predict(x, verbose=0))
+    model.save(tmp_path / "sequential.keras")
+    loaded = keras.saving.load_model(tmp_path / "sequential.keras", safe_mode=True)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

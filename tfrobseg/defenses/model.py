@@ -46,7 +46,7 @@ import tensorflow as tf
 from tfrobseg.attacks.gradient import Objective, loss_objective
 from tfrobseg.defenses import objectives
 from tfrobseg.defenses.config import DefenseConfig, resolve_defense
-from tfrobseg.defenses.views import logits_layer
+from tfrobseg.defenses.views import logits_layer, network_input
 from tfrobseg.losses.distillation import SoftDiceDistillationLoss
 
 __all__ = ["ROLES", "DefendedModel"]
@@ -109,10 +109,12 @@ class DefendedModel(keras.Model):
         # tracking, so that neither is saved (or counted) as part of this model.
         heads = None
         if distilled:
-            heads = keras.Model(self.input, [logits_layer(self).output, self.outputs[0]], name=f"{self.name}_heads")
+            heads = keras.Model(network_input(self), [logits_layer(self).output, self.outputs[0]],
+                                name=f"{self.name}_heads")
         teacher_logits = None
         if teacher is not None:
-            teacher_logits = keras.Model(teacher.input, logits_layer(teacher).output, name=f"{teacher.name}_logits")
+            teacher_logits = keras.Model(network_input(teacher), logits_layer(teacher).output,
+                                         name=f"{teacher.name}_logits")
         object.__setattr__(self, "_heads", heads)
         object.__setattr__(self, "_teacher", teacher)
         object.__setattr__(self, "_teacher_logits", teacher_logits)
@@ -128,8 +130,9 @@ class DefendedModel(keras.Model):
                              f"known, got {type(network).__name__} {getattr(network, 'name', '')!r}".rstrip())
         if role == "student" and teacher is None:
             raise ValueError(f"{network.name}: a distillation student needs its trained teacher (teacher=...)")
-        return cls(inputs=network.input, outputs=network.output, name=network.name, defense=defense, role=role,
-                   teacher=teacher, seed=seed)
+        outputs = network.outputs
+        return cls(inputs=network_input(network), outputs=outputs[0] if len(outputs) == 1 else outputs,
+                   name=network.name, defense=defense, role=role, teacher=teacher, seed=seed)
 
     @property
     def teacher(self) -> keras.Model | None:
@@ -147,7 +150,7 @@ class DefendedModel(keras.Model):
         options = {"defense": config.pop("defense"), "role": config.pop("role", "model"),
                    "seed": config.pop("seed", 0)}
         network = keras.Model.from_config(config, custom_objects=custom_objects)
-        return cls(inputs=network.input, outputs=network.output, name=network.name,
+        return cls(inputs=network_input(network), outputs=network.outputs[0], name=network.name,
                    trainable=network.trainable, **options)
 
     def reset_random_state(self) -> None:

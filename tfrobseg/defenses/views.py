@@ -13,13 +13,14 @@ gradient-masking check: a defense that wins only against the attack on the deplo
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import keras
 
 from tfrobseg.defenses.config import DefenseConfig
 from tfrobseg.defenses.masking import checked_temperatures
 
-__all__ = ["logits_layer", "masking_views", "temperature_view"]
+__all__ = ["logits_layer", "masking_views", "network_input", "temperature_view"]
 
 
 def logits_layer(model: keras.Model) -> keras.layers.Layer:
@@ -32,6 +33,13 @@ def logits_layer(model: keras.Model) -> keras.layers.Layer:
     return heads[0]
 
 
+def network_input(model: keras.Model) -> Any:
+    """The input tensor of a functional or Sequential ``model`` (the list of them for several inputs): what a
+    new model over its layers is built from, so that it is called with what ``model`` is called with."""
+    inputs = model.inputs
+    return inputs[0] if len(inputs) == 1 else inputs
+
+
 def temperature_view(model: keras.Model, temperature: float) -> keras.Model:
     """``model`` with its output taken at ``temperature``: ``sigmoid(logits / T)`` for one channel,
     ``softmax(logits / T)`` for more; the same layers and weights (nothing copied), uncompiled."""
@@ -42,7 +50,7 @@ def temperature_view(model: keras.Model, temperature: float) -> keras.Model:
     scaled = keras.layers.Rescaling(1.0 / float(temperature), dtype="float32", name="temperature")(logits)
     activation = "sigmoid" if logits.shape[-1] == 1 else "softmax"
     output = keras.layers.Activation(activation, dtype="float32", name="probabilities_at_temperature")(scaled)
-    return keras.Model(model.input, output, name=f"{model.name}_at_temperature")
+    return keras.Model(network_input(model), output, name=f"{model.name}_at_temperature")
 
 
 def masking_views(model: keras.Model, defense: DefenseConfig | None) -> list[tuple[dict[str, float], keras.Model]]:
