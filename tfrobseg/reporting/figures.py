@@ -100,7 +100,7 @@ def load_unit_model(unit_dir: Path) -> Any:
     """
     import keras
 
-    import tfrobseg.defenses.model  # noqa: F401  (registers DefendedModel: a defended unit's best.keras)
+    import tfrobseg.defenses.model  # registers DefendedModel (a defended unit's best.keras)
     import tfrobseg.models  # noqa: F401  (registers the custom layers for deserialisation)
 
     try:
