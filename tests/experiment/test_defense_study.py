@@ -20,7 +20,7 @@ def test_default_defenses_and_the_builtin_preset_options():
     configs = D.resolve_defenses(None, None, "builtin")
     assert [c.name for c in configs] == list(D.BUILTIN_DEFENSES)
     by_name = {c.name: c for c in configs}
-    assert by_name["pgd_adversarial"]["steps"] == 3 and by_name["trades"]["steps"] == 3
+    assert by_name["pgd_adversarial"]["steps"] == 2 and by_name["trades"]["steps"] == 2
     assert by_name["distillation"]["temperature"] == 5.0 and by_name["uniform_noise"]["radius"] == 0.5
     assert {c.name: c["steps"] for c in D.resolve_defenses("pgd_adversarial,trades", None, None)} == \
         {"pgd_adversarial": 7, "trades": 10}  # the sources' own without the preset
@@ -34,7 +34,7 @@ def test_preset_attack_options_fill_only_what_the_user_left_and_the_attacks_take
     args = _args([])
     D._preset_attack_options(args, "builtin")
     assert (args.attack, args.epsilons, args.steps, args.ensemble_members) == \
-        ("fgsm,ensemble", D.BUILTIN_EPSILONS, 5, "fgsm,pgd,apgd")
+        ("fgsm,ensemble", D.BUILTIN_EPSILONS, 5, "fgsm,pgd")
     args = _args(["--attack", "fgsm", "--epsilons", "0.5"])
     D._preset_attack_options(args, "builtin")
     assert (args.epsilons, args.steps, args.ensemble_members) == ((0.5,), None, None)  # FGSM takes no steps
