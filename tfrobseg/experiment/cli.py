@@ -33,7 +33,7 @@ from tfrobseg.experiment.settings import (
 from tfrobseg.experiment.units import make_grid, parse_shard, select_shard
 from tfrobseg.training.config import PRECISIONS, STRATEGIES
 
-__all__ = ["build_parser", "main", "prepare_run"]
+__all__ = ["build_parser", "grid_exit", "main", "prepare_run"]
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -273,16 +273,8 @@ def main(phase: str, argv: Sequence[str] | None = None) -> int:
         combined = run_grid(phase, run.settings, run.out_dir, models=run.models, losses=run.losses, folds=run.folds,
                             shard=run.shard, overwrite=args.overwrite, max_units=args.max_units, jobs=run.jobs,
                             progress=not args.no_progress, data=run.data)
-    except SettingsMismatchError as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return 2
-    except UnitsFailed as exc:
-        for uid, reason in exc.failures.items():
-            print(f"failed: {uid}: {reason}", file=sys.stderr)
-        print(f"{len(exc.failures)} unit(s) failed and have no completion marker (details in each unit's "
-              f"FAILED.json and {run.out_dir / 'log.txt'}); the completed units are kept, and a re-run retries "
-              "only the failed ones. No tables were written.", file=sys.stderr)
-        return 1
+    except (SettingsMismatchError, UnitsFailed) as exc:
+        return grid_exit(exc, str(run.out_dir / "log.txt"), "tables were")
     print(f"{phase} finished in {time.perf_counter() - t0:.0f} s.", flush=True)
     print(f"Per-unit results: {run.out_dir}/{phase}/<model>/<loss>/<fold>/metrics.csv", flush=True)
     if not combined.empty:
@@ -290,6 +282,21 @@ def main(phase: str, argv: Sequence[str] | None = None) -> int:
         if not args.no_tables:
             _write_tables(run.out_dir)
     return 0
+
+
+def grid_exit(exc: SettingsMismatchError | UnitsFailed, log: str, unwritten: str) -> int:
+    """Report why a grid run stopped on stderr and return the exit code: 2 with one ``refused:`` line for a folder
+    of another run, 1 with one ``failed:`` line per failed unit (``log``: where the details are; ``unwritten``:
+    what was therefore not written)."""
+    if isinstance(exc, SettingsMismatchError):
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    for uid, reason in exc.failures.items():
+        print(f"failed: {uid}: {reason}", file=sys.stderr)
+    print(f"{len(exc.failures)} unit(s) failed and have no completion marker (details in each unit's FAILED.json "
+          f"and {log}); the completed units are kept, and a re-run retries only the failed ones. No {unwritten} "
+          "written.", file=sys.stderr)
+    return 1
 
 
 @dataclass

@@ -33,7 +33,7 @@ from tfrobseg.defenses.config import (
     resolve_defense,
 )
 from tfrobseg.errors import InputError, OptionError, SettingsMismatchError, UnitsFailed
-from tfrobseg.experiment.cli import build_parser, prepare_run
+from tfrobseg.experiment.cli import build_parser, grid_exit, prepare_run
 
 __all__ = ["BUILTIN_DEFENSES", "BUILTIN_DEFENSE_OPTIONS", "BUILTIN_EPSILONS", "collect_defense_rows", "main", "resolve_defenses"]
 
@@ -182,16 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run_grids(runs, overwrite=args.overwrite, max_units=args.max_units, jobs=run.jobs,
                   progress=not args.no_progress)
-    except SettingsMismatchError as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return 2
-    except UnitsFailed as exc:
-        for uid, reason in exc.failures.items():
-            print(f"failed: {uid}: {reason}", file=sys.stderr)
-        print(f"{len(exc.failures)} unit(s) failed (details in each unit's FAILED.json and its folder's log.txt); "
-              "the completed units are kept, and a re-run retries only the failed ones. No report was written.",
-              file=sys.stderr)
-        return 1
+    except (SettingsMismatchError, UnitsFailed) as exc:
+        return grid_exit(exc, "its folder's log.txt", "report was")
     print(f"defenses finished in {time.perf_counter() - t0:.0f} s.", flush=True)
     return _report(run.out_dir, args.phase, labels, args.seed)
 
