@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from tfrobseg.console import add_verbose_option, setup_console
-from tfrobseg.experiment.store import collect_metrics
+from tfrobseg.experiment.store import collect_metrics, run_defense
 from tfrobseg.experiment.units import MARKER
 from tfrobseg.reporting.tables import EMPTY_PREDICTIONS, STD_OVER, write_tables
 
@@ -43,7 +43,8 @@ def main(argv=None) -> int:
         print(f"error: no completed units (with {MARKER}) under {args.results}", file=sys.stderr)
         return 1
     out = Path(args.out) if args.out else Path(args.results) / "tables"
-    written = write_tables(results, out, std_over=args.std_over, empty_predictions=args.empty_predictions)
+    written = write_tables(results, out, std_over=args.std_over, empty_predictions=args.empty_predictions,
+                           defense=run_defense(args.results))
     for name in sorted(written.paths):
         print(f"wrote {written.paths[name]}")
     print(written.overview.read_text(encoding="utf-8"))

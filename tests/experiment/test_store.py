@@ -148,3 +148,11 @@ def test_lock_holder_names_the_process_holding_a_unit(tmp_path):
     with FileLock(path):
         assert current_holder(path)["pid"] == os.getpid()
     assert current_holder(path) is None
+
+
+def test_run_defense_names_the_folders_defense(tmp_path):
+    assert store.run_defense(tmp_path) is None  # no run file
+    store.RunFile("h", {"attack": "fgsm"}).write(tmp_path / "plain")
+    assert store.run_defense(tmp_path / "plain") is None
+    store.RunFile("h", {"defense": {"name": "trades", "options": {"steps": 3}}}).write(tmp_path / "trades")
+    assert store.run_defense(tmp_path / "trades") == "trades(steps=3)"

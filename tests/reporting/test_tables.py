@@ -100,6 +100,15 @@ def test_write_tables(tmp_path):
     assert md[2].startswith("| Loss Function | DC |")
 
 
+def test_the_defense_of_the_run_is_named_in_every_table(tmp_path):
+    tables.write_tables(_results(), tmp_path, defense="trades(steps=3)")
+    note = "networks trained under the defense trades(steps=3)"
+    for name in ("table_I.md", "table_III.md", "table_I.tex", "tables.md"):
+        assert note in (tmp_path / name).read_text(encoding="utf-8"), name
+    tables.write_tables(_results(), tmp_path / "plain")
+    assert "defense" not in (tmp_path / "plain" / "tables.md").read_text(encoding="utf-8")
+
+
 def test_cells_counts_and_empty_inputs():
     df = _results()
     cells = tables.cell_means(df)

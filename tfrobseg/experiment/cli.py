@@ -244,10 +244,10 @@ def _attacks(settings: Settings) -> str:
 
 
 def _write_tables(out_dir: Path) -> None:
-    from tfrobseg.experiment.store import collect_metrics
+    from tfrobseg.experiment.store import collect_metrics, run_defense
     from tfrobseg.reporting.tables import write_tables
 
-    written = write_tables(collect_metrics(out_dir), out_dir / "tables")
+    written = write_tables(collect_metrics(out_dir), out_dir / "tables", defense=run_defense(out_dir))
     print(f"Tables: {out_dir / 'tables'} ({len(written.paths)} files; overview {written.overview})", flush=True)
     for path in written.printed:  # Tables I–IV, then the additional table (results outside the study grid)
         print(path.read_text(encoding="utf-8"), flush=True)

@@ -44,7 +44,8 @@ from tfrobseg.io import atomic_write_json, config_hash, file_hash, to_json
 __all__ = ["ATTACKS_DIR", "CHECKSUMMED", "FAILURE_NAME", "LOCKS_DIR", "METRICS_NAME", "MODEL_NAME", "ROW_KEYS",
            "RUN_FILE", "AttackRecord", "RunFile", "UnitMarker", "attack_lock_path", "check_settings",
            "collect_attack_rows", "collect_metrics", "count_complete", "differing", "find_unit", "folder_settings",
-           "is_complete", "lock_path", "model_sha256", "read_failure", "reset_unit", "tidy_rows", "unit_problems",
+           "is_complete", "lock_path", "model_sha256", "read_failure", "reset_unit", "run_defense", "tidy_rows",
+           "unit_problems",
            "write_failure", "write_marker"]
 
 RUN_FILE = "run.json"
@@ -198,6 +199,18 @@ def attack_lock_path(unit: Unit, out_dir: str | os.PathLike, key: str) -> Path:
 def count_complete(out_dir: str | os.PathLike) -> int:
     """Units with a marker under ``out_dir`` (their files are not hashed)."""
     return sum(1 for _ in Path(out_dir).glob(f"*/*/*/*/{MARKER}"))
+
+
+def run_defense(out_dir: str | os.PathLike) -> str | None:
+    """The label of the defense a results folder's networks were trained under (its ``run.json``), ``None``
+    without one or without a readable run file."""
+    from tfrobseg.defenses.config import DefenseConfig
+
+    try:
+        defense = RunFile.read(out_dir).settings.get("defense")
+    except ValueError:
+        return None
+    return DefenseConfig.from_json(defense).label if defense else None
 
 
 def check_settings(out_dir: str | os.PathLike, settings: Mapping[str, Any], *, data: Mapping[str, Any] | None = None,

@@ -353,7 +353,7 @@ class WrittenTables:
 class _Options:
     std_over: str
     empty_predictions: str
-    attack: list[str] = field(default_factory=list)  # the note naming the attack, when the run had several
+    run: list[str] = field(default_factory=list)  # notes on the run: its attack when it had several, its defense
 
 
 def _write_attacked(spec: study.TableSpec, summary: pd.DataFrame, notes: list[str], opts: _Options, out: Path,
@@ -395,7 +395,7 @@ def _write_table(spec: study.TableSpec, results: pd.DataFrame, inside: pd.DataFr
             continue
         summary = _with_units(summary, status, spec.by)
         notes = _legend(opts.std_over, opts.empty_predictions, _dims(spec, attacked),
-                        int(summary["n_empty"].sum())) + _grid_notes(summary, status, spec.by) + opts.attack
+                        int(summary["n_empty"].sum())) + _grid_notes(summary, status, spec.by) + opts.run
         if attacked:
             md += _write_attacked(spec, summary, notes, opts, out, written)
             continue
@@ -447,7 +447,7 @@ def _write_additional(other: pd.DataFrame, opts: _Options, out: Path, written: W
                                           zip(summary[f"{m}_mean"], summary[f"{m}_std"])]
     table = _count_columns(table, summary, METRICS)
     caption = "Additional: results outside the study's grid (never part of Tables I–IV)"
-    notes = _legend(opts.std_over, opts.empty_predictions, ["fold", "ε"], int(summary["n_empty"].sum())) + opts.attack
+    notes = _legend(opts.std_over, opts.empty_predictions, ["fold", "ε"], int(summary["n_empty"].sum())) + opts.run
     written.add(out, "table_additional.csv", table)
     written.add(out, "table_additional_values.csv", summary.assign(std_over=opts.std_over,
                                                                    empty_predictions=opts.empty_predictions))
@@ -458,9 +458,10 @@ def _write_additional(other: pd.DataFrame, opts: _Options, out: Path, written: W
 
 
 def write_tables(results: pd.DataFrame, out_dir: str | Path, *, std_over: str = "patients",
-                 empty_predictions: str = "penalty") -> WrittenTables:
+                 empty_predictions: str = "penalty", defense: str | None = None) -> WrittenTables:
     """Write Tables I–IV from the study grid's rows, and the additional table from the others; only the rows
     of the run's first attack (:func:`first_attack_rows`), named in the notes when the run had several.
+    ``defense``: the label of the defense the run's networks were trained under, named in every table's notes.
 
     For every table with data: ``table_<T>.{md,tex,csv}`` (formatted), ``table_<T>_values.csv``
     (numeric mean/std/counts), ``table_<T>_vs_published.{md,tex,csv}`` and
@@ -470,7 +471,8 @@ def write_tables(results: pd.DataFrame, out_dir: str | Path, *, std_over: str = 
     """
     check_options(std_over, empty_predictions)
     results, attack_note = first_attack_rows(results)
-    opts = _Options(std_over, empty_predictions, [attack_note] if attack_note else [])
+    defense_note = f"networks trained under the defense {defense} (docs/defenses.md)" if defense else None
+    opts = _Options(std_over, empty_predictions, [note for note in (attack_note, defense_note) if note])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = WrittenTables()
@@ -482,7 +484,8 @@ def write_tables(results: pd.DataFrame, out_dir: str | Path, *, std_over: str = 
         (f"Rows: only the study's grid ({len(study.MODELS)} models × {len(study.LOSSES)} losses × "
          f"{study.N_FOLDS} folds or the hold-out, ε > 0; clean ε = 0 tables separate); anything else is in the "
          f"additional table. Mean ± std over {std_over} (see under each table); empty predictions: "
-         f"{empty_predictions}." + (f" One {attack_note}." if attack_note else "")),
+         f"{empty_predictions}." + (f" One {attack_note}." if attack_note else "")
+         + (f" All {defense_note}." if defense_note else "")),
         "",
         f"Published values: {published_source()}",
         "",
