@@ -204,9 +204,9 @@ def test_written_files_and_figure(tmp_path):
         f"{a}.csv", f"{a}.md", f"dice_vs_eps_{a}.png", f"dice_vs_eps_{a}.pdf"))
     assert all(p.parent == tmp_path and p.stat().st_size > 0 for p in paths)
     assert (tmp_path / "defenses_dice_vs_eps_fgsm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    md = (tmp_path / "defenses_fgsm.md").read_text()
+    md = (tmp_path / "defenses_fgsm.md").read_text(encoding="utf-8")
     assert "Wilcoxon signed-rank" in md and "Bonferroni over m = 6 tests" in md and "0.01172" in md
-    assert "Bonferroni over m = 2 tests" in (tmp_path / "defenses_pgd.md").read_text()
+    assert "Bonferroni over m = 2 tests" in (tmp_path / "defenses_pgd.md").read_text(encoding="utf-8")
     csv = pd.read_csv(tmp_path / "defenses_fgsm.csv")
     assert len(csv) == 8 and list(csv.columns)[:4] == ["attack", "defense", "view", "epsilon"]
     assert not list(tmp_path.glob(".tmp-*"))
