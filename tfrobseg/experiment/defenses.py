@@ -198,7 +198,12 @@ def _report(out_dir: Path, phase: str, labels: dict[str, str], seed: int) -> int
         print("No complete units: no report.", flush=True)
         return 0
     atomic_write_csv(out_dir / "defenses_results.csv", rows)
-    written = write_defense_report(rows, out_dir / "report", seed=seed)
+    try:
+        written = write_defense_report(rows, out_dir / "report", seed=seed)
+    except ValueError as exc:  # e.g. --max-units or another process left some networks' units to compute
+        print(f"No report yet: {exc}. Run the same command again to complete the units; the rows so far are in "
+              f"{out_dir / 'defenses_results.csv'}.", flush=True)
+        return 0
     print(f"Results: {out_dir / 'defenses_results.csv'} ({len(rows)} rows); report: {out_dir / 'report'} "
           f"({len(written)} files)", flush=True)
     for path in written:
