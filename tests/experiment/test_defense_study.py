@@ -99,3 +99,14 @@ def test_bad_options_stop_before_any_folder_is_created(tmp_path, monkeypatch, ca
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists() and not (tmp_path / "data").exists()
+
+
+def test_an_incomplete_comparison_says_why_there_is_no_report(tmp_path, monkeypatch, capsys):
+    fold0, fold1 = Unit("crossval", "unet", "dice", 0), Unit("crossval", "unet", "dice", 1)
+    folders = {BASELINE: pd.concat([_unit_rows(fold0, "{}"), _unit_rows(fold1, "{}")], ignore_index=True),
+               "adversarial": _unit_rows(fold0, "{}")}  # its fold 1 not computed yet (--max-units)
+    monkeypatch.setattr("tfrobseg.experiment.store.collect_metrics", lambda out, phase: folders[out.name])
+    assert D._report(tmp_path, "crossval", {BASELINE: BASELINE, "adversarial": "adversarial"}, 0) == 0
+    out = capsys.readouterr().out
+    assert "No report yet" in out and "Run the same command again" in out
+    assert (tmp_path / "defenses_results.csv").is_file() and not (tmp_path / "report").exists()
