@@ -11,7 +11,11 @@ import sys
 from pathlib import Path
 
 from tfrobseg.console import add_verbose_option, setup_console
-from tfrobseg.reporting.attack_comparison import METRICS, check_metric, write_attack_comparison
+from tfrobseg.reporting.attack_comparison import (
+    METRICS,
+    check_metric,
+    write_attack_comparison,
+)
 
 EPILOG = """exit codes: 0 table and figure written; 2 bad usage: unknown option or --metric, --results folder
 does not exist, no attack rows in it, no such --unit (one line naming it)."""
