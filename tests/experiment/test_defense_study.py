@@ -74,13 +74,12 @@ def _unit_rows(unit, params):
                          "patient_id": ["p1", "p2"], "epsilon": [0.0, 0.5], "dice": [0.9, 0.5]})
 
 
-def test_collected_rows_carry_the_defense_and_the_view(tmp_path, monkeypatch):
+def test_collected_rows_carry_the_defense_and_the_view():
     unit = Unit("crossval", "unet", "dice", 0)
     check = with_view("{}", 100.0)
     folders = {BASELINE: _unit_rows(unit, "{}"),
                "distillation": pd.concat([_unit_rows(unit, "{}"), _unit_rows(unit, check)], ignore_index=True)}
-    monkeypatch.setattr("tfrobseg.experiment.store.collect_metrics", lambda out, phase: folders[out.name])
-    rows = D.collect_defense_rows(tmp_path, "crossval", {BASELINE: BASELINE, "distillation": "distillation"})
+    rows = D.defense_rows(folders)
     assert list(rows.groupby(["defense", "view"]).size().items()) == [
         ((BASELINE, "deployed"), 2), (("distillation", "T=100"), 2), (("distillation", "deployed"), 2)]
     assert set(rows["attack_params"]) == {"{}"}  # the attack's own parameters, the view taken out
@@ -101,12 +100,11 @@ def test_bad_options_stop_before_any_folder_is_created(tmp_path, monkeypatch, ca
     assert not (tmp_path / "out").exists() and not (tmp_path / "data").exists()
 
 
-def test_an_incomplete_comparison_says_why_there_is_no_report(tmp_path, monkeypatch, capsys):
+def test_an_incomplete_comparison_says_why_there_is_no_report(tmp_path, capsys):
     fold0, fold1 = Unit("crossval", "unet", "dice", 0), Unit("crossval", "unet", "dice", 1)
     folders = {BASELINE: pd.concat([_unit_rows(fold0, "{}"), _unit_rows(fold1, "{}")], ignore_index=True),
                "adversarial": _unit_rows(fold0, "{}")}  # its fold 1 not computed yet (--max-units)
-    monkeypatch.setattr("tfrobseg.experiment.store.collect_metrics", lambda out, phase: folders[out.name])
-    assert D._report(tmp_path, "crossval", {BASELINE: BASELINE, "adversarial": "adversarial"}, 0) == 0
+    assert D._report(tmp_path, folders, 0) == 0
     out = capsys.readouterr().out
     assert "No report yet" in out and "Run the same command again" in out
     assert (tmp_path / "defenses_results.csv").is_file() and not (tmp_path / "report").exists()

@@ -17,7 +17,7 @@ import argparse
 import dataclasses
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from tfrobseg.defenses.config import (
 from tfrobseg.errors import InputError, OptionError, SettingsMismatchError, UnitsFailed
 from tfrobseg.experiment.cli import build_parser, grid_exit, prepare_run
 
-__all__ = ["BUILTIN_DEFENSES", "BUILTIN_DEFENSE_OPTIONS", "BUILTIN_EPSILONS", "collect_defense_rows", "main", "resolve_defenses"]
+__all__ = ["BUILTIN_DEFENSES", "BUILTIN_DEFENSE_OPTIONS", "BUILTIN_EPSILONS", "defense_rows", "main", "resolve_defenses"]
 
 #: What the built-in cohort's preset chooses when the user does not, so that the baseline and six defenses x 3
 #: folds train and are attacked within 30 minutes on 2 CPU cores (docs/defenses.md has the measurements):
@@ -104,21 +104,20 @@ def resolve_defenses(text: str | None, items: Sequence[str] | None, preset: str 
     return configs
 
 
-def collect_defense_rows(out_dir: Path, phase: str, labels: dict[str, str]) -> pd.DataFrame:
-    """Every folder's rows (``labels``: folder name -> defense label), with ``defense`` and ``view`` columns and
-    ``attack_params`` the attack's own (the view taken out): what the report reads."""
+def defense_rows(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The folders' rows (``frames``: defense label -> the rows :func:`~tfrobseg.experiment.grid.run_grids`
+    returned for its folder), with ``defense`` and ``view`` columns and ``attack_params`` the attack's own (the
+    view taken out): what the report reads."""
     from tfrobseg.defenses.masking import view_of
-    from tfrobseg.experiment.store import collect_metrics
 
-    frames = []
-    for folder, label in labels.items():
-        rows = collect_metrics(out_dir / folder, phase)
+    parts = []
+    for label, rows in frames.items():
         if rows.empty:
             continue
         views = rows["attack_params"].map(view_of)
-        rows = rows.assign(defense=label, view=views.map(lambda v: v[0]), attack_params=views.map(lambda v: v[1]))
-        frames.append(rows)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        parts.append(rows.assign(defense=label, view=views.map(lambda v: v[0]),
+                                 attack_params=views.map(lambda v: v[1])))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def _preset_attack_options(args: argparse.Namespace, preset: str | None) -> None:
@@ -180,20 +179,20 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{list(run.settings.epsilons)}; results in {run.out_dir}", flush=True)
     t0 = time.perf_counter()
     try:
-        run_grids(runs, overwrite=args.overwrite, max_units=args.max_units, jobs=run.jobs,
-                  progress=not args.no_progress)
+        combined = run_grids(runs, overwrite=args.overwrite, max_units=args.max_units, jobs=run.jobs,
+                             progress=not args.no_progress)
     except (SettingsMismatchError, UnitsFailed) as exc:
         return grid_exit(exc, "its folder's log.txt", "report was")
     print(f"defenses finished in {time.perf_counter() - t0:.0f} s.", flush=True)
-    return _report(run.out_dir, args.phase, labels, args.seed)
+    return _report(run.out_dir, dict(zip(labels.values(), combined)), args.seed)
 
 
-def _report(out_dir: Path, phase: str, labels: dict[str, str], seed: int) -> int:
+def _report(out_dir: Path, frames: Mapping[str, pd.DataFrame], seed: int) -> int:
     """Write ``defenses_results.csv`` and the report; print Liu et al.'s tables."""
     from tfrobseg.io import atomic_write_csv
     from tfrobseg.reporting.defense_table import write_defense_report
 
-    rows = collect_defense_rows(out_dir, phase, labels)
+    rows = defense_rows(frames)
     if rows.empty:
         print("No complete units: no report.", flush=True)
         return 0
