@@ -213,6 +213,11 @@ def _check_names(args: argparse.Namespace) -> tuple[list[str], list[str], tuple[
         raise OptionError(f"unknown --attack-precision {args.attack_precision!r}; choose from {', '.join(ATTACK_PRECISIONS)}")
     if args.attack_loss != "same" and args.attack_loss not in losses.LOSS_NAMES:
         raise OptionError(f"unknown --attack-loss {args.attack_loss!r}; 'same' or one of {', '.join(losses.LOSS_NAMES)}")
+    two_readers = [name for name in loss_names if name in losses.SECOND_READER_LOSSES]
+    if args.attack_loss == "same" and two_readers:
+        raise OptionError(f"--loss {','.join(two_readers)}: trained on two readers' masks, which the attack does not "
+                          "have (it differentiates against the reference mask): choose its loss with --attack-loss, "
+                          "e.g. bce")
     try:
         return model_names, loss_names, parse_shard(args.shard)
     except ValueError as exc:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -60,6 +61,7 @@ def load_data(unit: Unit, settings: Settings) -> UnitData:
     """Step 1: the unit's patients, their records verified (a truncated or changed file stops the unit
     before training, naming the patient and the file), and their datasets."""
     from tfrobseg.dataset.integrity import verify_records
+    from tfrobseg.losses import SECOND_READER_LOSSES
 
     split = load_split(settings.split_file) if settings.split_file else None
     manifest = Manifest.read(settings.data_dir)
@@ -69,7 +71,7 @@ def load_data(unit: Unit, settings: Settings) -> UnitData:
                          f"({len(patients.eval)}) set")
     verify_records(settings.data_dir, sorted({*patients.train, *patients.val, *patients.eval}), manifest=manifest)
     with _reading(unit, settings, patients):  # the slices are read here, once (unit_datasets caches them)
-        return unit_datasets(settings, patients)
+        return unit_datasets(settings, patients, second_reader=unit.loss in SECOND_READER_LOSSES)
 
 
 def record_files(settings: Settings, patient_ids: list[str]) -> dict[str, tuple[Path, int]]:
@@ -79,8 +81,12 @@ def record_files(settings: Settings, patient_ids: list[str]) -> dict[str, tuple[
     return {pid: (Path(settings.data_dir) / e.record, e.n_slices) for pid, e in entries.items() if e.labelled}
 
 
-def unit_datasets(settings: Settings, patients: UnitPatients) -> UnitData:
+def unit_datasets(settings: Settings, patients: UnitPatients, *, second_reader: bool = False) -> UnitData:
     """Training batches shuffled (seeded), validation and evaluation in patient and slice order.
+
+    ``second_reader``: the training and validation targets hold both readers' masks (expert, second reader:
+    :func:`~tfrobseg.dataset.pipeline.to_xy`), as the annotation-guided losses
+    (:data:`tfrobseg.losses.SECOND_READER_LOSSES`) take them; the attacked slices keep their dicts.
 
     The slices are read, parsed and resized once, into memory (``make_dataset(cache=True)``): the same
     batches, in the same orders, as streamed from the records every epoch. Keras's ``fit`` nevertheless
@@ -93,13 +99,14 @@ def unit_datasets(settings: Settings, patients: UnitPatients) -> UnitData:
     from tfrobseg.dataset.pipeline import make_dataset, to_xy
 
     cache = settings.train.strategy != "multiworker"
+    xy = functools.partial(to_xy, second_reader=second_reader)
 
     def dataset(ids: list[str], shuffle: bool) -> Any:
         return make_dataset(settings.data_dir, ids, batch_size=settings.train.batch_size, shuffle=shuffle,
                             seed=settings.train.seed, image_size=settings.image_size, cache=cache)
 
-    val = dataset(patients.val, False).map(to_xy) if patients.val else None
-    return UnitData(patients, dataset(patients.train, True).map(to_xy), val, eval_dataset(settings, patients.eval))
+    val = dataset(patients.val, False).map(xy) if patients.val else None
+    return UnitData(patients, dataset(patients.train, True).map(xy), val, eval_dataset(settings, patients.eval))
 
 
 def train(unit: Unit, settings: Settings, data: UnitData, unit_dir: Path, progress: bool, position: int) -> Any:

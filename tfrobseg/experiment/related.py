@@ -1,0 +1,145 @@
+"""What the related-work experiments (``experiments/attack_loss.py``, ``iterations.py``, ``adaptive_loss.py``,
+``two_readers.py``) share: their command line, their training grid and their extra attacks.
+
+Each of them is a cross-validation run of ``experiments/crossval.py`` (the same options, units, results
+folder, resume and refusal of another run's folder; :mod:`tfrobseg.experiment.grid`) with the paper's
+models and losses as defaults, followed by the attacks the paper compares, computed on the saved networks
+by ``experiments/attack.py`` (:mod:`tfrobseg.experiment.attack_units`: resumable per unit x attack), and a
+report in the paper's layout with the paper's numbers beside ours. A script only says which networks,
+which attacks and which table; nothing is trained or attacked twice when it is run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tfrobseg.errors import InputError, OptionError, SettingsMismatchError, UnitsFailed
+from tfrobseg.experiment.cli import build_parser, grid_exit, prepare_run
+
+__all__ = ["Experiment", "Trained", "attack_saved_units", "describe_cases", "experiment_parser", "saved_rows",
+           "train_grid"]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A related-work script: its name (``experiments/<name>.py``, ``results/<name>/``), what it reproduces, its
+    default networks and the options its built-in preset sets when the user gives none (``preset``: option
+    name -> value, as the parsed ``argparse`` attribute)."""
+
+    name: str
+    description: str
+    model: str
+    loss: str
+    preset: Mapping[str, Any]
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # options set whatever the data
+
+    def apply_preset(self, args: argparse.Namespace) -> str | None:
+        """Fill the options the user did not give (``None``) from :attr:`preset` when the built-in cohort is used
+        (no ``--data``); returns the preset's name (``"builtin"``) or ``None``."""
+        preset = "builtin" if args.data is None else None
+        for key, value in {**self.defaults, **(self.preset if preset else {})}.items():
+            if getattr(args, key, None) is None:
+                setattr(args, key, value)
+        if args.out is None:
+            args.out = str(Path("results") / self.name / ("builtin" if preset else Path(args.data).name))
+        return preset
+
+
+def experiment_parser(experiment: Experiment, extra: Callable[[argparse.ArgumentParser], None] | None = None
+                      ) -> argparse.ArgumentParser:
+    """``experiments/crossval.py``'s options with the experiment's name, description and default networks;
+    ``--epsilons`` and the options of :attr:`Experiment.preset` default to ``None`` (the preset fills them).
+    ``extra`` adds the experiment's own options."""
+    p = build_parser("crossval")
+    p.prog = f"experiments/{experiment.name}.py"
+    p.description = experiment.description
+    p.add_argument("--phase", choices=("crossval", "holdout"), default="crossval",
+                   help="crossval (default: every training patient is evaluated once, by the networks that did not see "
+                        "it) or holdout (train on the training split, evaluate the test split: for cohorts too small "
+                        "for folds)")
+    p.add_argument("--split", default=None,
+                   help="with --phase holdout: JSON file with train/val/test patient lists (default: the manifest's)")
+    unset = dict.fromkeys(["epsilons", *experiment.preset, *experiment.defaults])
+    p.set_defaults(**{**unset, "model": experiment.model, "loss": experiment.loss})
+    if extra is not None:
+        extra(p)
+    return p
+
+
+@dataclass
+class Trained:
+    """The outcome of :func:`train_grid`: the results folder and its units' own rows (``None`` with the exit
+    code when the grid did not complete)."""
+
+    out_dir: Path
+    rows: pd.DataFrame | None
+    code: int = 0
+
+
+def train_grid(args: argparse.Namespace, say: Callable[[str], None] = print) -> Trained:
+    """Check the options (nothing created on a bad one: ``error:`` and exit code 2), then train and attack the
+    cross-validation grid of ``args`` exactly as ``experiments/crossval.py`` does (resuming a folder)."""
+    phase = getattr(args, "phase", "crossval")
+    try:
+        run = prepare_run(phase, args)
+    except (OptionError, InputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return Trained(Path(args.out), None, 2)
+    from tfrobseg.experiment.grid import GridRun, run_grids
+
+    say(f"{Path(args.out).name}: models {run.models} x losses {run.losses} x "
+        f"{'folds ' + str(run.folds) if phase == 'crossval' else 'hold-out'} -> {run.n_units} "
+        f"unit(s); eps {list(run.settings.epsilons)}; image size {run.settings.image_size}; filters "
+        f"{run.settings.filters}; results in {run.out_dir}")
+    t0 = time.perf_counter()
+    try:
+        (rows,) = run_grids([GridRun(phase, run.settings, run.out_dir, run.models, run.losses, run.folds,
+                                     run.shard, run.data)],
+                            overwrite=args.overwrite, max_units=args.max_units, jobs=run.jobs,
+                            progress=not args.no_progress)
+    except (SettingsMismatchError, UnitsFailed) as exc:
+        return Trained(run.out_dir, None, grid_exit(exc, str(run.out_dir / "log.txt"), "report was"))
+    say(f"training grid finished in {time.perf_counter() - t0:.0f} s ({len(rows)} rows).")
+    return Trained(run.out_dir, rows)
+
+
+def attack_saved_units(out_dir: Path, attack: str, *, attack_loss: str | None = None,
+                       options: Sequence[str] = (), progress: bool = True) -> int:
+    """Attack every complete unit of ``out_dir`` with ``attack`` (``experiments/attack.py``'s command line:
+    ``attack_loss`` and ``options`` as its flags, e.g. ``["--steps", "5"]``); rows recorded per unit x attack and
+    skipped when already there. Returns attack.py's exit code."""
+    from tfrobseg.experiment.attack_units import main as attack_main
+
+    argv = ["--results", str(out_dir), "--attack", attack, *options]
+    if attack_loss is not None:
+        argv += ["--attack-loss", attack_loss]
+    if not progress:
+        argv.append("--no-progress")
+    return attack_main(argv)
+
+
+def describe_cases(rows: pd.DataFrame) -> str:
+    """Which patients a table's means are over, for its notes: ``"18 patients (3-fold cross-validation)"``."""
+    per_network = rows.groupby(["model", "loss"])["patient_id"].nunique()
+    n = f"{per_network.min()}" if per_network.min() == per_network.max() else \
+        f"{per_network.min()}-{per_network.max()}"
+    phases = set(rows["phase"])
+    how = "each network evaluated on the patients it did not train on (cross-validation)" if phases == {"crossval"} \
+        else "hold-out test patients"
+    return f"{n} patient(s) per model x loss, {how}"
+
+
+def saved_rows(out_dir: Path) -> pd.DataFrame:
+    """Every row of ``out_dir``: the units' own and those of their recorded extra attacks
+    (:func:`tfrobseg.experiment.store.collect_attack_rows`)."""
+    from tfrobseg.experiment.store import collect_attack_rows
+
+    return collect_attack_rows(out_dir)
