@@ -166,21 +166,27 @@ def resolve_defense(name: str, options: Mapping[str, Any] | None = None) -> Defe
     return DefenseConfig(name, tuple(sorted(values.items())))
 
 
-def parse_defense_options(items: Iterable[str] | None) -> dict[str, float]:
-    """``["epsilon=0.25", "beta=1"]`` (the ``--defense-option`` values) as ``{"epsilon": 0.25, "beta": 1.0}``;
-    the types and ranges are checked by :func:`resolve_defense`. ValueError for an item without ``=``, a
-    non-number or an option given twice."""
+def parse_key_values(items: Iterable[str] | None, flag: str) -> dict[str, float]:
+    """``["epsilon=0.25", "beta=1"]`` (the values of the command-line option ``flag``) as
+    ``{"epsilon": 0.25, "beta": 1.0}``. ValueError naming ``flag`` for an item without ``=``, a non-number or an
+    option given twice."""
     parsed: dict[str, float] = {}
     for item in items or ():
         key, sep, value = str(item).partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ValueError(f"--defense-option {item!r}: expected key=value, e.g. epsilon=0.25")
+            raise ValueError(f"{flag} {item!r}: expected key=value, e.g. alpha=0.7")
         if key in parsed:
-            raise ValueError(f"--defense-option {key} given twice")
+            raise ValueError(f"{flag} {key} given twice")
         try:
             parsed[key] = float(value)
         except ValueError:
-            raise ValueError(f"--defense-option {item!r}: {value!r} is not a number") from None
+            raise ValueError(f"{flag} {item!r}: {value!r} is not a number") from None
     return parsed
+
+
+def parse_defense_options(items: Iterable[str] | None) -> dict[str, float]:
+    """The ``--defense-option`` values as numbers by option name (:func:`parse_key_values`); their types and
+    ranges are checked by :func:`resolve_defense`."""
+    return parse_key_values(items, "--defense-option")
 

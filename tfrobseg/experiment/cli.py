@@ -130,6 +130,9 @@ def build_parser(phase: str) -> argparse.ArgumentParser:
                    help="'model' (attack the trained model as built: float16 gradients under mixed_float16) or "
                         "'float32' (attack a float32 copy with the same weights; docs/attacks.md)")
     p.add_argument("--attack-loss", default="same", help="'same' (the training loss, as in the study) or a loss name")
+    p.add_argument("--loss-option", action="append", default=None, metavar="LOSS.KEY=VALUE",
+                   help="an option of one of the losses, e.g. tversky.alpha=0.7 (repeat for several; docs/losses.md); "
+                        "it holds wherever the run uses that loss, training and attack")
     p.add_argument("--data", default=None, help=f"prepared data folder (default: the built-in cohort in {BUILTIN_DATA}, prepared if absent)")
     p.add_argument("--out", default=None, help="results folder (default: results/builtin or results/<data folder name>)")
     p.add_argument("--max-epochs", type=int, default=None,
@@ -332,7 +335,7 @@ def prepare_run(phase: str, args: argparse.Namespace) -> _Run:
     data_dir, preset = resolve_data(args.data)
     out_dir = default_out_dir(args.out, data_dir, preset)
     preflight.check_out_dir(out_dir)
-    settings, jobs = resolve_settings(args, data_dir, preset, gpus=_gpus())
+    settings, jobs = resolve_settings(args, data_dir, preset, gpus=_gpus(), loss_names=loss_names)
     preflight.check_image_size(settings.image_size, settings.filters)
     manifest = Manifest.read(data_dir)
     folds: list[int | None] = list(_folds(args.folds, manifest.n_folds)) if phase == "crossval" else [None]

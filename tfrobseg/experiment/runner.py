@@ -113,15 +113,15 @@ def train(unit: Unit, settings: Settings, data: UnitData, unit_dir: Path, progre
     """Step 2: build and fit the unit's network; returns the :class:`~tfrobseg.training.TrainResult`."""
     from tfrobseg import models
     from tfrobseg.defenses import train_defended
-    from tfrobseg.losses import get_loss
 
     shape = (settings.image_size, settings.image_size, 1)
+    loss_options = tuple(sorted(settings.loss_options.get(unit.loss, {}).items()))
     return train_defended(
         lambda: models.build_model(unit.model, input_shape=shape, filters=settings.filters),
-        get_loss(unit.loss), data.train, data.val, defense=settings.defense, config=settings.train, out_dir=unit_dir,
+        settings.loss(unit.loss), data.train, data.val, defense=settings.defense, config=settings.train, out_dir=unit_dir,
         progress=progress, desc=f"train {unit.uid}", position=position,
         # Units of one model and loss (the folds) share the graph: traced once per worker process.
-        reuse_key=(unit.model, shape, settings.filters, unit.loss),
+        reuse_key=(unit.model, shape, settings.filters, unit.loss, loss_options),
     )
 
 
@@ -167,7 +167,6 @@ class Evaluation:
         """Attack every slice at every ε with one attack (not the ensemble) and score each patient in 3D."""
         from tfrobseg.attacks import attack_dataset
         from tfrobseg.experiment.scoring import evaluate_attack_stream, iter_with_count
-        from tfrobseg.losses import get_loss
 
         if spec.is_ensemble:
             raise ValueError("the ensemble is scored from its members' rows: ensemble_rows")
@@ -177,7 +176,7 @@ class Evaluation:
         total = sum(v.n_slices for v in self.volumes.values()) * len(epsilons)
         # The random attacks (random starts, restarts, noise) draw from the run's seed, as training does.
         seeded = {"seed": settings.train.seed} if "seed" in ATTACKS[spec.name].options else {}
-        stream = attack_dataset(self.model, self.dataset, list(epsilons), attack=spec.name, loss=get_loss(attack_loss),
+        stream = attack_dataset(self.model, self.dataset, list(epsilons), attack=spec.name, loss=settings.loss(attack_loss),
                                 batch_size=batch_size, return_images=True, jit_compile=settings.train.xla,
                                 attack_precision=settings.attack_precision, **seeded, **spec.options)
         counted = iter_with_count(stream, total, f"{spec.name} {self.unit.uid}", self.progress, self.position)

@@ -19,6 +19,7 @@ from tfrobseg.dataset.manifest import MANIFEST_NAME, Manifest
 from tfrobseg.defenses.config import (
     DefenseConfig,
     parse_defense_options,
+    parse_key_values,
     resolve_defense,
 )
 from tfrobseg.errors import OptionError
@@ -79,7 +80,9 @@ class Settings:
     (``tf.config.experimental.enable_op_determinism``) and ``replicas`` (the distribution
     strategy's replica count, which changes the per-replica batch). ``defense``: how every network of the
     run is trained (:mod:`tfrobseg.defenses`), ``None`` for ordinary training (then left out of the
-    fingerprint, so folders made before defenses existed keep theirs).
+    fingerprint, so folders made before defenses existed keep theirs). ``loss_options``: keyword arguments
+    of the named losses (``{"tversky": {"alpha": 0.7, "beta": 0.3}}``), wherever the run uses that loss (training
+    and attack); empty, left out of the fingerprint.
     """
 
     data_dir: str
@@ -101,6 +104,7 @@ class Settings:
     attack_options: dict[str, Any] = field(default_factory=dict)
     ensemble_members: tuple[str, ...] = ()
     defense: DefenseConfig | None = None
+    loss_options: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -119,6 +123,7 @@ class Settings:
         d["filters"] = tuple(int(f) for f in d["filters"])
         d["ensemble_members"] = tuple(d.get("ensemble_members", ()))
         d["defense"] = DefenseConfig.from_json(d["defense"]) if d.get("defense") else None
+        d["loss_options"] = {name: dict(options) for name, options in d.get("loss_options", {}).items()}
         return cls(**d)
 
     def fingerprint(self) -> dict[str, Any]:
@@ -126,7 +131,7 @@ class Settings:
         d = self.to_json()
         d["data_dir"] = os.path.abspath(d["data_dir"])  # the data fingerprint identifies the content
         d.pop("split_file")  # its hash identifies the split
-        for name in ("attack_options", "ensemble_members", "defense"):  # absent before: same hash when unused
+        for name in ("attack_options", "ensemble_members", "defense", "loss_options"):  # absent before: same hash
             if not d[name]:
                 d.pop(name)
         return d
@@ -145,6 +150,12 @@ class Settings:
     def attack_loss_for(self, training_loss: str) -> str:
         """The loss the attack differentiates: the unit's training loss unless one was chosen."""
         return training_loss if self.attack_loss == "same" else self.attack_loss
+
+    def loss(self, name: str) -> Any:
+        """The loss ``name`` with the run's options for it (``--loss-option``), for training and attacks alike."""
+        from tfrobseg.losses import get_loss
+
+        return get_loss(name, **self.loss_options.get(name, {}))
 
 
 def resolve_data(data: str | None) -> tuple[Path, str | None]:
@@ -230,10 +241,34 @@ def resolve_defense_options(args: Any) -> DefenseConfig | None:
         raise OptionError(str(exc)) from None
 
 
-def resolve_settings(args: Any, data_dir: Path, preset: str | None, *, gpus: int) -> tuple[Settings, int]:
+def resolve_loss_options(items: Any, names: Any) -> dict[str, dict[str, float]]:
+    """``--loss-option LOSS.KEY=VALUE`` values as options per loss, each loss built once with them to check them
+    (OptionError naming the item: a loss not chosen, an option it does not take, a bad value)."""
+    from tfrobseg.losses import get_loss
+
+    per: dict[str, list[str]] = {}
+    for item in items or ():
+        name, dot, rest = str(item).partition(".")
+        if not dot or "=" not in rest:
+            raise OptionError(f"--loss-option {item!r}: expected LOSS.KEY=VALUE, e.g. tversky.alpha=0.7")
+        if name not in names:
+            raise OptionError(f"--loss-option {item}: {name!r} is not a loss of this run ({', '.join(names)})")
+        per.setdefault(name, []).append(rest)
+    options = {}
+    for name, values in per.items():
+        try:
+            options[name] = parse_key_values(values, f"--loss-option {name}.")
+            get_loss(name, **options[name])
+        except (TypeError, ValueError) as exc:
+            raise OptionError(f"--loss-option {name}: {' '.join(str(exc).split())}") from None
+    return options
+
+
+def resolve_settings(args: Any, data_dir: Path, preset: str | None, *, gpus: int,
+                     loss_names: Any = ()) -> tuple[Settings, int]:
     """The run's :class:`Settings` and job count from the parsed options (``argparse.Namespace``).
 
-    ``gpus``: GPUs visible on this machine. XLA defaults to on, except for the preset on a machine
+    ``loss_names``: the run's losses, the only ones ``--loss-option`` may name. ``gpus``: GPUs visible on this machine. XLA defaults to on, except for the preset on a machine
     without a GPU (compiling a train step costs more than it saves there). ``--strategy auto`` is
     resolved here (:func:`~tfrobseg.training.config.resolve_strategy`), so that the strategy and its
     replica count are part of the fingerprint.
@@ -289,5 +324,6 @@ def resolve_settings(args: Any, data_dir: Path, preset: str | None, *, gpus: int
         attack_options=options,
         ensemble_members=members,
         defense=resolve_defense_options(args),
+        loss_options=resolve_loss_options(getattr(args, "loss_option", None), loss_names),
     )
     return settings, int(pick(args.jobs, "jobs", 1))

@@ -29,6 +29,7 @@ from tfrobseg.defenses.config import DefenseConfig
 from tfrobseg.defenses.model import DefendedModel
 from tfrobseg.errors import TrainingDiverged
 from tfrobseg.io import atomic_save_model
+from tfrobseg.losses.adaptive import AdaptiveTverskyCELoss, AdaptiveTverskyCEWeighting
 from tfrobseg.training.callbacks import (
     EpochProgress,
     HistoryCSV,
@@ -158,6 +159,9 @@ def train_model(
     monitor = "val_loss" if val_data is not None else "loss"
     callbacks = protocol_callbacks(config, monitor)
     early = callbacks[1]
+    if isinstance(model.loss, AdaptiveTverskyCELoss):
+        # Paper 003's epoch-wise weights; first, so that history.csv records each epoch's weights.
+        callbacks.insert(0, AdaptiveTverskyCEWeighting())
     history_cb = HistoryCSV(Path(out_dir) / "history.csv") if out_dir is not None else None
     diverged = StopOnNonFinite()
     callbacks += [cb for cb in (history_cb, diverged) if cb is not None]
