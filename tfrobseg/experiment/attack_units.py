@@ -214,13 +214,14 @@ class _UnitAttacks:
         """The unit's model and evaluation slices (:class:`~tfrobseg.experiment.runner.Evaluation`), loaded once."""
         if self._evaluation is None:
             from tfrobseg.dataset.integrity import verify_records
-            from tfrobseg.experiment.runner import Evaluation, eval_dataset
+            from tfrobseg.experiment.runner import Evaluation, eval_dataset, volumetric
             from tfrobseg.reporting.figures import load_unit_model
 
             settings, patients = self.plan.settings, self.record.patients.eval
             verify_records(settings.data_dir, sorted(patients))
             self._evaluation = Evaluation.of(self.unit, settings, load_unit_model(self.dir),
-                                             eval_dataset(settings, patients), patients, progress=self.progress)
+                                             eval_dataset(settings, patients, volumes=volumetric(self.unit.model)),
+                                             patients, progress=self.progress)
         return self._evaluation
 
     def compute(self, spec: AttackSpec) -> tuple[pd.DataFrame, dict[str, str] | None]:

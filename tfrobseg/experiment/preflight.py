@@ -44,6 +44,24 @@ def check_image_size(image_size: int, filters: Sequence[int]) -> None:
                           f"{factor} (e.g. {' or '.join(map(str, near))}; the study's 256)")
 
 
+def check_models(model_names: Sequence[str], image_size: int, filters: Sequence[int],
+                 patch_shape: Sequence[int] | None) -> None:
+    """Each model builds at the run's input (a slice of ``image_size``, or a 3D network's training patch): its own
+    constraints (EfficientNet halves five times, a 3D network's patch too) fail here, in one line naming the
+    model and the option, not in every unit."""
+    from tfrobseg import models
+
+    volumetric = set(models.model_names(spatial_rank=3))
+    for name in model_names:
+        shape = (*patch_shape, 1) if name in volumetric and patch_shape else (image_size, image_size, 1)
+        try:
+            models.build_model(name, input_shape=shape, filters=filters)
+        except ValueError as exc:
+            flag = "--patch-shape" if name in volumetric else "--image-size"
+            raise OptionError(f"--model {name}: {flag} {','.join(map(str, shape[:-1]))} with --filters "
+                              f"{','.join(map(str, filters))}: {exc}") from None
+
+
 def check_out_dir(out: Path) -> None:
     """``out`` is a folder, or can be created: no file in the way, and its nearest existing folder writable."""
     if (problem := out_folder_problem(out)) is not None:

@@ -70,8 +70,42 @@ def load_data(unit: Unit, settings: Settings) -> UnitData:
         raise ValueError(f"unit {unit.uid}: empty training ({len(patients.train)}) or evaluation "
                          f"({len(patients.eval)}) set")
     verify_records(settings.data_dir, sorted({*patients.train, *patients.val, *patients.eval}), manifest=manifest)
+    second_reader = unit.loss in SECOND_READER_LOSSES
     with _reading(unit, settings, patients):  # the slices are read here, once (unit_datasets caches them)
-        return unit_datasets(settings, patients, second_reader=unit.loss in SECOND_READER_LOSSES)
+        if volumetric(unit.model):
+            if second_reader:
+                raise ValueError(f"unit {unit.uid}: the 3D data path has no second-reader targets for {unit.loss}")
+            return volume_datasets(settings, patients)
+        return unit_datasets(settings, patients, second_reader=second_reader)
+
+
+def volumetric(model: str) -> bool:
+    """Whether ``model`` is a 3D network (it takes volumes ``(D, H, W, 1)``: :func:`volume_datasets`)."""
+    from tfrobseg import models
+
+    return model in models.model_names(spatial_rank=3)
+
+
+def pooling_multiple(settings: Settings) -> int:
+    """What every size a run's networks take must be a multiple of: 2^(levels - 1)."""
+    return 2 ** (len(settings.filters) - 1)
+
+
+def volume_datasets(settings: Settings, patients: UnitPatients) -> UnitData:
+    """A 3D network's datasets: random training patches (:attr:`Settings.patch_shape`, seeded; half of them on the
+    gland), whole validation volumes and whole evaluation volumes, padded to :func:`pooling_multiple` after their
+    last slice, row and column (:func:`tfrobseg.dataset.volumes.volume_dataset`). The volumes are the slices of
+    the 2D path stacked (:func:`tfrobseg.dataset.volumes.load_volumes`): same resampling, same spacing."""
+    from tfrobseg.dataset.volumes import load_volumes, patch_dataset, volume_dataset
+
+    train = patch_dataset(load_volumes(settings.data_dir, patients.train, image_size=settings.image_size),
+                          settings.patch_shape, batch_size=settings.train.batch_size, seed=settings.train.seed,
+                          samples_per_volume=settings.patches_per_volume)
+    val = None
+    if patients.val:
+        volumes = load_volumes(settings.data_dir, patients.val, image_size=settings.image_size)
+        val = volume_dataset(volumes, multiple=pooling_multiple(settings)).map(lambda e: (e["image"], e["mask"]))
+    return UnitData(patients, train, val, eval_dataset(settings, patients.eval, volumes=True))
 
 
 def record_files(settings: Settings, patient_ids: list[str]) -> dict[str, tuple[Path, int]]:
@@ -114,7 +148,8 @@ def train(unit: Unit, settings: Settings, data: UnitData, unit_dir: Path, progre
     from tfrobseg import models
     from tfrobseg.defenses import train_defended
 
-    shape = (settings.image_size, settings.image_size, 1)
+    # A 3D network trains on patches and is evaluated on whole (padded) volumes of other depths.
+    shape = (None, None, None, 1) if volumetric(unit.model) else (settings.image_size, settings.image_size, 1)
     loss_options = tuple(sorted(settings.loss_options.get(unit.loss, {}).items()))
     return train_defended(
         lambda: models.build_model(unit.model, input_shape=shape, filters=settings.filters),
@@ -125,10 +160,17 @@ def train(unit: Unit, settings: Settings, data: UnitData, unit_dir: Path, progre
     )
 
 
-def eval_dataset(settings: Settings, patients: list[str]) -> Any:
+def eval_dataset(settings: Settings, patients: list[str], *, volumes: bool = False) -> Any:
     """The slices of the evaluation ``patients``, in patient and slice order, at the run's input size: what
-    a unit attacks (here and in ``experiments/attack.py``). Cached in memory as :func:`unit_datasets` says."""
+    a unit attacks (here and in ``experiments/attack.py``). Cached in memory as :func:`unit_datasets` says.
+    ``volumes``: for a 3D network, their whole volumes instead, padded as :func:`volume_datasets` says."""
     from tfrobseg.dataset.pipeline import make_dataset
+
+    if volumes:
+        from tfrobseg.dataset.volumes import load_volumes, volume_dataset
+
+        return volume_dataset(load_volumes(settings.data_dir, patients, image_size=settings.image_size),
+                              multiple=pooling_multiple(settings))
 
     return make_dataset(settings.data_dir, patients, batch_size=settings.train.batch_size, shuffle=False,
                         seed=settings.train.seed, image_size=settings.image_size,
@@ -173,11 +215,12 @@ class Evaluation:
         from tfrobseg.attacks.runner import ATTACKS
 
         settings = self.settings
-        total = sum(v.n_slices for v in self.volumes.values()) * len(epsilons)
+        whole = volumetric(self.unit.model)  # one attack per whole volume, volumes of different depths: one a batch
+        total = (len(self.volumes) if whole else sum(v.n_slices for v in self.volumes.values())) * len(epsilons)
         # The random attacks (random starts, restarts, noise) draw from the run's seed, as training does.
         seeded = {"seed": settings.train.seed} if "seed" in ATTACKS[spec.name].options else {}
         stream = attack_dataset(self.model, self.dataset, list(epsilons), attack=spec.name, loss=settings.loss(attack_loss),
-                                batch_size=batch_size, return_images=True, jit_compile=settings.train.xla,
+                                batch_size=1 if whole else batch_size, return_images=True, jit_compile=settings.train.xla,
                                 attack_precision=settings.attack_precision, **seeded, **spec.options)
         counted = iter_with_count(stream, total, f"{spec.name} {self.unit.uid}", self.progress, self.position)
         return evaluate_attack_stream(counted, self.volumes, threshold=settings.threshold,

@@ -54,7 +54,8 @@ def load_volumes(dataset: Iterable[Mapping[str, Any]],
                  expected: Mapping[str, tuple[Path, int]] | None = None) -> dict[str, PatientVolume]:
     """Collect each patient's clean image, mask and spacing from a (batched) dict dataset.
 
-    ``dataset`` is a :func:`tfrobseg.dataset.pipeline.make_dataset` dataset; elements may be batched or not.
+    ``dataset`` is a :func:`tfrobseg.dataset.pipeline.make_dataset` dataset; elements may be batched or not;
+    or a :func:`tfrobseg.dataset.volumes.volume_dataset` of whole volumes (cropped back to their ``shape``).
     ``expected`` maps each patient to its record file and the manifest's slice count: a patient with
     another number of slices (a record truncated at a record boundary reads without error) raises
     :class:`~tfrobseg.errors.RecordError` naming the patient and the file, never scored on fewer slices.
@@ -64,6 +65,14 @@ def load_volumes(dataset: Iterable[Mapping[str, Any]],
     spacing: dict[str, tuple[float, ...]] = {}
     for element in dataset:
         image = np.asarray(element["image"])
+        if image.ndim == 5:  # whole volumes (tfrobseg.dataset.volumes.volume_dataset), padded after their end
+            for i in range(image.shape[0]):
+                depth, height, width = (int(n) for n in np.asarray(element["shape"])[i])
+                pid = _scalar(np.asarray(element["patient_id"])[i])
+                spacing[pid] = tuple(float(v) for v in np.asarray(element["spacing"])[i].reshape(-1))
+                mask = np.asarray(element["mask"])[i, :depth, :height, :width, 0] > 0.5
+                slices[pid] = {k: (image[i, k, :height, :width, 0].astype(np.float32), mask[k]) for k in range(depth)}
+            continue
         batched = image.ndim == 4
         n = image.shape[0] if batched else 1
         arrays = {k: np.asarray(element[k]) for k in ("image", "mask", "patient_id", "slice_index", "spacing")}
@@ -153,7 +162,9 @@ def evaluate_attack_stream(
 
     Args:
         stream: dicts with ``patient_id``, ``slice_index``, ``epsilon``, ``prediction``
-            (H, W, C) probabilities and optionally ``adversarial`` (H, W, C) images.
+            (H, W, C) probabilities and optionally ``adversarial`` (H, W, C) images; or, for a 3D network, one
+            dict per whole volume, without ``slice_index``, ``prediction`` (D, H, W, C) (padding after the end
+            is cropped off).
         volumes: from :func:`load_volumes` on the same dataset (reference masks, spacing).
         threshold: probability above which a voxel is foreground.
         extra: constant columns to add to every row (model, loss, fold, attack, ...).
@@ -178,7 +189,12 @@ def evaluate_attack_stream(
         adv = item.get("adversarial")
         adv = None if adv is None else np.asarray(adv, dtype=np.float32)[..., 0]
         per = pending.setdefault((pid, eps), {})
-        per[int(item["slice_index"])] = (pred, adv)
+        if "slice_index" in item:
+            per[int(item["slice_index"])] = (pred, adv)
+        else:  # a whole volume: its slices, the padding after its end cropped off
+            height, width = vol.image.shape[1:]
+            per.update({int(k): (pred[j, :height, :width], None if adv is None else adv[j, :height, :width])
+                        for j, k in enumerate(vol.slice_indices)})
         if len(per) == vol.n_slices:
             del pending[(pid, eps)]
             missing = set(vol.slice_indices.tolist()) - set(per)

@@ -35,6 +35,8 @@ __all__ = ["BUILTIN_DATA", "BUILTIN_PRESET", "Settings", "default_out_dir", "def
            "resolve_attack_options", "resolve_data", "resolve_defense_options", "resolve_settings"]
 
 BUILTIN_DATA = Path("data/builtin")
+#: Random patches drawn per training volume and epoch for a 3D network (half of them on the foreground).
+PATCHES_PER_VOLUME = 4
 #: The key under which tfrobseg before issue 13 identified the data (the manifest file's SHA-256).
 LEGACY_DATA_KEY = "manifest_sha256"
 
@@ -82,7 +84,9 @@ class Settings:
     run is trained (:mod:`tfrobseg.defenses`), ``None`` for ordinary training (then left out of the
     fingerprint, so folders made before defenses existed keep theirs). ``loss_options``: keyword arguments
     of the named losses (``{"tversky": {"alpha": 0.7, "beta": 0.3}}``), wherever the run uses that loss (training
-    and attack); empty, left out of the fingerprint.
+    and attack); empty, left out of the fingerprint. ``patch_shape`` (D, H, W) and ``patches_per_volume``: how
+    the run's 3D networks train (random patches, :func:`tfrobseg.dataset.volumes.patch_dataset`); ``None`` when
+    the run has none (then both are left out of the fingerprint).
     """
 
     data_dir: str
@@ -105,6 +109,8 @@ class Settings:
     ensemble_members: tuple[str, ...] = ()
     defense: DefenseConfig | None = None
     loss_options: dict[str, dict[str, float]] = field(default_factory=dict)
+    patch_shape: tuple[int, int, int] | None = None
+    patches_per_volume: int = PATCHES_PER_VOLUME
 
     def to_json(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -124,6 +130,7 @@ class Settings:
         d["ensemble_members"] = tuple(d.get("ensemble_members", ()))
         d["defense"] = DefenseConfig.from_json(d["defense"]) if d.get("defense") else None
         d["loss_options"] = {name: dict(options) for name, options in d.get("loss_options", {}).items()}
+        d["patch_shape"] = tuple(int(n) for n in d["patch_shape"]) if d.get("patch_shape") else None
         return cls(**d)
 
     def fingerprint(self) -> dict[str, Any]:
@@ -134,6 +141,9 @@ class Settings:
         for name in ("attack_options", "ensemble_members", "defense", "loss_options"):  # absent before: same hash
             if not d[name]:
                 d.pop(name)
+        if d["patch_shape"] is None:  # no 3D network in the run: the 3D data path's settings mean nothing
+            d.pop("patch_shape")
+            d.pop("patches_per_volume")
         return d
 
     def evaluated_attacks(self) -> tuple[str, ...]:
@@ -241,6 +251,25 @@ def resolve_defense_options(args: Any) -> DefenseConfig | None:
         raise OptionError(str(exc)) from None
 
 
+def resolve_patch_shape(text: str | None, volumetric: bool, image_size: int) -> tuple[int, int, int] | None:
+    """The training patch of the run's 3D networks: ``--patch-shape D,H,W``, by default 16 slices of the whole
+    in-plane field (a third to a half of a prostate volume's 3 mm slices, so that a patch holds gland and
+    its surroundings); ``None`` without a 3D network (OptionError for ``--patch-shape`` then)."""
+    if not volumetric:
+        if text is not None:
+            raise OptionError("--patch-shape is for 3D networks (e.g. --model unet_3d); the run has none")
+        return None
+    if text is None:
+        return (16, image_size, image_size)
+    try:
+        shape = tuple(int(v) for v in str(text).split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise OptionError(f"--patch-shape {text!r}: expected three positive integers D,H,W, e.g. 16,64,64")
+    return shape  # type: ignore[return-value]
+
+
 def resolve_loss_options(items: Any, names: Any) -> dict[str, dict[str, float]]:
     """``--loss-option LOSS.KEY=VALUE`` values as options per loss, each loss built once with them to check them
     (OptionError naming the item: a loss not chosen, an option it does not take, a bad value)."""
@@ -265,10 +294,11 @@ def resolve_loss_options(items: Any, names: Any) -> dict[str, dict[str, float]]:
 
 
 def resolve_settings(args: Any, data_dir: Path, preset: str | None, *, gpus: int,
-                     loss_names: Any = ()) -> tuple[Settings, int]:
+                     loss_names: Any = (), volumetric: bool = False) -> tuple[Settings, int]:
     """The run's :class:`Settings` and job count from the parsed options (``argparse.Namespace``).
 
-    ``loss_names``: the run's losses, the only ones ``--loss-option`` may name. ``gpus``: GPUs visible on this machine. XLA defaults to on, except for the preset on a machine
+    ``loss_names``: the run's losses, the only ones ``--loss-option`` may name; ``volumetric``: whether the run
+    trains a 3D network (then ``--patch-shape`` is resolved). ``gpus``: GPUs visible on this machine. XLA defaults to on, except for the preset on a machine
     without a GPU (compiling a train step costs more than it saves there). ``--strategy auto`` is
     resolved here (:func:`~tfrobseg.training.config.resolve_strategy`), so that the strategy and its
     replica count are part of the fingerprint.
@@ -287,6 +317,7 @@ def resolve_settings(args: Any, data_dir: Path, preset: str | None, *, gpus: int
     if split_file and not Path(split_file).is_file():
         raise OptionError(f"--split {split_file}: no such file (a JSON file with train/val/test patient lists)")
     manifest = Manifest.read(data_dir)
+    image_size = int(pick(args.image_size, "image_size", manifest.image_size))
     xla = args.xla if args.xla is not None else not (preset and not has_gpu)
     try:
         strategy, replicas = resolve_strategy(args.strategy, gpus, tf_config_workers())
@@ -314,7 +345,7 @@ def resolve_settings(args: Any, data_dir: Path, preset: str | None, *, gpus: int
         attack=attack,
         attack_loss=args.attack_loss,
         filters=tuple(pick(args.filters, "filters", study.FILTERS)),
-        image_size=int(pick(args.image_size, "image_size", manifest.image_size)),
+        image_size=image_size,
         train=train,
         preset=preset,
         attack_precision=args.attack_precision,
@@ -325,5 +356,6 @@ def resolve_settings(args: Any, data_dir: Path, preset: str | None, *, gpus: int
         ensemble_members=members,
         defense=resolve_defense_options(args),
         loss_options=resolve_loss_options(getattr(args, "loss_option", None), loss_names),
+        patch_shape=resolve_patch_shape(getattr(args, "patch_shape", None), volumetric, image_size),
     )
     return settings, int(pick(args.jobs, "jobs", 1))
