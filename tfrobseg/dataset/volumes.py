@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -311,6 +312,17 @@ def _weights(patch: tuple[int, int, int], weighting: str) -> np.ndarray:
     return np.einsum("i,j,k->ijk", *axes)[..., None]
 
 
+# model -> its compiled inference pass, kept while the model lives (one trace per window shape, not per call).
+_FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _forward(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
+    if model not in _FORWARD:
+        ref = weakref.ref(model)  # a strong reference here would keep the model (the dict's key) alive
+        _FORWARD[model] = tf.function(lambda x: tf.cast(ref()(x, training=False), tf.float32), reduce_retracing=True)
+    return _FORWARD[model]
+
+
 def sliding_window_predict(model: keras.Model, image: np.ndarray, patch_shape: int | Sequence[int], *,
                            overlap: float = 0.5, batch_size: int = 4, weighting: str = "gaussian") -> np.ndarray:
     """The model's probabilities for a whole ``(D, H, W, 1)`` volume, from overlapping ``patch_shape`` windows.
@@ -321,9 +333,9 @@ def sliding_window_predict(model: keras.Model, image: np.ndarray, patch_shape: i
     that cover it. ``weighting="gaussian"`` (default, nnU-Net's): a window's voxels are weighted by a
     Gaussian centred on the window, σ = 1/8 of the patch along each axis, since a prediction near a
     window's edge (where the convolutions see zero padding) is less reliable than at its centre;
-    ``"uniform"``: the plain mean. Where one window covers the volume, the output is the model's own
-    prediction for it. Windows go through ``model`` in batches of ``batch_size`` (the last one
-    padded, so the model is traced once). Returns ``(D, H, W, C)`` float32.
+    ``"uniform"``: the plain mean. Where one window covers the volume, the output is exactly the model's
+    own prediction for it. Windows go through ``model`` in batches of ``batch_size`` (at most the
+    number of windows; the last batch padded, so the model is traced once). Returns ``(D, H, W, C)`` float32.
     """
     image = np.asarray(image, np.float32)
     if image.ndim == 5 and image.shape[0] == 1:
@@ -340,7 +352,10 @@ def sliding_window_predict(model: keras.Model, image: np.ndarray, patch_shape: i
     padded = _pad_to(image, patch)
     starts = list(itertools.product(*(window_starts(n, p, overlap) for n, p in zip(padded.shape[:3], patch))))
     weight = _weights(patch, weighting)
-    forward = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32))
+    # No larger than the number of windows: one window goes through the model alone, as the whole volume
+    # would (a convolution's float32 result can depend on the batch it is computed in).
+    batch_size = min(batch_size, len(starts))
+    forward = _forward(model)
     total = norm = None
     for first in range(0, len(starts), batch_size):
         chunk = starts[first:first + batch_size]
