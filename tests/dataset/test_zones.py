@@ -38,13 +38,15 @@ def _indicators_ref(row: np.ndarray, positions: np.ndarray) -> dict[str, np.ndar
 
 
 def test_label_map_resampled_label_by_label():
-    # One row of labels along x, 1 mm voxels, resampled to 1.5 mm: output voxel i samples input 1.5 i.
-    row = np.array([0, 0, 2, 2, 0, 0, 1, 1, 1, 2, 2, 2, 2, 1, 0, 0], np.uint8)
+    # One row of labels along x, 1 mm voxels, resampled to 1.25 mm: output voxel i samples input 1.25 i
+    # (weights 0.25, 0.5, 0.75 between neighbours).
+    row = np.array([0, 2, 2, 2, 0, 0, 1, 1, 1, 2, 2, 2, 2, 1, 0, 0, 2, 0, 1, 1], np.uint8)
     image = sitk.GetImageFromArray(np.tile(row, (1, 2, 1)))
-    out = sitk.GetArrayFromImage(resample_label_map(image, (1.5, 1.0, 1.0), 2))[0, 0]
-    ref = _indicators_ref(row, 1.5 * np.arange(len(out)))
+    out = sitk.GetArrayFromImage(resample_label_map(image, (1.25, 1.0, 1.0), 2))[0, 0]
+    ref = _indicators_ref(row, 1.25 * np.arange(len(out)))
     expected = np.where(ref["fg"] < 0.5, 0, np.where(ref["tz"] > ref["pz"], 2, 1))
     np.testing.assert_array_equal(out, expected)
+    assert {0, 1, 2} == set(out) and ref["fg"][3] == 0.25 and out[3] == 0  # input 3.75: the edge of a TZ, left out
     # Between TZ and background (input 3.0 .. 4.0) no PZ appears, as interpolating the values would make it.
     assert 1 not in out[:4]
     # The foreground is the gland resampled as a mask (linear, then >= 0.5).
