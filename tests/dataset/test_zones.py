@@ -158,6 +158,22 @@ def test_zones_option_with_other_label_values(tiny_cohort, tmp_path):
     assert Manifest.read(tmp_path / "a").patients["Synthetic-0000"].details["zones"]["labels"] == {"PZ": 5, "TZ": 7}
 
 
+def test_zones_added_to_a_folder_prepared_without_them(tiny_cohort, tmp_path, capsys):
+    raw = tiny_cohort / "raw"
+    images, out = _one_patient(raw, tmp_path), tmp_path / "out"
+    assert cli.main(["--images", str(images), "--masks", str(raw / "masks" / "whole_gland"), "--out", str(out),
+                     "--no-n4", "--quiet"]) == 0
+    assert not Manifest.read(out).patients["Synthetic-0000"].has_zones
+    capsys.readouterr()
+    assert _prepare(images, raw, out, raw / "masks" / "zones") == 0  # kept as it was, and the log says how to add them
+    assert "--zones: 1 patient(s) prepared earlier without zones keep their records (Synthetic-0000); add " \
+           "--overwrite" in capsys.readouterr().out
+    assert not Manifest.read(out).patients["Synthetic-0000"].has_zones
+    assert _prepare(images, raw, out, raw / "masks" / "zones", "--overwrite") == 0
+    assert "changes: records changed: Synthetic-0000; labels changed: Synthetic-0000" in capsys.readouterr().out
+    assert Manifest.read(out).patients["Synthetic-0000"].has_zones
+
+
 def test_a_zone_map_with_other_values_is_skipped_naming_the_file(tiny_cohort, tmp_path, capsys):
     raw = tiny_cohort / "raw"
     images = _one_patient(raw, tmp_path)

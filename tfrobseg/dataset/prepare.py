@@ -367,6 +367,10 @@ def _select_sources(images: str | Path, patients: Sequence[str] | None) -> dict[
     return {p: sources[p] for p in patients}
 
 
+def _names(ids: list[str], limit: int = 5) -> str:
+    return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
 def _describe(pid: str, entry: PatientEntry) -> str:
     label = ("labelled" + (" + second reader" if entry.second_reader else "") + (" + zones" if entry.has_zones else "")
              ) if entry.labelled else "UNLABELLED (no mask)"
@@ -460,6 +464,10 @@ def prepare_cohort(
         kept = [p for p in manifest.ok_patients if p not in todo]
         if kept:
             log(f"resuming: {len(kept)} patient(s) already prepared, {len(todo)} to do")
+        if no_zones := [p for p in kept if p in sources and not manifest.patients[p].has_zones
+                        and manifest.patients[p].labelled and find_mask(zones, p) is not None]:
+            log(f"--zones: {len(no_zones)} patient(s) prepared earlier without zones keep their records "
+                f"({_names(no_zones)}); add --overwrite to prepare them again with their zones")
         _run(out, manifest, [(sources[p], find_mask(masks, p), find_mask(second_masks, p), listed.get(p), config,
                               find_mask(zones, p), zone_labels) for p in todo],
              config=config, provenance=(inputs, environment_versions()), workers=workers, strict=strict, progress=progress, log=log)
