@@ -37,6 +37,22 @@ def test_round_trip_keeps_every_field(tmp_path):
     assert back.image_size == 96 and back.parameters.spacing_zyx == (3.0, 0.5, 0.5)
 
 
+def test_zones_are_typed_and_absent_from_folders_without_them(tmp_path):
+    m = _manifest()
+    # Computed by the tfrobseg before issue 17 for this manifest: a folder without zones keeps its data hash.
+    assert m.content_hash() == "6642e4d92804d045"
+    assert all("has_zones" not in e for e in m.to_json()["patients"].values())
+    m.patients["P2"].has_zones = True
+    m.write(tmp_path)
+    raw = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    assert raw["patients"]["P2"]["has_zones"] is True and "has_zones" not in raw["patients"]["P3"]
+    back = Manifest.read(tmp_path)
+    assert back == m and back.patients["P2"].has_zones and not back.patients["P3"].has_zones
+    assert back.fingerprint()["patients"]["P2"]["has_zones"] is True
+    assert describe_data_changes(_manifest().fingerprint(), back.fingerprint()) == ["labels changed: P2"]
+    assert "6 labelled, 1 unlabelled: P6; 1 with zones)" in back.summary()
+
+
 def test_split_uses_labelled_ok_patients_only():
     m = _manifest()
     assert m.ok_patients == [f"P{k}" for k in range(7)]

@@ -182,11 +182,12 @@ def test_load_slices_holds_masks_as_bytes(builtin):
     n = m.patients[pid].n_slices
     assert {k: v.shape[0] for k, v in slices.items()} == {k: n for k in slices}
     assert slices["image"].dtype == np.float32 and slices["image"].shape == (n, 32, 32, 1)
-    assert slices["mask"].dtype == slices["mask2"].dtype == np.uint8 and set(np.unique(slices["mask"])) == {0, 1}
+    assert slices["mask"].dtype == slices["mask2"].dtype == slices["zones"].dtype == np.uint8
+    assert set(np.unique(slices["mask"])) == {0, 1} and set(np.unique(slices["zones"])) == {0, 1, 2}
     np.testing.assert_array_equal(slices["slice_index"], np.arange(n))
     np.testing.assert_allclose(slices["spacing"], [[3.0, 4.0, 4.0]] * n)  # 0.5 mm x 256 / 32
-    used = sum(v.nbytes for k, v in slices.items() if k in ("image", "mask", "mask2"))
-    assert data.cache_bytes(n, 32) == used == n * 32 * 32 * (4 + 1 + 1)
+    used = sum(v.nbytes for k, v in slices.items() if k in ("image", "mask", "mask2", "zones"))
+    assert data.cache_bytes(n, 32) == used == n * 32 * 32 * (4 + 1 + 1 + 1)
 
 
 def test_cache_only_under_the_limit(builtin, monkeypatch):

@@ -62,6 +62,9 @@ def test_written_cohort_is_readable_dicom_labelled_synthetic(tmp_path):
     mask = sitk.ReadImage(str(raw / "masks" / "whole_gland" / "Synthetic-0001.nii.gz"))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(mask), ph["mask"])
     assert mask.GetOrigin() == pytest.approx(img.GetOrigin(), abs=1e-3)
+    zones = sitk.ReadImage(str(raw / "masks" / "zones" / "Synthetic-0001.nii.gz"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(zones), ph["zones"])
+    assert zones.GetOrigin() == pytest.approx(img.GetOrigin(), abs=1e-3)
 
 
 def test_builtin_prepared_by_an_older_format_is_prepared_again(tmp_path):

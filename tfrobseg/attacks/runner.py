@@ -1,9 +1,11 @@
-"""Attack a whole dataset slice by slice and ε by ε, streaming one fixed-size batch at a time.
+"""Attack a whole dataset slice by slice (or volume by volume) and ε by ε, streaming one fixed-size batch at a time.
 
 The dataset is a :func:`tfrobseg.dataset.pipeline.make_dataset` dataset: dict elements with ``image`` and
-``mask`` ``(B, H, W, C)``, ``patient_id`` and ``slice_index`` (unbatched dict datasets work too).
-It is re-batched to ``batch_size`` and the last partial batch is padded with empty slices, so every
-call sees the same shape and XLA compiles once; the padding is dropped from the output. Only one
+``mask`` ``(B, H, W, C)``, ``patient_id`` and ``slice_index`` (unbatched dict datasets work too), or a
+:func:`tfrobseg.dataset.volumes.volume_dataset` of whole volumes, ``image`` and ``mask`` ``(B, D, H, W, C)``
+(rank 5: volumes are always batched, since an unbatched volume has the rank of a batch of slices).
+It is re-batched to ``batch_size`` and the last partial batch is padded with empty slices (volumes),
+so every call sees the same shape and XLA compiles once; the padding is dropped from the output. Only one
 batch of results is held at a time.
 """
 
@@ -139,7 +141,7 @@ def _matched_noise(draw: Callable[..., tf.Tensor]) -> BatchRun:
         seeded = {"seed": seed} if "seed" in reference.options else {}
         _, adversarial = reference.run(model, x, y, epsilons, batch_number, **options, **seeded)
         clip, relative_to = options.get("clip"), options.get("relative_to")
-        rms = tf.sqrt(tf.reduce_mean(tf.square(adversarial - x), axis=[2, 3, 4]))
+        rms = tf.sqrt(tf.reduce_mean(tf.square(adversarial - x), axis=list(range(2, adversarial.shape.rank))))
         noisy = []
         for e, eps in enumerate(epsilons):
             # The rounding of (x + δ) − x can put the measured RMS a hair above ε; the box's RMS is at most ε.
@@ -190,17 +192,22 @@ ATTACKS.update({
 })
 
 
-def _rebatch(dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+def _rebatch(dataset: tf.data.Dataset, batch_size: int) -> tuple[tf.data.Dataset, bool]:
+    """The dataset in batches of ``batch_size`` and whether its elements are volumes (rank 5)."""
     spec = dataset.element_spec
     if not isinstance(spec, dict) or "image" not in spec or "mask" not in spec:
         keys = sorted(spec) if isinstance(spec, dict) else type(spec).__name__
         raise ValueError(f"dataset elements must be dicts with 'image' and 'mask' (tfrobseg.dataset.pipeline.make_dataset), got {keys}")
     rank = spec["image"].shape.rank
-    if rank == 4:
+    if rank == 5 and batch_size > 1 and not spec["image"].shape[1:].is_fully_defined():
+        raise ValueError(f"the dataset's volumes differ in size (image {spec['image'].shape}): attack them with "
+                         "batch_size=1, or pad them to one size (tfrobseg.dataset.volumes.pad_to_multiple)")
+    if rank in (4, 5):
         dataset = dataset.unbatch()
     elif rank != 3:
-        raise ValueError(f"dataset 'image' must be (H, W, C) or batched (B, H, W, C), got shape {spec['image'].shape}")
-    return dataset.batch(batch_size).prefetch(1)
+        raise ValueError(f"dataset 'image' must be (H, W, C), batched (B, H, W, C), or batched volumes "
+                         f"(B, D, H, W, C), got shape {spec['image'].shape}")
+    return dataset.batch(batch_size).prefetch(1), rank == 5
 
 
 def _pad(tensor: tf.Tensor, batch_size: int) -> tf.Tensor:
@@ -252,7 +259,9 @@ def attack_dataset(
 
     Args:
         model: Keras model returning probabilities.
-        dataset: :func:`tfrobseg.dataset.pipeline.make_dataset` dataset; the attack's ``y`` is ``element["mask"]``.
+        dataset: :func:`tfrobseg.dataset.pipeline.make_dataset` dataset, or a
+            :func:`tfrobseg.dataset.volumes.volume_dataset` of whole volumes (``batch_size=1`` unless they are of
+            one size); the attack's ``y`` is ``element["mask"]``.
         epsilons: ε values (input units, or fractions with ``relative_to``); 0 gives the clean result.
         attack: a name in :data:`ATTACKS`: ``"fgsm"`` (one gradient per batch via :func:`fgsm_sweep`),
             ``"ifgsm"``, ``"targeted_ifgsm"`` (``target=`` ``"background"`` (default),
@@ -276,7 +285,8 @@ def attack_dataset(
     Yields:
         ``{"patient_id": str, "slice_index": int, "epsilon": float, "prediction": (H, W, C) float32}``
         plus ``"image"`` and ``"adversarial"`` when ``return_images``; slices in dataset order, the
-        ε values of a slice in the order given.
+        ε values of a slice in the order given. For volumes (:func:`tfrobseg.dataset.volumes.volume_dataset`)
+        one result per volume and ε, without ``slice_index``, ``prediction`` ``(D, H, W, C)``.
 
     Raises:
         ValueError: an unknown attack, an argument the attack does not take, or an invalid value.
@@ -284,11 +294,11 @@ def attack_dataset(
     options = _check_call(attack, loss, batch_size, attack_kwargs)
     eps_values = check_epsilons(epsilons)
     precision = check_attack_precision(attack_precision)
-    batches = _rebatch(dataset, batch_size)
+    batches, volumes = _rebatch(dataset, batch_size)
     if precision == "float32":
         # One copy per call: the attack and the predictions of the attacked slices run in float32.
         model = float32_copy(model)
-    return _results(model, batches, eps_values, ATTACKS[attack].run, batch_size, return_images, options)
+    return _results(model, batches, eps_values, ATTACKS[attack].run, batch_size, return_images, options, volumes)
 
 
 def _results(
@@ -299,6 +309,7 @@ def _results(
     batch_size: int,
     return_images: bool,
     options: dict[str, Any],
+    volumes: bool = False,
 ) -> Iterator[dict[str, Any]]:
     counter = 0
     for batch_number, element in enumerate(batches):
@@ -317,7 +328,7 @@ def _results(
             for e, eps in enumerate(eps_values):
                 result = {
                     "patient_id": pid,
-                    "slice_index": int(slices[i]),
+                    **({} if volumes else {"slice_index": int(slices[i])}),
                     "epsilon": eps,
                     "prediction": np.array(preds[e, i], np.float32),
                 }

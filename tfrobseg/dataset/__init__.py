@@ -10,6 +10,8 @@ a prepared folder never loads SimpleITK):
 * :mod:`~tfrobseg.dataset.records`, :mod:`~tfrobseg.dataset.manifest`, :mod:`~tfrobseg.dataset.splits`:
   what a prepared folder holds (TFRecords, ``manifest.json``, the seeded patient split).
 * :mod:`~tfrobseg.dataset.pipeline`: ``tf.data`` datasets for training and evaluation (TensorFlow only).
+* :mod:`~tfrobseg.dataset.volumes`: the 3D path: whole volumes, random patches, volume datasets for the
+  attacks, sliding-window inference.
 * :mod:`~tfrobseg.dataset.synthetic`, :mod:`~tfrobseg.dataset.preview`, :mod:`~tfrobseg.dataset.cli`:
   the built-in SYNTHETIC cohort, a QA montage, and the ``data_prep/prostatex.py`` command line.
 """

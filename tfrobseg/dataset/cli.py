@@ -2,7 +2,8 @@
 
 Real data:
     python data_prep/prostatex.py --images PROSTATEx/ --masks masks/whole_gland \
-        [--second-masks masks/reader2] [--image-list image_list.csv] [--out data/prostatex]
+        [--second-masks masks/reader2] [--zones masks/zones [--zone-labels 1,2]] [--image-list image_list.csv] \
+        [--out data/prostatex]
 Built-in SYNTHETIC cohort (no --images): python data_prep/prostatex.py  (-> data/builtin)
 
 A run into an existing --out adds its patients to the earlier ones (prepare a cohort in batches);
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tfrobseg.console import add_verbose_option, setup_console
-from tfrobseg.dataset.config import BUILTIN_PATIENTS, PrepConfig
+from tfrobseg.dataset.config import BUILTIN_PATIENTS, ZONE_LABELS, PrepConfig
 from tfrobseg.dataset.manifest import Manifest
 from tfrobseg.errors import InputError
 from tfrobseg.locks import LockHeld
@@ -70,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "patient; omit for the built-in synthetic cohort")
     p.add_argument("--masks", help="folder of <PatientID>.nii.gz whole-gland masks (reader 1)")
     p.add_argument("--second-masks", help="folder of second-reader masks, same naming")
+    p.add_argument("--zones", help="folder of zonal masks (peripheral and transition zone in one label map per "
+                   "patient), same naming")
+    p.add_argument("--zone-labels", type=_ints, default=ZONE_LABELS, metavar="PZ,TZ",
+                   help="values of the peripheral and the transition zone in the --zones maps (default 1,2)")
     p.add_argument("--image-list", help="PROSTATEx image_list.csv naming each patient's T2 series")
     p.add_argument("--out", help="output folder (default data/prostatex; data/builtin without --images)")
     p.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
@@ -117,8 +122,8 @@ def _prepare(args: argparse.Namespace, log) -> tuple[Path, Manifest]:
                         n4_iterations=args.n4_iterations, smoothing_sigma=args.sigma, smoothing_unit=args.sigma_unit,
                         mask_label=args.mask_label)
     out = Path(args.out or "data/prostatex")
-    manifest = prepare_cohort(args.images, out, masks=args.masks, second_masks=args.second_masks,
-                              image_list=args.image_list, config=config, workers=args.workers,
+    manifest = prepare_cohort(args.images, out, masks=args.masks, second_masks=args.second_masks, zones=args.zones,
+                              zone_labels=args.zone_labels, image_list=args.image_list, config=config, workers=args.workers,
                               overwrite=args.overwrite, strict=args.strict, seed=args.seed,
                               progress=not args.quiet, log=log, remove=args.remove_patients)
     return out, manifest

@@ -10,11 +10,19 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BUILTIN_PATIENTS", "PrepConfig"]
+__all__ = ["BUILTIN_PATIENTS", "PZ", "TZ", "ZONE_LABELS", "ZONE_NAMES", "PrepConfig"]
 
 #: Patients of the built-in synthetic cohort (:mod:`tfrobseg.dataset.synthetic`): 13 for training (folds
 #: of 5/4/4), 2 for validation, 3 held out. Here, not there, so that command lines show it without SimpleITK.
 BUILTIN_PATIENTS = 18
+
+#: Classes of the prepared zonal label maps (the records' ``zones``): 0 background, 1 peripheral zone,
+#: 2 transition zone (with the anterior fibromuscular stroma and the urethra: the "central gland").
+ZONE_NAMES: tuple[str, ...] = ("background", "PZ", "TZ")
+PZ, TZ = 1, 2
+#: The values of PZ and TZ in the zonal masks read by the preparation (``--zone-labels``), by default
+#: the prepared labels themselves (the built-in cohort's, and the Medical Segmentation Decathlon's prostate task).
+ZONE_LABELS: tuple[int, int] = (PZ, TZ)
 
 # Human-readable notes stored next to the parameters; derived, never read back.
 _NOTES_KEY = "units"

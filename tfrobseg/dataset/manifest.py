@@ -9,6 +9,11 @@ al., Sec. II-G). Every other module reads it through :class:`Manifest`; none ind
 :meth:`Manifest.fingerprint` / :meth:`Manifest.content_hash` identify the prepared *data* (records'
 checksums, parameters, split), not the file: re-running the preparation with nothing to do keeps
 them; :func:`describe_data_changes` says in words what differs between two fingerprints.
+
+Zonal labels (issue 17) did not change the format: a patient prepared with a zonal map has
+``"has_zones": true`` in its entry (and in the fingerprint); the key is left out otherwise, so the
+manifests and fingerprints of folders prepared before stay as they were, and read with
+``has_zones`` false.
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ class PatientEntry:
     #: SHA-256 of the record file (None in a format-2 manifest, until the preparation records it).
     sha256: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: The record holds a zonal label map (``zones``); written to the file only when true.
+    has_zones: bool = False
 
     @property
     def ok(self) -> bool:
@@ -83,7 +90,7 @@ class PatientEntry:
             return {"status": self.status, "reason": self.reason}
         return {**self.details, "status": self.status, "labelled": self.labelled,
                 "second_reader": self.second_reader, "n_slices": self.n_slices, "record": self.record,
-                "sha256": self.sha256}
+                "sha256": self.sha256, **({"has_zones": True} if self.has_zones else {})}
 
     @classmethod
     def from_json(cls, d: dict[str, Any], where: str) -> PatientEntry:
@@ -95,7 +102,8 @@ class PatientEntry:
         try:
             typed = {"labelled": bool(d["labelled"]), "second_reader": bool(d.get("second_reader", False)),
                      "n_slices": int(d["n_slices"]), "record": str(d["record"]),
-                     "sha256": None if d.get("sha256") is None else str(d["sha256"])}
+                     "sha256": None if d.get("sha256") is None else str(d["sha256"]),
+                     "has_zones": bool(d.get("has_zones", False))}
         except KeyError as exc:
             raise ValueError(f"{where}: missing key {exc.args[0]!r}") from None
         details = {k: v for k, v in d.items() if k not in {*typed, "status"}}
@@ -183,12 +191,14 @@ class Manifest:
         """What identifies the prepared data, for a results folder to record and compare.
 
         Format version, parameters, synthetic / built-in identity, seed, split, and per prepared
-        patient its record's ``sha256``, ``n_slices``, ``labelled`` and ``second_reader``. No
+        patient its record's ``sha256``, ``n_slices``, ``labelled`` and ``second_reader`` (and
+        ``has_zones`` when true, so that a folder without zones keeps its fingerprint). No
         timestamps, input paths, timings or skip reasons, and no ordering effects (keys sorted):
         a preparation run with nothing to do keeps it. :func:`describe_data_changes` compares two.
         """
         patients = {p: {"sha256": e.sha256, "n_slices": e.n_slices, "labelled": e.labelled,
-                        "second_reader": e.second_reader} for p, e in sorted(self.patients.items()) if e.ok}
+                        "second_reader": e.second_reader, **({"has_zones": True} if e.has_zones else {})}
+                    for p, e in sorted(self.patients.items()) if e.ok}
         fp = {"format_version": self.format_version, "parameters": dataclasses.asdict(self.parameters),
               "synthetic": self.synthetic, "builtin": self.builtin, "seed": self.seed,
               "split": self.split, "patients": patients}
@@ -261,8 +271,10 @@ class Manifest:
         """Multi-line end-of-preparation summary."""
         ok = self.ok_patients
         unl = [p for p in ok if not self.patients[p].labelled]
+        zoned = sum(self.patients[p].has_zones for p in ok)
         lines = [f"{len(ok)} patient(s) prepared ({len(ok) - len(unl)} labelled, {len(unl)} unlabelled"
-                 + (f": {', '.join(unl)}" if unl else "") + f"), {len(self.skipped)} skipped"
+                 + (f": {', '.join(unl)}" if unl else "") + (f"; {zoned} with zones" if zoned else "")
+                 + f"), {len(self.skipped)} skipped"
                  + (" [SYNTHETIC cohort]" if self.synthetic else "")]
         s = self.split
         lines.append(f"split (seed {self.seed}): train {len(s['train'])}, val {len(s['val'])}, test "
@@ -312,7 +324,7 @@ def describe_data_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]
     if recorded := [p for p in both if a[p].get("sha256") is None and b[p].get("sha256") is not None]:
         out.append(f"checksums recorded: {len(recorded)} patient(s)")
     for label, keys, pool in (("records changed", ("sha256", "n_slices"), set(both) - set(recorded)),
-                              ("labels changed", ("labelled", "second_reader"), set(both))):
+                              ("labels changed", ("labelled", "second_reader", "has_zones"), set(both))):
         if ids := [p for p in sorted(pool) if any(a[p].get(k) != b[p].get(k) for k in keys)]:
             out.append(f"{label}: {_names(ids)}")
     if moved := split_moves(old.get("split", {}), new.get("split", {})):

@@ -20,22 +20,29 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tfrobseg.dataset.config import ZONE_NAMES
 from tfrobseg.dataset.manifest import Manifest
 from tfrobseg.dataset.records import parse_example
 
-__all__ = ["CACHE_LIMIT_BYTES", "cache_bytes", "load_slices", "make_dataset", "resize_element", "slices_dataset",
-           "to_xy"]
+__all__ = ["CACHE_LIMIT_BYTES", "N_ZONES", "TARGETS", "cache_bytes", "load_slices", "make_dataset", "one_hot_zones",
+           "resize_element", "slices_dataset", "to_xy"]
 
 #: The most memory :func:`make_dataset` with ``cache=True`` takes for one dataset's slices; above it
 #: the dataset streams from the records instead. 2 GiB holds the study's ~3500 training slices at
-#: 256 x 256 (:func:`cache_bytes`: ~1.4 GB) in each of the units running at once; the built-in
+#: 256 x 256 (:func:`cache_bytes`: ~1.6 GB) in each of the units running at once; the built-in
 #: preset's ~80 slices at 64 x 64 take 2 MB.
 CACHE_LIMIT_BYTES = 2 * 2**30
+#: The classes of ``to_xy(..., target="zones")``'s one-hot y: background, peripheral zone, transition zone.
+N_ZONES = len(ZONE_NAMES)
+#: What :func:`to_xy` can give as y.
+TARGETS = ("mask", "zones")
 
 # Slices per read while loading (only the loading's transient memory: 64 x 0.8 MB at 256 x 256).
 _LOAD_BATCH = 64
-# Held as uint8 in memory (their values are 0 and 1) and cast to float32 batch by batch.
-_MASKS = ("mask", "mask2")
+# Label planes held as uint8 in memory (values 0 and 1; 0, 1 and 2 for zones), cast to float32 batch by batch.
+_LABELS = ("mask", "mask2", "zones")
+# The planes slices_dataset needs (zones are optional: slices loaded before issue 17 have none).
+_REQUIRED = ("image", "mask", "mask2")
 
 
 def _records(data_dir: Path, patient_ids: Sequence[str], labelled_only: bool) -> tuple[Manifest, list[str], int]:
@@ -105,9 +112,9 @@ def make_dataset(
 
 
 def cache_bytes(n_slices: int, size: int) -> int:
-    """Memory the cached slices take: a float32 image and two uint8 masks of ``size`` x ``size`` per
-    slice (the other fields are a few dozen bytes)."""
-    return int(n_slices) * int(size) ** 2 * (4 + 1 + 1)
+    """Memory the cached slices take: a float32 image, two uint8 masks and the uint8 zones of ``size`` x
+    ``size`` per slice (the other fields are a few dozen bytes)."""
+    return int(n_slices) * int(size) ** 2 * (4 + 1 + 1 + 1)
 
 
 def load_slices(
@@ -120,8 +127,9 @@ def load_slices(
     """Every slice of ``patient_ids``, read, parsed and resampled once, stacked in patient and slice order.
 
     The fields of :func:`make_dataset`'s elements, each an array with one row per slice, except that
-    ``mask`` and ``mask2`` are uint8 (their values are 0 and 1; :func:`slices_dataset` gives them back
-    as float32). Memory: :func:`cache_bytes` (~0.4 MB per 256 x 256 slice, 24 kB at 64 x 64).
+    ``mask``, ``mask2`` and ``zones`` are uint8 (their values are 0 and 1, and 0, 1, 2 for zones;
+    :func:`slices_dataset` gives them back as float32). Memory: :func:`cache_bytes` (~0.46 MB per
+    256 x 256 slice, 28 kB at 64 x 64).
     """
     ds = make_dataset(data_dir, patient_ids, batch_size=_LOAD_BATCH, labelled_only=labelled_only,
                       image_size=image_size)
@@ -130,7 +138,7 @@ def load_slices(
         for key, value in batch.items():
             parts.setdefault(key, []).append(value.numpy())
     slices = {key: np.concatenate(values) for key, values in parts.items()}
-    for key in _MASKS:
+    for key in _LABELS:
         slices[key] = slices[key].astype(np.uint8)
     return slices
 
@@ -152,7 +160,7 @@ def slices_dataset(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    missing = sorted({"image", *_MASKS} - set(slices))
+    missing = sorted(set(_REQUIRED) - set(slices))
     if missing:
         raise ValueError(f"slices need the fields of tfrobseg.dataset.pipeline.load_slices; missing {missing}")
     lengths = {key: len(value) for key, value in slices.items()}
@@ -163,8 +171,9 @@ def slices_dataset(
 
     def gather(index: tf.Tensor) -> dict[str, tf.Tensor]:
         batch = {key: tf.gather(value, index) for key, value in tensors.items()}
-        for key in _MASKS:
-            batch[key] = tf.cast(batch[key], tf.float32)
+        for key in _LABELS:
+            if key in batch:
+                batch[key] = tf.cast(batch[key], tf.float32)
         return batch
 
     ds = tf.data.Dataset.range(n)
@@ -183,33 +192,59 @@ def resize_element(element: dict, size: int, *, mask_threshold: float = 0.5) -> 
     4x reduction is centred on input position 4i + 1.5); the masks are then binarised with
     ``>= mask_threshold``, as the preparation binarises resampled masks. Nearest neighbour would
     take input pixel 4i + 2 and put the mask, on average, half an input pixel off the image.
+
+    ``zones`` (labels 0, 1, 2) are resized label by label, as the preparation resamples them: the
+    gland (labels 1 and 2 together) is resized and thresholded exactly as a mask, and each of its
+    pixels takes the zone whose own resized indicator is larger (PZ on a tie). So the zones'
+    foreground is the resized gland, and no pixel gets a label by interpolating label values.
     """
     if not 0.0 < mask_threshold <= 1.0:
         raise ValueError(f"mask_threshold must be in (0, 1], got {mask_threshold}")
     out = dict(element)
     h = tf.cast(tf.shape(element["image"])[-3], tf.float32)
     w = tf.cast(tf.shape(element["image"])[-2], tf.float32)
-    out["image"] = tf.image.resize(element["image"], (size, size), method="bilinear", antialias=True)
+
+    def resize(plane: tf.Tensor) -> tf.Tensor:
+        return tf.image.resize(plane, (size, size), method="bilinear", antialias=True)
+
+    out["image"] = resize(element["image"])
     for key in ("mask", "mask2"):
         if key in element:
-            soft = tf.image.resize(element[key], (size, size), method="bilinear", antialias=True)
-            out[key] = tf.cast(soft >= mask_threshold, element[key].dtype)
+            out[key] = tf.cast(resize(element[key]) >= mask_threshold, element[key].dtype)
+    if "zones" in element:
+        zones = element["zones"]
+        soft = resize(tf.cast(tf.concat([zones > 0, zones == 1, zones == 2], axis=-1), tf.float32))
+        labels = tf.where(soft[..., 2:] > soft[..., 1:2], 2.0, 1.0)
+        out["zones"] = tf.cast(tf.where(soft[..., :1] >= mask_threshold, labels, 0.0), zones.dtype)
     scale = tf.stack([tf.constant(1.0), h / size, w / size])
     out["spacing"] = tf.cast(element["spacing"], tf.float32) * scale
     return out
 
 
-def to_xy(element: dict, *, second_reader: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+def one_hot_zones(zones: tf.Tensor) -> tf.Tensor:
+    """``(..., 1)`` zone labels (0, 1, 2; any dtype) as a ``(..., 3)`` float32 one-hot y for softmax models."""
+    labels = tf.cast(tf.round(tf.cast(zones[..., 0], tf.float32)), tf.int32)
+    return tf.one_hot(labels, N_ZONES, dtype=tf.float32)
+
+
+def to_xy(element: dict, *, second_reader: bool = False, target: str = "mask") -> tuple[tf.Tensor, tf.Tensor]:
     """``(image, y)``: y = mask, or ``concat([mask, mask2], -1)`` with ``second_reader``.
 
     For a slice without a second reader (``has_mask2`` false) the second channel repeats the
     first reader's mask, so annotation-variability losses see agreement rather than an empty mask.
-    Works on batched and unbatched elements.
+    ``target="zones"``: y is the one-hot zonal map ``(..., 3)`` float32 (background, PZ, TZ;
+    :func:`one_hot_zones`) for a softmax model. Works on batched and unbatched elements, 2D and 3D.
     """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     image, mask = element["image"], element["mask"]
+    if target == "zones":
+        if second_reader:
+            raise ValueError("second_reader applies to target='mask' only (the zones have one reader)")
+        return image, one_hot_zones(element["zones"])
     if not second_reader:
         return image, mask
     has = tf.cast(element["has_mask2"], mask.dtype)
-    has = tf.reshape(has, tf.concat([tf.shape(has), tf.ones([3], tf.int32)], axis=0))
+    has = tf.reshape(has, tf.concat([tf.shape(has), tf.ones([tf.rank(mask) - tf.rank(has)], tf.int32)], axis=0))
     mask2 = has * element["mask2"] + (1.0 - has) * mask
     return image, tf.concat([mask, mask2], axis=-1)

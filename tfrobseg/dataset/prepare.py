@@ -4,7 +4,8 @@ Per patient (Apostolidis et al., Sec. II-B; see :mod:`tfrobseg.dataset.preproces
 choose and read the T2 axial image, match the mask(s) to it in physical space, N4 -> z-score
 statistics of the whole N4-corrected volume -> resample to 0.5 x 0.5 x 3.0 mm -> centre crop/pad
 to 256 x 256 -> z-score with those statistics -> Gaussian smoothing, then one TFRecord file per
-patient. The cohort driver adds the manifest
+patient. A zonal map (``zones=``, PZ and TZ) is matched, resampled and cropped like the masks, label
+by label (:func:`tfrobseg.dataset.preprocessing.resample_label_map`). The cohort driver adds the manifest
 (:class:`~tfrobseg.dataset.manifest.Manifest`), the seeded split, the skip list, resumption,
 incremental preparation (a run adds its patients to those of earlier runs), one writer per folder
 (``<out>/.lock``) and worker processes.
@@ -28,7 +29,7 @@ import SimpleITK as sitk
 
 from tfrobseg.dataset import preprocessing as pp
 from tfrobseg.dataset.checks import check_mask_folder, check_out_folder, find_mask
-from tfrobseg.dataset.config import PrepConfig
+from tfrobseg.dataset.config import ZONE_LABELS, PrepConfig
 from tfrobseg.dataset.dicom import nonfinite_voxels, read_series, read_volume
 from tfrobseg.dataset.discovery import (
     PatientSource,
@@ -47,7 +48,13 @@ from tfrobseg.dataset.manifest import (
     describe_data_changes,
     split_moves,
 )
-from tfrobseg.dataset.masks import mask_volume_ml, match_mask, read_mask
+from tfrobseg.dataset.masks import (
+    mask_volume_ml,
+    match_mask,
+    match_zones,
+    read_mask,
+    read_zones,
+)
 from tfrobseg.errors import InputError, OutputError, RecordError
 from tfrobseg.io import environment_versions, file_hash, remove_stale_temporaries
 from tfrobseg.locks import FileLock
@@ -92,6 +99,26 @@ def _prepared_mask(path: Path | None, image: sitk.Image, pid: str, config: PrepC
     return arr, info
 
 
+def _prepared_zones(path: Path | None, image: sitk.Image, pid: str, config: PrepConfig, labels: tuple[int, int],
+                    mask: np.ndarray | None) -> tuple[np.ndarray | None, dict]:
+    """The zonal map on the prepared grid (uint8 0/1/2) and its provenance; (None, {}) without a file."""
+    if path is None:
+        return None, {}
+    zones = read_zones(path, patient=pid, labels=labels)
+    on_grid, how = match_zones(zones, image, patient=pid, path=path, direction_tol=config.direction_tol,
+                               origin_tol_mm=config.origin_tol_mm)
+    resampled = pp.resample_label_map(on_grid, config.spacing_xyz, 2, mask_threshold=config.mask_threshold)
+    arr = pp.center_crop_or_pad(sitk.GetArrayFromImage(resampled), config.size_hw).astype(np.uint8)
+    voxel = config.spacing_xyz[::-1]
+    info = {"file": str(path), "geometry": how, "labels": {"PZ": labels[0], "TZ": labels[1]},
+            "volume_ml_prepared": {name: round(mask_volume_ml(arr == k, voxel), 3) for k, name in ((1, "PZ"), (2, "TZ"))}}
+    if mask is not None:
+        # How well the zones make up the gland: 1.0 when PZ + TZ is the reader-1 mask (the built-in cohort).
+        both, fg = np.count_nonzero((arr > 0) & (mask > 0)), np.count_nonzero(arr) + np.count_nonzero(mask)
+        info["dice_with_mask"] = round(2 * both / fg, 4) if fg else 1.0
+    return arr, info
+
+
 def check_image(image: sitk.Image, patient: str, path: object) -> None:
     """:class:`InputError` for an image that cannot be a T2 scan: non-finite, constant, or only {0, 1} (a mask).
 
@@ -117,11 +144,17 @@ class PreparedPatient:
     image: np.ndarray  # float32
     mask: np.ndarray | None  # uint8 {0, 1}
     mask2: np.ndarray | None
+    zones: np.ndarray | None = None  # uint8 {0, 1 PZ, 2 TZ}
 
 
 def process_patient(source: PatientSource, *, mask_path: Path | None = None, mask2_path: Path | None = None,
-                    listed: tuple[str, int] | None = None, config: PrepConfig = PAPER_CONFIG) -> PreparedPatient:
-    """Run the preprocessing of one patient in memory; raises :class:`InputError` for bad input."""
+                    listed: tuple[str, int] | None = None, config: PrepConfig = PAPER_CONFIG,
+                    zones_path: Path | None = None, zone_labels: tuple[int, int] = ZONE_LABELS) -> PreparedPatient:
+    """Run the preprocessing of one patient in memory; raises :class:`InputError` for bad input.
+
+    ``zones_path``: the patient's zonal map (values 0 and ``zone_labels`` = (PZ, TZ)), used only with a
+    reader-1 mask, like the second reader's.
+    """
     t0 = time.perf_counter()
     pid = source.patient_id
     image, info = load_image(source, listed)
@@ -129,7 +162,7 @@ def process_patient(source: PatientSource, *, mask_path: Path | None = None, mas
     info["original_size_xyz"] = list(image.GetSize())
     info["original_spacing_xyz"] = [round(s, 6) for s in image.GetSpacing()]
     if mask_path is None:
-        mask2_path = None  # a second reader alone cannot label the patient
+        mask2_path = zones_path = None  # a second reader or zones alone cannot label the patient
     corrected = pp.n4_bias_correction(image, shrink_factor=config.n4_shrink, iterations=config.n4_iterations,
                                       convergence_threshold=config.n4_convergence) if config.n4 \
         else sitk.Cast(image, sitk.sitkFloat32)
@@ -146,24 +179,28 @@ def process_patient(source: PatientSource, *, mask_path: Path | None = None, mas
                                   spacing_yx=config.spacing_xyz[1::-1])
     mask, m1 = _prepared_mask(mask_path, image, pid, config)
     mask2, m2 = _prepared_mask(mask2_path, image, pid, config)
+    zones, mz = _prepared_zones(zones_path, image, pid, config, tuple(zone_labels), mask)
     info.update({
         "spacing_zyx": list(config.spacing_zyx),
         "zscore_statistics": {"over": ZSCORE_OVER.format("N4-corrected " if config.n4 else ""), "mean": round(mean, 6), "std": round(std, 6)},
         "zscore_before_smoothing": {"mean": round(float(z.mean()), 6), "std": round(float(z.std()), 6)},
         "mask": m1 or None,
         "mask2": m2 or None,
+        **({"zones": mz} if mz else {}),
         "seconds": round(time.perf_counter() - t0, 2),
     })
     entry = PatientEntry(status="ok", labelled=mask is not None, second_reader=mask2 is not None,
-                         n_slices=int(smoothed.shape[0]), record=f"records/{pid}.tfrecord", details=info)
-    return PreparedPatient(entry, smoothed, mask, mask2)
+                         n_slices=int(smoothed.shape[0]), record=f"records/{pid}.tfrecord", details=info,
+                         has_zones=zones is not None)
+    return PreparedPatient(entry, smoothed, mask, mask2, zones)
 
 
 def _work(job: tuple) -> PreparedPatient | str:
     """Worker entry: the prepared patient, or a one-line error."""
-    source, mask_path, mask2_path, listed, config = job
+    source, mask_path, mask2_path, listed, config, zones_path, zone_labels = job
     try:
-        return process_patient(source, mask_path=mask_path, mask2_path=mask2_path, listed=listed, config=config)
+        return process_patient(source, mask_path=mask_path, mask2_path=mask2_path, listed=listed, config=config,
+                               zones_path=zones_path, zone_labels=zone_labels)
     except InputError as exc:
         return str(exc)
     except RuntimeError as exc:  # SimpleITK / GDCM errors not anticipated above
@@ -330,9 +367,13 @@ def _select_sources(images: str | Path, patients: Sequence[str] | None) -> dict[
     return {p: sources[p] for p in patients}
 
 
+def _names(ids: list[str], limit: int = 5) -> str:
+    return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
 def _describe(pid: str, entry: PatientEntry) -> str:
-    label = ("labelled" + (" + second reader" if entry.second_reader else "")) if entry.labelled \
-        else "UNLABELLED (no mask)"
+    label = ("labelled" + (" + second reader" if entry.second_reader else "") + (" + zones" if entry.has_zones else "")
+             ) if entry.labelled else "UNLABELLED (no mask)"
     d = entry.details
     return (f"{pid}: {d.get('series_description', '')} {d['choice']}; {entry.n_slices} slices, {label}, "
             f"{d['seconds']:.1f} s")
@@ -344,7 +385,7 @@ def _save_record(out: Path, pid: str, result: PreparedPatient, config: PrepConfi
 
     path = out / str(result.entry.record)
     try:
-        write_patient_records(path, pid, result.image, result.mask, result.mask2, config.spacing_zyx)
+        write_patient_records(path, pid, result.image, result.mask, result.mask2, config.spacing_zyx, result.zones)
         result.entry.sha256 = file_hash(path)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write the record of {pid} ({exc.strerror or exc}); free disk space or "
@@ -358,6 +399,8 @@ def prepare_cohort(
     *,
     masks: str | Path | None = None,
     second_masks: str | Path | None = None,
+    zones: str | Path | None = None,
+    zone_labels: Sequence[int] = ZONE_LABELS,
     image_list: str | Path | None = None,
     config: PrepConfig = PAPER_CONFIG,
     workers: int = 1,
@@ -377,7 +420,8 @@ def prepare_cohort(
     deletes their records). A patient already prepared with the same parameters keeps its record
     unless ``overwrite`` or its record is missing or fails its checksum; skipped patients are retried.
     ``patients`` restricts the run to these ids. ``builtin`` records the identity of the built-in
-    synthetic cohort. The options, mask folders and ``out`` are checked before any folder is made;
+    synthetic cohort. ``zones``: a folder of zonal maps named like the masks, whose values ``zone_labels``
+    = (PZ, TZ) become the records' ``zones`` labels 1 and 2 (``--zones``, ``--zone-labels``). The options, mask folders and ``out`` are checked before any folder is made;
     ``<out>/.lock`` is held for the whole run. Raises :class:`InputError` for an empty input folder
     or a bad option, :class:`~tfrobseg.locks.LockHeld` when another run writes ``out``,
     :class:`OutputError` when a record cannot be written, and with ``strict`` at the first bad patient.
@@ -387,13 +431,18 @@ def prepare_cohort(
     log = log or logger.info
     out = Path(out)
     sources = _select_sources(images, patients)
-    for option, folder in (("--masks", masks), ("--second-masks", second_masks)):
+    for option, folder in (("--masks", masks), ("--second-masks", second_masks), ("--zones", zones)):
         if folder is not None:
             check_mask_folder(folder, list(sources), option)
+    zone_labels = tuple(int(v) for v in zone_labels)
+    if len(zone_labels) != 2 or len(set(zone_labels)) != 2 or min(zone_labels) < 1:
+        raise InputError(f"--zone-labels: two different positive values (PZ,TZ) expected, got {zone_labels}")
     listed = read_image_list(image_list) if image_list else {}
     check_out_folder(out)
     inputs = {k: None if v is None else str(v) for k, v in
               {"images": images, "masks": masks, "second_masks": second_masks, "image_list": image_list}.items()}
+    if zones is not None:  # recorded only when given: the inputs of a run without zones stay as they were
+        inputs["zones"] = str(zones)
     synthetic = synthetic or builtin is not None
     with writer_lock(out):
         (out / "records").mkdir(parents=True, exist_ok=True)
@@ -415,8 +464,12 @@ def prepare_cohort(
         kept = [p for p in manifest.ok_patients if p not in todo]
         if kept:
             log(f"resuming: {len(kept)} patient(s) already prepared, {len(todo)} to do")
-        _run(out, manifest, [(sources[p], find_mask(masks, p), find_mask(second_masks, p), listed.get(p), config)
-                             for p in todo],
+        if no_zones := [p for p in kept if p in sources and not manifest.patients[p].has_zones
+                        and manifest.patients[p].labelled and find_mask(zones, p) is not None]:
+            log(f"--zones: {len(no_zones)} patient(s) prepared earlier without zones keep their records "
+                f"({_names(no_zones)}); add --overwrite to prepare them again with their zones")
+        _run(out, manifest, [(sources[p], find_mask(masks, p), find_mask(second_masks, p), listed.get(p), config,
+                              find_mask(zones, p), zone_labels) for p in todo],
              config=config, provenance=(inputs, environment_versions()), workers=workers, strict=strict, progress=progress, log=log)
         manifest.resplit()
         manifest.write(out)

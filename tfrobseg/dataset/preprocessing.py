@@ -26,11 +26,18 @@ sigma = 1.0. It gives no units; this module fixes them (and exposes every value)
    separately: the network sees single slices, and slices 3 mm apart should not be mixed.
 
 Volumes are SimpleITK images up to step 3 and NumPy arrays in (Z, Y, X) order afterwards.
+
+Zonal label maps (:func:`resample_label_map`) are resampled label by label, never by interpolating
+the label values (which would turn a PZ/background edge into TZ): the gland (every label together)
+is resampled exactly as a mask (linear, then ``>= mask_threshold``), and each of its voxels takes
+the label whose own linearly interpolated indicator is largest (:func:`labels_from_indicators`). A
+zonal map whose labels make up the gland mask thus gives, on the new grid, labels that still make up
+the resampled gland mask, voxel for voxel.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -39,7 +46,10 @@ from scipy import ndimage
 __all__ = [
     "center_crop_or_pad",
     "gaussian_smooth",
+    "labels_from_indicators",
     "n4_bias_correction",
+    "resample_label_map",
+    "resample_labels_with",
     "resample_to_spacing",
     "zscore",
     "zscore_stats",
@@ -120,6 +130,50 @@ def resample_to_spacing(
     if is_mask:
         return sitk.Cast(out >= float(mask_threshold), sitk.sitkUInt8)
     return out
+
+
+def labels_from_indicators(foreground: np.ndarray, indicators: Sequence[np.ndarray], *,
+                           mask_threshold: float = 0.5) -> np.ndarray:
+    """A label map (uint8) from interpolated indicators: 0 where ``foreground < mask_threshold``, else
+    ``1 + argmax_k indicators[k]`` (a tie goes to the lower label).
+
+    ``foreground`` is the interpolated indicator of all labels together, so the label map's
+    foreground is exactly the mask that thresholding it gives.
+    """
+    stacked = np.stack([np.asarray(i, np.float32) for i in indicators])
+    labels = (np.argmax(stacked, axis=0) + 1).astype(np.uint8)
+    labels[np.asarray(foreground) < mask_threshold] = 0
+    return labels
+
+
+def resample_labels_with(labels: sitk.Image, n_labels: int, resample: Callable[[sitk.Image], sitk.Image], *,
+                         mask_threshold: float = 0.5) -> sitk.Image:
+    """Resample a label map (values 0..``n_labels``) with ``resample`` (a linear resampling of a float32
+    image), label by label: see the module docstring and :func:`labels_from_indicators`."""
+    arr = sitk.GetArrayViewFromImage(labels)
+
+    def soft(indicator: np.ndarray) -> tuple[sitk.Image, np.ndarray]:
+        img = sitk.GetImageFromArray(indicator.astype(np.float32))
+        img.CopyInformation(labels)
+        out = resample(img)
+        return out, sitk.GetArrayFromImage(out)
+
+    grid, foreground = soft(arr > 0)
+    indicators = [soft(arr == k)[1] for k in range(1, n_labels + 1)]
+    out = sitk.GetImageFromArray(labels_from_indicators(foreground, indicators, mask_threshold=mask_threshold))
+    out.CopyInformation(grid)
+    return out
+
+
+def resample_label_map(labels: sitk.Image, spacing: Sequence[float] = (0.5, 0.5, 3.0), n_labels: int = 2, *,
+                       mask_threshold: float = 0.5) -> sitk.Image:
+    """Resample a label map (uint8, 0..``n_labels``) to ``spacing`` like :func:`resample_to_spacing`, label by
+    label (module docstring); a grid that already has the target spacing is returned unchanged."""
+    size, target = output_grid(labels, spacing)
+    if list(size) == list(labels.GetSize()) and np.allclose(labels.GetSpacing(), target, rtol=1e-6, atol=0):
+        return sitk.Cast(labels, sitk.sitkUInt8)
+    return resample_labels_with(labels, n_labels, lambda img: resample_to_spacing(img, spacing),
+                                mask_threshold=mask_threshold)
 
 
 def center_crop_or_pad(volume: np.ndarray, size: Sequence[int] = (256, 256), *, pad_value: float = 0.0) -> np.ndarray:

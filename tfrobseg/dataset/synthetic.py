@@ -11,7 +11,9 @@ T2, a network has to use shape and context. Measured after preprocessing with
 ``data_prep/realism.py`` (:mod:`tfrobseg.dataset.realism`: gland vs. 5 mm ring contrast-to-noise
 ratio): the 18 built-in phantoms median +0.18 (range -0.07 .. +0.47, gland brighter in 16), the
 real ProstateX-0000 / -0001 +0.33 / +0.24. Reader-1 mask = the generating gland; reader-2 mask =
-the same gland with slightly perturbed size/position (Dice ~0.9).
+the same gland with slightly perturbed size/position (Dice ~0.9). Zonal map (reader 1, ``zones``):
+1 peripheral zone, 2 transition zone together with the anterior fibromuscular stroma and the urethra
+(:func:`zone_labels`); its labels 1 and 2 together are the reader-1 mask.
 
 Every file says it is synthetic: patient ids ``Synthetic-NNNN``, DICOM PatientName ``SYNTHETIC^PHANTOM``
 and ImageComments, a ``README.txt`` in ``raw/``, and ``"synthetic": true`` in the manifest.
@@ -28,11 +30,12 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from tfrobseg.dataset.checks import check_out_folder
-from tfrobseg.dataset.config import BUILTIN_PATIENTS, PrepConfig
+from tfrobseg.dataset.config import BUILTIN_PATIENTS, PZ, TZ, PrepConfig
 from tfrobseg.dataset.manifest import MANIFEST_NAME, Manifest
 from tfrobseg.dataset.prepare import prepare_cohort, writer_lock
 
-__all__ = ["BUILTIN_CONFIG", "BUILTIN_PATIENTS", "make_phantom", "prepare_builtin", "write_cohort", "write_dicom_series"]
+__all__ = ["BUILTIN_CONFIG", "BUILTIN_PATIENTS", "PZ", "TZ", "make_phantom", "prepare_builtin", "write_cohort",
+           "write_dicom_series", "zone_labels"]
 
 # N4 fitted on an 8x in-plane shrunk copy with two levels of 20 iterations: the synthetic field is
 # smooth and low-order, and the cohort must prepare in well under a minute on 2 CPU cores (N4 cost
@@ -40,7 +43,8 @@ __all__ = ["BUILTIN_CONFIG", "BUILTIN_PATIENTS", "make_phantom", "prepare_builti
 BUILTIN_CONFIG = PrepConfig(n4_shrink=8, n4_iterations=(20, 20))
 _UID_ROOT = "1.2.826.0.1.3680043.8.498."
 # Bump when make_phantom changes, so that prepare_builtin regenerates an existing cohort.
-GENERATOR_VERSION = 2
+# 3: zonal labels (masks/zones), issue 17.
+GENERATOR_VERSION = 3
 _MARKER = "cohort.json"
 
 
@@ -76,11 +80,14 @@ def _sized_gland(x, y, z, c, shape, target_ml: float, lobes: float, phase: float
 
 
 def make_phantom(index: int, seed: int = 0) -> dict:
-    """One synthetic patient: ``{"image": uint16 (Z, Y, X), "mask", "mask2": uint8, "spacing", "origin"}``.
+    """One synthetic patient: ``{"image": uint16 (Z, Y, X), "mask", "mask2", "zones": uint8, "spacing", "origin"}``.
 
     Coordinates in mm (LPS: +x patient left, +y posterior, +z superior), spacing (x, y, z). The
     acquisition varies like ProstateX (0.5-0.625 mm in-plane, 3.0 or 3.6 mm slices, 180 mm field of
-    view, 64-76 mm covered); the gland volume is drawn log-uniformly in 20-80 mL.
+    view, 64-76 mm covered); the gland volume is drawn log-uniformly in 20-80 mL. ``zones`` is the
+    reader-1 zonal map (:func:`zone_labels`): 1 peripheral zone, 2 transition zone with the anterior
+    fibromuscular stroma and the urethra (the "central gland" of two-zone atlases such as the
+    Medical Segmentation Decathlon's prostate task), so labels 1 and 2 together are ``mask``.
     """
     rng = np.random.default_rng([seed, index])
     sp = float(rng.choice([0.5, 0.5, 0.5625, 0.625]))
@@ -158,7 +165,19 @@ def make_phantom(index: int, seed: int = 0) -> dict:
     noisy = np.sqrt((signal + rng.normal(0, sigma, signal.shape)) ** 2 + rng.normal(0, sigma, signal.shape) ** 2)
     image = np.clip(noisy * 1000, 0, 65535).astype(np.uint16)
     return {"image": image, "mask": gland.astype(np.uint8), "mask2": gland2.astype(np.uint8),
+            "zones": zone_labels(gland, tz | afms | urethra),
             "spacing": (sp, sp, dz), "origin": tuple(float(o) for o in origin)}
+
+
+def zone_labels(gland: np.ndarray, central: np.ndarray) -> np.ndarray:
+    """The zonal label map of a gland: 0 background, ``PZ`` = 1 peripheral zone, ``TZ`` = 2 the rest.
+
+    ``central`` (transition zone, anterior fibromuscular stroma and urethra) takes label 2 inside
+    the gland, every other gland voxel label 1, so labels 1 and 2 together are exactly ``gland``.
+    """
+    zones = np.where(gland, PZ, 0).astype(np.uint8)
+    zones[central & gland] = TZ
+    return zones
 
 
 def _uid(*parts: int) -> str:
@@ -196,7 +215,7 @@ def write_dicom_series(image: sitk.Image, folder: str | Path, *, patient_id: str
 
 
 def write_cohort(raw_dir: str | Path, *, n_patients: int = BUILTIN_PATIENTS, seed: int = 0) -> Path:
-    """Generate the cohort into ``raw_dir`` (images/, masks/whole_gland[_second_reader]/, README.txt).
+    """Generate the cohort into ``raw_dir`` (images/, masks/whole_gland[_second_reader]/, masks/zones/, README.txt).
 
     Written to a temporary folder and renamed, so a crash never leaves a partial cohort.
     """
@@ -213,7 +232,7 @@ def write_cohort(raw_dir: str | Path, *, n_patients: int = BUILTIN_PATIENTS, see
         img.SetOrigin(ph["origin"])
         write_dicom_series(img, tmp / "images" / pid / "01-01-2000" / f"3.000000-t2tsetra-{i:05d}", patient_id=pid,
                            index=i, seed=seed)
-        for key, folder in (("mask", "whole_gland"), ("mask2", "whole_gland_second_reader")):
+        for key, folder in (("mask", "whole_gland"), ("mask2", "whole_gland_second_reader"), ("zones", "zones")):
             m = sitk.GetImageFromArray(ph[key])
             m.CopyInformation(img)
             (tmp / "masks" / folder).mkdir(parents=True, exist_ok=True)
@@ -284,7 +303,8 @@ def _generate_and_prepare(out: Path, *, n_patients: int, seed: int, workers: int
         shutil.rmtree(out / "records", ignore_errors=True)
         write_cohort(raw, n_patients=n_patients, seed=seed)
     manifest = prepare_cohort(raw / "images", out, masks=raw / "masks" / "whole_gland",
-                              second_masks=raw / "masks" / "whole_gland_second_reader", config=BUILTIN_CONFIG,
+                              second_masks=raw / "masks" / "whole_gland_second_reader", zones=raw / "masks" / "zones",
+                              config=BUILTIN_CONFIG,
                               workers=workers, overwrite=fresh or _outdated(out), seed=seed,
                               builtin=_identity(n_patients, seed),
                               progress=progress, log=lambda msg: None)

@@ -14,6 +14,7 @@ from .evaluate import (
     stack_slices,
 )
 from .image_quality import psnr, rmse, ssim
+from .multiclass import per_class_metrics
 from .overlap import (
     Confusion,
     attack_success,
@@ -53,6 +54,7 @@ __all__ = [
     "f_beta",
     "hausdorff",
     "hd95",
+    "per_class_metrics",
     "precision",
     "psnr",
     "rmse",
