@@ -1,7 +1,9 @@
-"""Segmentation model zoo: the five networks of the study (Apostolidis et al.) plus R2U-Net and UNet++.
+"""Segmentation model zoo: the five networks of the study (Apostolidis et al.) plus R2U-Net and UNet++, the
+EfficientNet-encoder U-Net and UNet++ of Wang & Xu, and the 3D U-Net and dilated 3D U-Net of paper 003.
 
 ``build_model(name, input_shape, *, filters, activation, normalization, n_classes, output, **model_specific)``
-returns a functional ``keras.Model`` mapping ``(B, H, W, C)`` images to ``(B, H, W, n_classes)`` float32
+returns a functional ``keras.Model`` mapping ``(B, H, W, C)`` images (``(B, D, H, W, C)`` volumes for the 3D
+models, :func:`model_spatial_rank`) to ``(B, H, W, n_classes)`` (``(B, D, H, W, n_classes)``) float32
 probabilities (sigmoid for one class, softmax otherwise) or logits. All models share one U-shaped skeleton
 and the defaults of :mod:`tfrobseg.models.defaults`, so only each model's own component differs.
 
@@ -14,12 +16,15 @@ package imports every builder module, which fills the registry. :data:`MODEL_NAM
 
 from __future__ import annotations
 
-# Imported for their @register_model side effect; the models outside the study are listed in this order.
+# Imported for their @register_model side effect; the models outside the study are listed in this order
+# (the 3D models after the 2D ones).
 from tfrobseg.models import (  # noqa: F401
     attention_unet,
+    efficientnet,
     recurrent_unet,
     resunet,
     unet,
+    unet3d,
     unet_plus_plus,
     unet_vit,
 )
@@ -32,6 +37,7 @@ from tfrobseg.models.registry import (
     display_names,
     model_names,
     model_options,
+    model_spatial_rank,
     register_model,
 )
 from tfrobseg.study import MODELS as STUDY_MODELS
@@ -53,5 +59,6 @@ __all__ = [
     "layer_macs",
     "model_names",
     "model_options",
+    "model_spatial_rank",
     "register_model",
 ]

@@ -5,12 +5,17 @@ names follow one scheme so that the parameter counts of the models can be compar
 (``tests/models/test_model_parameters.py`` does): ``enc{i}``/``bottleneck``/``dec{i}`` for the level blocks,
 ``enc{i}_pool``, ``dec{i}_up``, ``dec{i}_concat`` for the skeleton, ``attention{i}_*`` for attention gates,
 ``vit_*`` for the transformer bottleneck, ``*_shortcut_*`` for residual projections, ``logits`` and
-``probabilities`` for the head.
+``probabilities`` for the head; ``x{i}_{j}`` for the nodes of UNet++'s nested pathways.
+
+The convolution, pooling and up-convolution blocks take their Keras layer from :func:`layer_for`, which
+reads ``cfg.spatial_rank``: the same block builds a 2D network for ``(H, W, C)`` slices and a 3D one for
+``(D, H, W, C)`` volumes (kernel 3 becomes 3x3x3, pooling 2x2x2). The attention gate, the recurrent unit
+and the ViT bottleneck stay 2D (the registry only builds their models from slices).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import keras
 
@@ -23,6 +28,21 @@ from tfrobseg.models.layers import (
 
 Block = Callable[..., "keras.KerasTensor"]
 
+#: Keras layer class names by kind; ``{r}`` is the spatial rank.
+_LAYER_KINDS: dict[str, str] = {"Conv": "Conv{r}D", "ConvTranspose": "Conv{r}DTranspose", "MaxPooling": "MaxPooling{r}D"}
+
+
+def layer_for(cfg: BuildConfig, kind: str) -> type[keras.layers.Layer]:
+    """The Keras layer class of ``kind`` ("Conv", "ConvTranspose", "MaxPooling") for ``cfg.spatial_rank``.
+
+    ``layer_for(cfg, "Conv")`` is ``Conv2D`` for slices and ``Conv3D`` for volumes; the 2D and 3D layers
+    take the same arguments (an int kernel size or stride applies to every spatial axis), so a block
+    written once serves both ranks.
+    """
+    if kind not in _LAYER_KINDS:
+        raise ValueError(f"layer kind must be one of {tuple(_LAYER_KINDS)}, got {kind!r}")
+    return getattr(keras.layers, _LAYER_KINDS[kind].format(r=cfg.spatial_rank))
+
 
 def conv_norm_act(
     x,
@@ -32,18 +52,20 @@ def conv_norm_act(
     *,
     kernel_size: int | None = None,
     strides: int = 1,
+    dilation_rate: int = 1,
     activate: bool = True,
 ):
     """Conv ("same") -> normalization -> activation; the conv has a bias only without a norm.
 
     ``kernel_size`` defaults to ``cfg.kernel_size``; ``activate=False`` stops after the normalization
-    (residual units, shortcut projections, the attention gate's linear maps). Layers: ``{name}_conv``,
-    ``{name}_norm``, ``{name}_act``.
+    (residual units, shortcut projections, the attention gate's linear maps); ``dilation_rate`` spaces the
+    kernel taps (the dilated bottleneck). Layers: ``{name}_conv``, ``{name}_norm``, ``{name}_act``.
     """
-    x = keras.layers.Conv2D(
+    x = layer_for(cfg, "Conv")(
         filters,
         cfg.kernel_size if kernel_size is None else kernel_size,
         strides=strides,
+        dilation_rate=dilation_rate,
         padding="same",
         use_bias=cfg.normalization == "none",
         kernel_initializer=cfg.kernel_initializer,
@@ -110,8 +132,8 @@ def recurrent_block(x, filters: int, cfg: BuildConfig, name: str, *, t: int = 2,
 
 
 def up_conv(x, filters: int, cfg: BuildConfig, name: str):
-    """Ronneberger's up-convolution: 2x2 transposed conv, stride 2, with bias (no norm/activation)."""
-    return keras.layers.Conv2DTranspose(
+    """Ronneberger's up-convolution: 2x2 (2x2x2) transposed conv, stride 2, with bias (no norm/activation)."""
+    return layer_for(cfg, "ConvTranspose")(
         filters, UP_KERNEL_SIZE, strides=2, kernel_initializer=cfg.kernel_initializer, name=name
     )(x)
 
@@ -198,6 +220,22 @@ def vit_bottleneck(
     return keras.layers.Conv2DTranspose(channels, patch_size, strides=patch_size, name=f"{name}_project")(z)
 
 
+def dilated_bottleneck(x, *, cfg: BuildConfig, dilation_rates: Sequence[int], name: str = "dilated"):
+    """Cascade of dilated conv-norm-activation layers whose outputs are summed with the input.
+
+    ``c_0 = x``, ``c_k = conv_norm_act(c_{k-1})`` with dilation ``dilation_rates[k-1]`` at ``x``'s width
+    (``{name}{k}_conv/_norm/_act``, k from 1), output ``x + c_1 + ... + c_K`` (``{name}_sum``): D-LinkNet's
+    cascade-and-parallel centre (Zhou, Zhang & Wu, CVPRW 2018), used as the dilated bottleneck of the dilated
+    3D U-Net (:mod:`tfrobseg.models.unet3d` says why these rates). Rank-generic like every conv block.
+    """
+    branches = [x]
+    y = x
+    for k, rate in enumerate(dilation_rates, start=1):
+        y = conv_norm_act(y, x.shape[-1], cfg, f"{name}{k}", dilation_rate=rate)
+        branches.append(y)
+    return keras.layers.Add(name=f"{name}_sum")(branches)
+
+
 def segmentation_head(x, cfg: BuildConfig, name: str = ""):
     """1x1 conv to ``n_classes`` logits, then sigmoid (1 class) or softmax (> 1), both in float32.
 
@@ -205,7 +243,7 @@ def segmentation_head(x, cfg: BuildConfig, name: str = ""):
     (the loss and the attack gradients are computed from them). With ``output="logits"`` the activation is
     left out. Layer names: ``logits{name}``, ``probabilities{name}``.
     """
-    logits = keras.layers.Conv2D(cfg.n_classes, 1, dtype="float32", name=f"logits{name}")(x)
+    logits = layer_for(cfg, "Conv")(cfg.n_classes, 1, dtype="float32", name=f"logits{name}")(x)
     if cfg.output == "logits":
         return logits
     activation = "sigmoid" if cfg.n_classes == 1 else "softmax"
@@ -233,18 +271,52 @@ def encoder_decoder(
     for i, f in enumerate(cfg.filters[:-1]):
         x = block(x, f, cfg, f"enc{i}")
         skips.append(x)
-        x = keras.layers.MaxPooling2D(2, name=f"enc{i}_pool")(x)
+        x = layer_for(cfg, "MaxPooling")(2, name=f"enc{i}_pool")(x)
     x = block(x, cfg.filters[-1], cfg, "bottleneck")
     if bottleneck is not None:
         x = bottleneck(x)
-    for i in reversed(range(cfg.depth - 1)):
+    return unet_decoder(x, skips, cfg.filters[:-1], cfg, block, gate=gate)
+
+
+def unet_decoder(x, skips: Sequence, widths: Sequence[int], cfg: BuildConfig, block: Block, *, gate: Callable | None = None):
+    """U-Net's expanding path from the coarsest feature map ``x``; returns the finest decoder feature map.
+
+    Level ``i`` from ``len(skips) - 1`` down to 0: 2x2 up-conv to ``widths[i]`` (``dec{i}_up``), the skip
+    ``skips[i]`` (optionally gated, ``gate(skip, x, cfg, "attention{i}")``) concatenated before the
+    up-sampled features (``dec{i}_concat``, Ronneberger's order), then ``block`` (``dec{i}``). A ``None`` skip
+    (a level the encoder has no feature map for, e.g. full resolution behind an EfficientNet) is left out.
+    """
+    for i in reversed(range(len(skips))):
         skip = skips[i]
-        if gate is not None:
+        if skip is not None and gate is not None:
             skip = gate(skip, x, cfg, f"attention{i}")
-        x = up_conv(x, cfg.filters[i], cfg, f"dec{i}_up")
-        x = keras.layers.Concatenate(name=f"dec{i}_concat")([skip, x])
-        x = block(x, cfg.filters[i], cfg, f"dec{i}")
+        x = up_conv(x, widths[i], cfg, f"dec{i}_up")
+        if skip is not None:
+            x = keras.layers.Concatenate(name=f"dec{i}_concat")([skip, x])
+        x = block(x, widths[i], cfg, f"dec{i}")
     return x
+
+
+def nested_skip_pathways(columns: Sequence, widths: Sequence[int], cfg: BuildConfig, *, first_row: int = 0) -> list[list]:
+    """UNet++'s nested dense skip pathways (Zhou et al. 2018) over the encoder nodes ``columns``.
+
+    ``columns[i]`` is node ``X[i][0]`` (row ``i``, each row half the resolution of the one above); for
+    ``j >= 1`` and ``i < len(columns) - j``::
+
+        X[i][j] = double_conv(concat(X[i][0], ..., X[i][j-1], up(X[i+1][j-1])))   at widths[i]
+
+    with ``up`` the 2x2 up-convolution to ``widths[i]``. Returns ``nodes`` with ``nodes[i][j] = X[i][j]``;
+    the decoder output is ``nodes[0][-1]``. Layers are named ``x{r}_{j}``, ``x{r}_{j}_up``, ``x{r}_{j}_concat``
+    with ``r = i + first_row`` (the resolution level, so names read the same whatever the encoder).
+    """
+    nodes: list[list] = [[node] for node in columns]
+    for j in range(1, len(columns)):
+        for i in range(len(columns) - j):
+            r = i + first_row
+            up = up_conv(nodes[i + 1][j - 1], widths[i], cfg, f"x{r}_{j}_up")
+            merged = keras.layers.Concatenate(name=f"x{r}_{j}_concat")([*nodes[i][:j], up])
+            nodes[i].append(double_conv(merged, widths[i], cfg, f"x{r}_{j}"))
+    return nodes
 
 
 def skeleton_model(

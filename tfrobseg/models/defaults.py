@@ -9,14 +9,17 @@ Defaults and why:
 * ``FILTERS`` (:data:`tfrobseg.study.FILTERS`) - five levels (four poolings), doubling per level as in
   Ronneberger's U-Net but starting at 16 instead of 64, the budget Wang & Xu use for the same U-Net family
   on MRI; depth = ``len(filters)``.
-* ``KERNEL_SIZE = 3`` - Ronneberger's 3x3 convolutions, "same" padding so any size divisible by
-  2^(depth-1) works and skips need no cropping.
+* ``KERNEL_SIZE = 3`` - Ronneberger's 3x3 convolutions (3x3x3 in 3D, as Çiçek et al.), "same" padding so
+  any size divisible by 2^(depth-1) works and skips need no cropping.
 * ``ACTIVATION = "relu"`` - the activation of all five reference architectures.
 * ``NORMALIZATION = "batch"`` - batch norm after every convolution (Oktay, Alom and ResU-Net all use it;
   it makes the plain U-Net trainable at the study's learning rate). Convolutions followed by a
   normalization carry no bias because the normalization's offset makes it redundant.
 * ``KERNEL_INITIALIZER = "he_normal"`` - He initialization matches ReLU-family activations (He et al. 2015).
-* Up-sampling: 2x2 transposed convolution with stride 2 (Ronneberger's "up-convolution").
+* Up-sampling: 2x2 transposed convolution with stride 2 (Ronneberger's "up-convolution"; 2x2x2 in 3D).
+
+The input is a slice ``(H, W, C)`` or a volume ``(D, H, W, C)``; :attr:`BuildConfig.spatial_rank` (2 or 3)
+tells the blocks which Keras layers to use, so one skeleton builds both the 2D and the 3D networks.
 """
 
 from __future__ import annotations
@@ -50,12 +53,13 @@ class BuildConfig:
 
     :func:`tfrobseg.models.build_model` makes one and hands it to the registered builder, so a builder
     never sees an invalid value. Construction normalises ``filters`` and ``input_shape`` to tuples and
-    raises ``ValueError`` naming the bad argument: spatial sizes must be divisible by 2^(depth-1) (one
-    halving per pooling), ``filters`` positive integers with at least two levels, ``normalization`` one of
+    raises ``ValueError`` naming the bad argument: ``input_shape`` is ``(height, width, channels)`` or
+    ``(depth, height, width, channels)``, each spatial size ``None`` or divisible by 2^(depth-1) (one
+    halving per pooling; the message names the axis), ``filters`` positive integers with at least two levels, ``normalization`` one of
     :data:`NORMALIZATIONS`, ``output`` one of :data:`OUTPUTS`, ``activation`` a Keras activation name.
     """
 
-    input_shape: tuple[int | None, int | None, int]
+    input_shape: tuple[int | None, ...]
     filters: tuple[int, ...]
     activation: str
     normalization: str
@@ -78,7 +82,13 @@ class BuildConfig:
 
     @property
     def depth(self) -> int:
+        """Levels of the encoder-decoder (``len(filters)``): ``depth - 1`` poolings."""
         return len(self.filters)
+
+    @property
+    def spatial_rank(self) -> int:
+        """2 for slices ``(H, W, C)``, 3 for volumes ``(D, H, W, C)``: picks Conv2D or Conv3D and so on."""
+        return len(self.input_shape) - 1
 
 
 def _checked_filters(filters: Sequence[int]) -> tuple[int, ...]:
@@ -91,21 +101,27 @@ def _checked_filters(filters: Sequence[int]) -> tuple[int, ...]:
     return filters
 
 
+#: Axis names of the spatial sizes, by spatial rank (error messages name the axis).
+SPATIAL_AXES: dict[int, tuple[str, ...]] = {2: ("height", "width"), 3: ("depth", "height", "width")}
+
+
 def _checked_input_shape(input_shape: Sequence[int | None], filters: tuple[int, ...]) -> tuple:
     input_shape = tuple(input_shape)
-    if len(input_shape) != 3:
-        raise ValueError(f"input_shape must be (height, width, channels), got {input_shape!r}")
-    height, width, channels = input_shape
+    if len(input_shape) - 1 not in SPATIAL_AXES:
+        raise ValueError(
+            f"input_shape must be (height, width, channels) or (depth, height, width, channels), got {input_shape!r}"
+        )
+    *sizes, channels = input_shape
     if not isinstance(channels, int) or channels < 1:
         raise ValueError(f"input_shape channels must be a positive integer, got {channels!r}")
     factor = 2 ** (len(filters) - 1)
-    for axis, size in (("height", height), ("width", width)):
+    for axis, size in zip(SPATIAL_AXES[len(sizes)], sizes):
         if size is None:
             continue
         if not isinstance(size, int) or size < 1 or size % factor:
             raise ValueError(
                 f"input {axis} {size!r} must be a positive multiple of 2^(depth-1) = {factor} "
-                f"for depth {len(filters)} (filters={filters})"
+                f"for a network of depth {len(filters)} (filters={filters})"
             )
     return input_shape
 

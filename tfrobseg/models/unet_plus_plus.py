@@ -8,14 +8,20 @@ Node ``X[i][j]`` (level ``i``, column ``j``): ``X[i][0]`` is the encoder (double
 with ``up`` the 2x2 transposed conv of U-Net. The output is the head on ``X[0][depth-1]``; with
 ``deep_supervision=True`` the model instead has ``depth-1`` outputs, heads on ``X[0][1..depth-1]``
 (``logits_{j}``/``probabilities_{j}``), for training with a summed loss (Zhou's deep supervision). Wang &
-Xu evaluate UNet++ under FGSM without deep supervision, hence the default.
+Xu evaluate UNet++ under FGSM without deep supervision, hence the default. The nesting is
+:func:`tfrobseg.models.blocks.nested_skip_pathways`, shared with the EfficientNet-encoder UNet++.
 """
 
 from __future__ import annotations
 
 import keras
 
-from tfrobseg.models.blocks import double_conv, segmentation_head, up_conv
+from tfrobseg.models.blocks import (
+    double_conv,
+    layer_for,
+    nested_skip_pathways,
+    segmentation_head,
+)
 from tfrobseg.models.defaults import BuildConfig
 from tfrobseg.models.registry import register_model
 
@@ -23,22 +29,17 @@ from tfrobseg.models.registry import register_model
 @register_model("unet_plus_plus", display_name="UNet++")
 def build_unet_plus_plus(cfg: BuildConfig, *, deep_supervision: bool = False) -> keras.Model:
     """Build a UNet++; ``deep_supervision=True`` gives one output per nested decoder column."""
-    depth = cfg.depth
     inputs = keras.Input(cfg.input_shape, name="image")
-    nodes: list[list] = [[] for _ in range(depth)]
+    columns = []
     x = inputs
     for i, f in enumerate(cfg.filters):
         if i > 0:
-            x = keras.layers.MaxPooling2D(2, name=f"x{i - 1}_0_pool")(x)
+            x = layer_for(cfg, "MaxPooling")(2, name=f"x{i - 1}_0_pool")(x)
         x = double_conv(x, f, cfg, f"x{i}_0")
-        nodes[i].append(x)
-    for j in range(1, depth):
-        for i in range(depth - j):
-            up = up_conv(nodes[i + 1][j - 1], cfg.filters[i], cfg, f"x{i}_{j}_up")
-            merged = keras.layers.Concatenate(name=f"x{i}_{j}_concat")([*nodes[i][:j], up])
-            nodes[i].append(double_conv(merged, cfg.filters[i], cfg, f"x{i}_{j}"))
+        columns.append(x)
+    nodes = nested_skip_pathways(columns, cfg.filters, cfg)
     if deep_supervision:
-        outputs = [segmentation_head(nodes[0][j], cfg, name=f"_{j}") for j in range(1, depth)]
+        outputs = [segmentation_head(nodes[0][j], cfg, name=f"_{j}") for j in range(1, cfg.depth)]
     else:
-        outputs = segmentation_head(nodes[0][depth - 1], cfg)
+        outputs = segmentation_head(nodes[0][-1], cfg)
     return keras.Model(inputs, outputs, name="unet_plus_plus")
