@@ -6,9 +6,25 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from model_helpers import FILTERS, SIZE, SMALL, batch, small_model
+from model_helpers import (
+    FILTERS,
+    SIZE,
+    SMALL,
+    batch,
+    input_shape,
+    inputs_for,
+    small_model,
+)
 
-from tfrobseg.models import MODEL_NAMES, build_model
+from tfrobseg.models import MODEL_NAMES, build_model, model_names, model_spatial_rank
+
+#: Another admissible input per kind of model: non-square, 2 channels (EfficientNet: multiples of 32).
+OTHER_SHAPES = {
+    "unet_efficientnet": (32, 64, 2),
+    "unet_plus_plus_efficientnet": (32, 64, 2),
+    "unet_3d": (4, 8, 12, 2),
+    "dilated_unet_3d": (4, 8, 12, 2),
+}
 
 
 @pytest.fixture
@@ -23,30 +39,34 @@ def mixed_precision():
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_output_shape_range_and_sizes(name):
     model = small_model(name)
-    out = model(batch(), training=False).numpy()
+    out = model(inputs_for(model), training=False).numpy()
     assert model.name == name
-    assert out.shape == (2, SIZE, SIZE, 1) and out.dtype == np.float32
+    assert out.shape == (2, *input_shape(name)) and out.dtype == np.float32  # (B, [D,] H, W, 1)
     assert np.all(out >= 0) and np.all(out <= 1) and np.ptp(out) > 0
-    # Any size divisible by 2^(depth-1) = 4 works, including non-square ones.
-    other = build_model(name, (24, 40, 2), filters=FILTERS, n_classes=3, **SMALL.get(name, {}))
-    x = np.random.default_rng(1).normal(size=(1, 24, 40, 2)).astype("float32")
-    probs = other(x, training=False).numpy()
-    assert probs.shape == (1, 24, 40, 3)
+    # Any size divisible by 2^(depth-1) = 4 works (32 for the EfficientNet encoder), including non-square ones.
+    shape = OTHER_SHAPES.get(name, (24, 40, 2))
+    other = build_model(name, shape, filters=FILTERS, n_classes=3, **SMALL.get(name, {}))
+    probs = other(inputs_for(other, 1, seed=1), training=False).numpy()
+    assert probs.shape == (1, *shape[:-1], 3)
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)  # softmax head for n_classes > 1
 
 
-@pytest.mark.parametrize("name", ["unet", "attention_unet", "recurrent_unet"])
-def test_dynamic_input_size(name):
-    model = build_model(name, (None, None, 1), filters=FILTERS)
-    for size in (16, 24):
-        assert model(batch(1, size), training=False).shape == (1, size, size, 1)
+@pytest.mark.parametrize(
+    "name, sizes", [("unet", (16, 24)), ("attention_unet", (16, 24)), ("recurrent_unet", (16, 24)), ("unet_3d", (8, 12))]
+)
+def test_dynamic_input_size(name, sizes):
+    rank = model_spatial_rank(name)
+    model = build_model(name, (None,) * rank + (1,), filters=FILTERS)
+    for size in sizes:
+        x = np.zeros((1,) + (size,) * rank + (1,), "float32")
+        assert model(x, training=False).shape == x.shape
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_gradients_reach_every_weight(name):
     model = small_model(name)
-    x = batch()
-    y = (batch(seed=1) > 0).astype("float32")
+    x = inputs_for(model)
+    y = (inputs_for(model, seed=1) > 0).astype("float32")
     with tf.GradientTape() as tape:
         loss = keras.losses.binary_crossentropy(y, model(x, training=True))
         loss = tf.reduce_mean(loss)
@@ -58,7 +78,7 @@ def test_gradients_reach_every_weight(name):
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_keras_round_trip_identical(name, tmp_path):
     model = small_model(name)
-    x = batch(seed=2)
+    x = inputs_for(model, seed=2)
     model(x, training=True)  # moves the batch-norm statistics away from their initial values
     path = tmp_path / f"{name}.keras"
     model.save(path)
@@ -70,7 +90,7 @@ def test_keras_round_trip_identical(name, tmp_path):
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_runs_under_xla(name):
     model = small_model(name)
-    x = batch(seed=3)
+    x = inputs_for(model, seed=3)
     compiled = tf.function(lambda t: model(t, training=False), jit_compile=True)
     # XLA fuses and reorders float32 arithmetic: equal up to rounding, not bit-identical.
     np.testing.assert_allclose(compiled(x).numpy(), model(x, training=False).numpy(), rtol=1e-3, atol=5e-4)
@@ -81,10 +101,10 @@ def test_mixed_float16(name, mixed_precision):
     # Seeded: untrained recurrent models at inference (batch-norm statistics still 0 / 1) reach activations
     # of a few 10^4, near float16's 65504, so an unseeded build could overflow depending on test order.
     keras.utils.set_random_seed(0)
-    model = build_model(name, (SIZE, SIZE, 1), filters=FILTERS, **SMALL.get(name, {}))
+    model = build_model(name, input_shape(name), filters=FILTERS, **SMALL.get(name, {}))
     assert any(layer.compute_dtype == "float16" for layer in model.layers)
     assert model.get_layer("logits").compute_dtype == "float32"
-    out = model(batch(), training=False)
+    out = model(inputs_for(model), training=False)
     assert out.dtype == tf.float32
     assert np.all(np.isfinite(out.numpy())) and np.all((out.numpy() >= 0) & (out.numpy() <= 1))
 
@@ -131,7 +151,7 @@ def hard_dice(prob: np.ndarray, gt: np.ndarray) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", model_names(spatial_rank=2))
 def test_overfits_toy_batch(name):
     """Each model fits a two-image toy batch to Dice > 0.9 within 80 Adam steps (BCE + soft Dice).
 

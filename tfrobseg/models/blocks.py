@@ -131,6 +131,17 @@ def recurrent_block(x, filters: int, cfg: BuildConfig, name: str, *, t: int = 2,
     return y
 
 
+def max_pool(x, cfg: BuildConfig, name: str):
+    """2x2 (2x2x2) max-pooling, stride 2. In 3D it computes in float32 whatever the dtype policy.
+
+    TensorFlow has no float16 CPU kernel for 3D max-pooling, so a 3D model under ``mixed_float16`` would not
+    run on a CPU. A maximum is exact in any precision and float16 -> float32 -> float16 casts are exact, so
+    the float32 pooling changes no value; it only costs two casts of the pooled tensor.
+    """
+    dtype = "float32" if cfg.spatial_rank == 3 else None
+    return layer_for(cfg, "MaxPooling")(2, dtype=dtype, name=name)(x)
+
+
 def up_conv(x, filters: int, cfg: BuildConfig, name: str):
     """Ronneberger's up-convolution: 2x2 (2x2x2) transposed conv, stride 2, with bias (no norm/activation)."""
     return layer_for(cfg, "ConvTranspose")(
@@ -271,7 +282,7 @@ def encoder_decoder(
     for i, f in enumerate(cfg.filters[:-1]):
         x = block(x, f, cfg, f"enc{i}")
         skips.append(x)
-        x = layer_for(cfg, "MaxPooling")(2, name=f"enc{i}_pool")(x)
+        x = max_pool(x, cfg, f"enc{i}_pool")
     x = block(x, cfg.filters[-1], cfg, "bottleneck")
     if bottleneck is not None:
         x = bottleneck(x)

@@ -18,7 +18,7 @@ import keras
 
 from tfrobseg.models.blocks import (
     double_conv,
-    layer_for,
+    max_pool,
     nested_skip_pathways,
     segmentation_head,
 )
@@ -34,7 +34,7 @@ def build_unet_plus_plus(cfg: BuildConfig, *, deep_supervision: bool = False) ->
     x = inputs
     for i, f in enumerate(cfg.filters):
         if i > 0:
-            x = layer_for(cfg, "MaxPooling")(2, name=f"x{i - 1}_0_pool")(x)
+            x = max_pool(x, cfg, f"x{i - 1}_0_pool")
         x = double_conv(x, f, cfg, f"x{i}_0")
         columns.append(x)
     nodes = nested_skip_pathways(columns, cfg.filters, cfg)
