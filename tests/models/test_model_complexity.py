@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 from model_helpers import FILTERS, SMALL
 
 from tfrobseg.models import build_model, count_macs, layer_macs
@@ -47,3 +48,44 @@ def test_model_table_rows(capsys):
     assert unet[:4] == ["unet", "U-Net", f"{unet_params:,}", "+0"]
     assert resunet[:4] == ["resunet", "ResU-Net", f"{resunet_params:,}", f"{resunet_params - unet_params:+,}"]
     assert unet[5] == f"{6_324_224 / 1e9:.3f}"  # the hand count of test_count_macs_unet_by_hand
+
+
+def test_count_macs_unet_3d_and_dilated_by_hand():
+    """3D U-Net at 8 x 32 x 32, filters (4, 8, 16): 27-tap convs, 8-tap up-convs; the dilated 3D U-Net adds
+    three 27-tap convs at the 2 x 8 x 8 bottleneck (dilation changes no count)."""
+    unet_3d = build_model("unet_3d", (8, 32, 32, 1), filters=FILTERS)
+    v0, v1, v2 = 8 * 32 * 32, 4 * 16 * 16, 2 * 8 * 8  # voxels per level
+    enc = v0 * 27 * (1 * 4 + 4 * 4) + v1 * 27 * (4 * 8 + 8 * 8)
+    bottleneck = v2 * 27 * (8 * 16 + 16 * 16)
+    dec1 = v2 * 8 * 16 * 8 + v1 * 27 * (16 * 8 + 8 * 8)
+    dec0 = v1 * 8 * 8 * 4 + v0 * 27 * (8 * 4 + 4 * 4)
+    head = v0 * 4 * 1
+    assert count_macs(unet_3d) == enc + bottleneck + dec1 + dec0 + head
+    dilated = build_model("dilated_unet_3d", (8, 32, 32, 1), filters=FILTERS)
+    assert count_macs(dilated) - count_macs(unet_3d) == 3 * v2 * 27 * 16 * 16
+
+
+def test_count_macs_depthwise_and_nested():
+    """A depthwise conv counts kernel x C_in x depth multiplier per output pixel; a nested model its layers."""
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.DepthwiseConv2D(5, strides=2, padding="same", depth_multiplier=2)(inputs)
+    inner = keras.Model(inputs, keras.layers.Conv2D(4, 1)(x))
+    outer_in = keras.Input((16, 16, 3))
+    outer = keras.Model(outer_in, keras.layers.Conv2D(2, 3, padding="same")(keras.layers.UpSampling2D(2)(inner(outer_in))))
+    depthwise = 8 * 8 * 25 * 3 * 2
+    assert layer_macs(inner.layers[1]) == depthwise
+    assert count_macs(outer) == depthwise + 8 * 8 * 6 * 4 + 16 * 16 * 9 * 4 * 2
+
+
+def test_model_table_3d_rows_and_models_that_cannot_be_built(capsys):
+    main(["--size", "32", "--slices", "8", "--filters", *map(str, FILTERS), "--models", "unet_3d", "dilated_unet_3d"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "3D models: input (8, 32, 32, 1), MACs per volume, '+ U-Net' against the 3D U-Net"
+    unet_3d, dilated = lines[-2].split(), lines[-1].split()
+    assert unet_3d[:3] == ["unet_3d", "3D", "U-Net"] and unet_3d[4] == "+0"
+    assert dilated[5] == f"{3 * (27 * 16 * 16 + 4 * 16):+,}"  # the dilated bottleneck's parameters
+    assert unet_3d[-5:] == ["(None,", "8,", "32,", "32,", "1)"]
+    main(["--size", "48", "--models", "unet_efficientnet"])
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.split()[:3] == ["unet_efficientnet", "EfficientNet", "U-Net"]
+    assert "not built: unet_efficientnet: input height 48 must be a multiple of 32" in last

@@ -8,6 +8,7 @@ import pytest
 from model_helpers import batch
 
 from tfrobseg.models import RecurrentConv2D
+from tfrobseg.models.layers import make_normalization
 
 
 def plain_block(filters: int) -> keras.Sequential:
@@ -74,3 +75,22 @@ def test_recurrent_conv_rejects_bad_t(t):
 def test_recurrent_conv_rejects_width_mismatch():
     with pytest.raises(ValueError, match="equal widths"):
         RecurrentConv2D(8)(batch(1, 8, 4))
+
+
+@pytest.mark.parametrize("kind, groups", [("group", 8), ("instance", 16), ("batch", None)])
+def test_normalizations_on_volumes_match_numpy(kind, groups):
+    """5-D (B, D, H, W, C) feature maps: group (gcd(16, 8) = 8 groups) and instance norm per sample and channel
+    group, batch norm (training) per channel over batch and all three spatial axes; gamma 1, beta 0 as
+    initialised, Keras' epsilon 1e-3."""
+    x = np.random.default_rng(3).normal(1.0, 2.0, size=(2, 3, 4, 5, 16)).astype("float32")
+    layer = make_normalization(kind, 16)
+    if groups is None:
+        mean, var = x.mean(axis=(0, 1, 2, 3)), x.var(axis=(0, 1, 2, 3))
+        expected = (x - mean) / np.sqrt(var + 1e-3)
+        got = layer(x, training=True).numpy()
+    else:
+        g = x.reshape(2, 3, 4, 5, groups, 16 // groups)
+        mean, var = g.mean(axis=(1, 2, 3, 5), keepdims=True), g.var(axis=(1, 2, 3, 5), keepdims=True)
+        expected = ((g - mean) / np.sqrt(var + 1e-3)).reshape(x.shape)
+        got = layer(x).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

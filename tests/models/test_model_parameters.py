@@ -14,7 +14,7 @@ import keras
 import pytest
 from model_helpers import FILTERS
 
-from tfrobseg.models import MODEL_NAMES, build_model
+from tfrobseg.models import STUDY_MODELS, build_model
 
 
 def layer_params(model: keras.Model, keep=lambda name: True) -> dict[str, int]:
@@ -48,7 +48,8 @@ def test_unet_parameter_count_by_hand():
 @pytest.fixture(scope="module")
 def study_models():
     filters = (8, 16, 32, 64)
-    return filters, {name: build_model(name, (64, 64, 1), filters=filters) for name in MODEL_NAMES}
+    names = (*STUDY_MODELS, "recurrent_residual_unet")
+    return filters, {name: build_model(name, (64, 64, 1), filters=filters) for name in names}
 
 
 def level_block(suffix: str):

@@ -19,6 +19,7 @@ from tfrobseg.models import (
     defaults,
     model_names,
     model_options,
+    model_spatial_rank,
     register_model,
     registry,
 )
@@ -31,6 +32,27 @@ def test_registry_names():
     assert {MODEL_DISPLAY_NAMES[n] for n in STUDY_MODELS} == published
     assert model_options("recurrent_unet") == {"t": 2}
     assert model_options("unet") == {}
+    assert model_options("dilated_unet_3d") == {"dilation_rates": (1, 2, 4)}
+    assert model_options("unet_efficientnet") == model_options("unet_plus_plus_efficientnet") == {
+        "variant": "b0",
+        "weights": None,
+    }
+    assert {n: MODEL_DISPLAY_NAMES[n] for n in model_names(spatial_rank=3)} == {
+        "unet_3d": "3D U-Net",
+        "dilated_unet_3d": "Dilated 3D U-Net",
+    }
+    assert MODEL_DISPLAY_NAMES["unet_efficientnet"] == "EfficientNet U-Net"
+    assert MODEL_DISPLAY_NAMES["unet_plus_plus_efficientnet"] == "EfficientNet UNet++"
+
+
+def test_models_by_input_rank():
+    """The 3D models take volumes and are listed after every 2D model; the two lists split the registry."""
+    two, three = model_names(spatial_rank=2), model_names(spatial_rank=3)
+    assert three == ("unet_3d", "dilated_unet_3d")
+    assert MODEL_NAMES == two + three
+    assert {model_spatial_rank(n) for n in two} == {2} and {model_spatial_rank(n) for n in three} == {3}
+    with pytest.raises(ValueError, match="unknown model 'vnet'"):
+        model_spatial_rank("vnet")
 
 
 @pytest.mark.parametrize(
@@ -49,6 +71,21 @@ def test_registry_names():
         ({"name": "unet_vit", "embed_dim": 10, "num_heads": 4}, "divisible by num_heads"),
         ({"name": "unet_vit", "input_shape": (None, None, 1)}, "static input size"),
         ({"name": "unet_vit", "patch_size": 3}, "not divisible by patch_size"),
+        (
+            {"name": "unet", "input_shape": (8, 64, 64, 1)},
+            "^unet is a 2D model: input_shape must be \\(height, width, channels\\), got \\(8, 64, 64, 1\\)$",
+        ),
+        (
+            {"name": "unet_3d", "input_shape": (64, 64, 1)},
+            "^unet_3d is a 3D model: input_shape must be \\(depth, height, width, channels\\), got \\(64, 64, 1\\)$",
+        ),
+        ({"name": "unet_3d", "input_shape": (6, 64, 64, 1)}, "^input depth 6 must be a positive multiple"),
+        ({"name": "unet_3d", "input_shape": (8, 64, 62, 1)}, "^input width 62 must be a positive multiple"),
+        (
+            {"name": "unet", "input_shape": (8, 8, 64, 64, 1)},
+            "input_shape must be \\(height, width, channels\\) or \\(depth, height, width, channels\\)",
+        ),
+        ({"name": "unet_efficientnet", "input_shape": (64, 100, 1)}, "input width 100 must be a multiple of 32"),
     ],
 )
 def test_build_model_rejects_bad_arguments(kwargs, message):
@@ -114,7 +151,7 @@ def test_registered_builder_gets_the_validated_config(scratch_registry):
         return tiny_builder(cfg, width=width)
 
     assert model_options("tiny") == {"width": 4}
-    assert registry.model_names()[-1] == "tiny" and registry.display_names()["tiny"] == "Tiny"
+    assert registry.model_names(spatial_rank=2)[-1] == "tiny" and registry.display_names()["tiny"] == "Tiny"
     model = build_model("tiny", [32, 32, 1], filters=[4, 8], n_classes=2, width=3)
     assert seen == [BuildConfig((32, 32, 1), (4, 8), "relu", "batch", 2, "probabilities")]
     assert model.count_params() == (1 * 3 + 3) + (3 * 2 + 2)
@@ -123,6 +160,12 @@ def test_registered_builder_gets_the_validated_config(scratch_registry):
     with pytest.raises(ValueError, match="multiple of 2"):  # validated before the builder runs
         build_model("tiny", (30, 30, 1), filters=(4, 8, 16))
     assert len(seen) == 1
+
+
+def test_registering_an_unknown_rank_is_refused(scratch_registry):
+    with pytest.raises(ValueError, match="model 'tiny4d': spatial_rank must be 2 or 3, got 4"):
+        register_model("tiny4d", display_name="Tiny 4D", spatial_rank=4)
+    assert "tiny4d" not in registry.model_names()
 
 
 @pytest.mark.parametrize(
@@ -142,5 +185,8 @@ def test_builder_of_another_form_is_refused(scratch_registry, builder):
 def test_build_config_normalises_and_freezes():
     cfg = BuildConfig([None, 64, 1], [4.0, 8], "relu", "none", 1, "logits")
     assert cfg.input_shape == (None, 64, 1) and cfg.filters == (4, 8) and cfg.depth == 2
+    assert cfg.spatial_rank == 2
+    volume = BuildConfig((None, 16, 32, 1), (4, 8, 16), "relu", "none", 1, "logits")
+    assert volume.input_shape == (None, 16, 32, 1) and volume.spatial_rank == 3
     with pytest.raises(AttributeError):
         cfg.filters = (8, 16)
