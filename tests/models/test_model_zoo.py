@@ -36,6 +36,8 @@ def mixed_precision():
         keras.mixed_precision.set_global_policy("float32")
 
 
+# keras.applications warns that 2 channels are unusual for an EfficientNet (they work without ImageNet weights)
+@pytest.mark.filterwarnings("ignore:This model usually expects 1 or 3 input channels")
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_output_shape_range_and_sizes(name):
     model = small_model(name)
@@ -150,8 +152,13 @@ def hard_dice(prob: np.ndarray, gt: np.ndarray) -> float:
     return 2 * np.logical_and(pred, gt > 0).sum() / (pred.sum() + (gt > 0).sum())
 
 
+# The 2D models but the EfficientNet ones: their B0 encoder makes this fit take 50-60 s each on a CPU (measured),
+# and their decoders are made of the blocks the other models fit here. 3D models: test_model_unet3d.py.
+FITTED = tuple(n for n in model_names(spatial_rank=2) if not n.endswith("_efficientnet"))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", model_names(spatial_rank=2))
+@pytest.mark.parametrize("name", FITTED)
 def test_overfits_toy_batch(name):
     """Each model fits a two-image toy batch to Dice > 0.9 within 80 Adam steps (BCE + soft Dice).
 
