@@ -265,7 +265,8 @@ def set_output_prior(model: keras.Model, prior: float, *, temperature: float = 1
     0.71 with π = 0.05).
     Raises ValueError for a model without such a layer, or with a multi-class (softmax) head.
     """
-    heads = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D) and layer.name.startswith("logits")]
+    convolutions = (keras.layers.Conv2D, keras.layers.Conv3D)  # the head of a 2D or a 3D network
+    heads = [layer for layer in model.layers if isinstance(layer, convolutions) and layer.name.startswith("logits")]
     if not heads or any(layer.filters != 1 for layer in heads):
         raise ValueError(f"{model.name}: output_prior needs a tfrobseg model with one sigmoid output (a 'logits' "
                          "1x1 convolution with one filter)")
