@@ -310,7 +310,7 @@ def _apply(repo: Path, mutant: Mutant) -> None:
 
 def _run_tests(repo: Path, mutant: Mutant, env: dict[str, str], timeout: int, first_failure: bool) -> dict:
     t0 = time.perf_counter()
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *mutant.tests]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", *mutant.tests]
     if mutant.select != FULL:
         cmd += ["-m", "not slow"]
     if first_failure:

@@ -335,6 +335,10 @@ def _configure_tensorflow(settings: Settings, say: Callable[[str], None]) -> Non
     when it already runs (``main`` called in a process that used it), said in one line."""
     import tensorflow as tf
 
+    threading = tf.config.threading
+    if (threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads()) == \
+            (settings.threads, settings.threads) and not settings.deterministic:
+        return  # set already, by an earlier call in this process (the related-work experiments call main again)
     try:
         tf.config.threading.set_intra_op_parallelism_threads(settings.threads)
         tf.config.threading.set_inter_op_parallelism_threads(settings.threads)

@@ -40,6 +40,7 @@ OPTION_FLAGS: dict[str, str] = {
     "best_iterate": "--best-iterate",
     "random_start": "--no-random-start",
     "match": "--match",
+    "target": "--target",
 }
 #: Options whose canonical value is a float (``--alpha 1`` and ``--alpha 1.0`` are one attack).
 _FLOAT_OPTIONS = ("alpha", "step_factor", "momentum")
@@ -160,6 +161,9 @@ def add_attack_options(parser: argparse.ArgumentParser) -> None:
                        help="keep per image the iterate with the lowest Dice instead of the last")
     group.add_argument("--no-random-start", dest="random_start", action="store_const", const=False, default=None,
                        help="start the random-start attacks (PGD) at the clean image")
+    group.add_argument("--target", choices=("background", "foreground"), default=None,
+                       help="what the targeted attacks drive the prediction to: background (the gland vanishes; "
+                            "the default) or foreground (every voxel labelled, Liu et al.'s ti-FGSM)")
     group.add_argument("--match", default=None,
                        help="the attack whose perturbation size the gaussian / rician noise controls reproduce "
                             "(default pgd)")

@@ -24,8 +24,8 @@ import pandas as pd
 from tfrobseg.errors import InputError, OptionError, SettingsMismatchError, UnitsFailed
 from tfrobseg.experiment.cli import build_parser, grid_exit, prepare_run
 
-__all__ = ["Experiment", "Trained", "attack_saved_units", "describe_cases", "experiment_parser", "saved_rows",
-           "train_grid"]
+__all__ = ["Experiment", "Trained", "attack_saved_units", "describe_cases", "experiment_parser", "folder_args",
+           "saved_rows", "train_grid", "train_grids"]
 
 
 @dataclass(frozen=True)
@@ -86,29 +86,51 @@ class Trained:
 
 def train_grid(args: argparse.Namespace, say: Callable[[str], None] = print) -> Trained:
     """Check the options (nothing created on a bad one: ``error:`` and exit code 2), then train and attack the
-    cross-validation grid of ``args`` exactly as ``experiments/crossval.py`` does (resuming a folder)."""
-    phase = getattr(args, "phase", "crossval")
-    try:
-        run = prepare_run(phase, args)
-    except (OptionError, InputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return Trained(Path(args.out), None, 2)
+    grid of ``args`` (``--phase``, cross-validation by default) exactly as ``experiments/crossval.py`` does
+    (resuming a folder)."""
+    return train_grids([args], say)[0]
+
+
+def train_grids(runs: Sequence[argparse.Namespace], say: Callable[[str], None] = print) -> list[Trained]:
+    """:func:`train_grid` for several results folders (each ``args.out``, e.g. the 2D and the 3D networks of one
+    comparison): every folder is checked first, then their units share one pool of workers
+    (:func:`tfrobseg.experiment.grid.run_grids`). On a failure every folder's :class:`Trained` has ``rows`` None
+    and the exit code."""
+    prepared = []
+    for args in runs:
+        phase = getattr(args, "phase", "crossval")
+        try:
+            prepared.append((phase, prepare_run(phase, args)))
+        except (OptionError, InputError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return [Trained(Path(a.out), None, 2) for a in runs]
     from tfrobseg.experiment.grid import GridRun, run_grids
 
-    say(f"{Path(args.out).name}: models {run.models} x losses {run.losses} x "
-        f"{'folds ' + str(run.folds) if phase == 'crossval' else 'hold-out'} -> {run.n_units} "
-        f"unit(s); eps {list(run.settings.epsilons)}; image size {run.settings.image_size}; filters "
-        f"{run.settings.filters}; results in {run.out_dir}")
+    for phase, run in prepared:
+        say(f"{run.out_dir.name}: models {run.models} x losses {run.losses} x "
+            f"{'folds ' + str(run.folds) if phase == 'crossval' else 'hold-out'} -> {run.n_units} unit(s); eps "
+            f"{list(run.settings.epsilons)}; image size {run.settings.image_size}; filters {run.settings.filters}"
+            f"{'; patch ' + str(run.settings.patch_shape) if run.settings.patch_shape else ''}"
+            f"{'; loss options ' + str(run.settings.loss_options) if run.settings.loss_options else ''}; results in "
+            f"{run.out_dir}")
     t0 = time.perf_counter()
+    first = runs[0]
     try:
-        (rows,) = run_grids([GridRun(phase, run.settings, run.out_dir, run.models, run.losses, run.folds,
-                                     run.shard, run.data)],
-                            overwrite=args.overwrite, max_units=args.max_units, jobs=run.jobs,
-                            progress=not args.no_progress)
+        frames = run_grids([GridRun(phase, run.settings, run.out_dir, run.models, run.losses, run.folds, run.shard,
+                                    run.data) for phase, run in prepared],
+                           overwrite=first.overwrite, max_units=first.max_units, jobs=prepared[0][1].jobs,
+                           progress=not first.no_progress)
     except (SettingsMismatchError, UnitsFailed) as exc:
-        return Trained(run.out_dir, None, grid_exit(exc, str(run.out_dir / "log.txt"), "report was"))
-    say(f"training grid finished in {time.perf_counter() - t0:.0f} s ({len(rows)} rows).")
-    return Trained(run.out_dir, rows)
+        log = " and ".join(str(run.out_dir / "log.txt") for _, run in prepared)
+        code = grid_exit(exc, log, "report was")
+        return [Trained(run.out_dir, None, code) for _, run in prepared]
+    say(f"training grid finished in {time.perf_counter() - t0:.0f} s ({sum(len(f) for f in frames)} rows).")
+    return [Trained(run.out_dir, rows) for (_, run), rows in zip(prepared, frames)]
+
+
+def folder_args(args: argparse.Namespace, folder: str, **changes: Any) -> argparse.Namespace:
+    """A copy of ``args`` for the sub-folder ``folder`` of ``args.out``, with ``changes`` (model, filters ...)."""
+    return argparse.Namespace(**{**vars(args), "out": str(Path(args.out) / folder), **changes})
 
 
 def attack_saved_units(out_dir: Path, attack: str, *, attack_loss: str | None = None,
