@@ -140,3 +140,49 @@ def test_unit_with_an_empty_fold_is_refused(tiny_cohort, tmp_path):
     settings, _ = _settings(data_dir, TINY_ARGV)
     with pytest.raises(ValueError, match="empty training .* or evaluation"):
         runner.run_unit(Unit("crossval", "unet", "bce", 1), settings, tmp_path / "out", progress=False)
+
+
+# --------------------------------------------------------------------------- a 3D network's unit
+def test_a_3d_unit_trains_on_patches_and_scores_whole_volumes(tiny_cohort, tmp_path):
+    """A 3D U-Net unit: trained on random patches, attacked and scored on whole volumes (padded for its
+    pooling, cropped back): one row per patient x eps, over the patient's every slice, as a 2D unit's; then
+    experiments/attack.py attacks the same volumes again from the saved model and gets the same clean rows."""
+    from tfrobseg.experiment.attack_units import attack_units, build_parser as attack_parser, plan_attacks
+    from tfrobseg.experiment.cli import prepare_run
+
+    argv = ["--data", str(tiny_cohort), "--model", "unet_3d", "--loss", "dice", "--folds", "0", "--out",
+            str(tmp_path), *TINY_ARGV, "--filters", "4,8,16", "--patch-shape", "4,32,32", "--batch-size", "2"]
+    run = prepare_run("crossval", build_parser("crossval").parse_args(argv))
+    assert run.settings.patch_shape == (4, 32, 32) and run.settings.fingerprint()["patch_shape"] == [4, 32, 32]
+    combined = run_grid("crossval", run.settings, tmp_path, models=["unet_3d"], losses=["dice"], folds=[0],
+                        progress=False, quiet=True)
+    manifest = Manifest.read(tiny_cohort)
+    patients = manifest.split["folds"][0]
+    assert sorted(combined["patient_id"].unique()) == sorted(patients)
+    assert len(combined) == 3 * len(patients) and combined[SCORES].notna().all().all()
+    slices = {p: manifest.entry(p, tiny_cohort).n_slices for p in patients}
+    assert dict(zip(combined["patient_id"], combined["n_slices"])) == slices  # the padding is cropped off
+    attacked = combined[combined["epsilon"] == 0.5]
+    assert (attacked["rmse"] > 0.4).all() and (attacked["rmse"] <= 0.5 + 1e-6).all()
+    plan = plan_attacks(attack_parser().parse_args(["--results", str(tmp_path), "--attack", "fgsm",
+                                                    "--attack-loss", "bce"]), say=lambda _: None)
+    (outcome,) = attack_units(plan, progress=False, say=lambda _: None)
+    clean = outcome.rows[outcome.rows["epsilon"] == 0.0].set_index("patient_id")["dice"]
+    assert outcome.status == "computed" and clean.to_dict() == pytest.approx(
+        combined[combined["epsilon"] == 0.0].set_index("patient_id")["dice"].to_dict())
+
+
+def test_a_3d_run_checks_its_patch_before_any_work(tiny_cohort, tmp_path):
+    from tfrobseg.experiment.cli import prepare_run
+
+    base = ["--data", str(tiny_cohort), "--loss", "dice", "--out", str(tmp_path / "x"), *TINY_ARGV]
+    with pytest.raises(SystemExit, match="--model unet_3d: --patch-shape 5,32,32 with --filters 4,8: .*depth 5"):
+        prepare_run("crossval", build_parser("crossval").parse_args([*base, "--model", "unet_3d",
+                                                                      "--patch-shape", "5,32,32"]))
+    with pytest.raises(SystemExit, match="--patch-shape is for 3D networks"):
+        prepare_run("crossval", build_parser("crossval").parse_args([*base, "--model", "unet",
+                                                                      "--patch-shape", "8,32,32"]))
+    with pytest.raises(SystemExit, match="--model unet_efficientnet: --image-size 48 with .*multiple of 32"):
+        prepare_run("crossval", build_parser("crossval").parse_args([*base, "--model", "unet_efficientnet",
+                                                                      "--image-size", "48"]))
+    assert not (tmp_path / "x").exists()

@@ -54,7 +54,7 @@ def fgsm(model: keras.Model, x: tf.Tensor, y: tf.Tensor, eps: float, **options: 
 def _build_sweep_forward(model: keras.Model, loss_fn: None, jit_compile: bool) -> Callable:
     @tf.function(jit_compile=jit_compile)
     def sweep_forward(x, sign, eps, lo, hi):
-        # eps: (K, B, 1, 1, 1) per-ε, per-image budget -> K adversarial copies of the batch.
+        # eps: (K, B, 1, ..., 1) per-ε, per-image budget -> K adversarial copies of the batch.
         adv = tf.clip_by_value(x[None] + eps * sign[None], lo, hi)
         flat = tf.reshape(adv, [-1] + x.shape[1:].as_list())
         pred = tf.cast(model(flat, training=False), tf.float32)
@@ -109,7 +109,9 @@ def fgsm_sweep(
         chunk = attacked[start : start + per_call]
         # Pad the last chunk with its own last ε so every call has the same shape (one compilation).
         padded = chunk + [chunk[-1]] * (per_call - len(chunk))
-        eps = tf.constant([eps_values[i] for i in padded], tf.float32)[:, None, None, None, None] * scale[None]
+        # (K, 1, ..., 1) against scale's (B, 1, ..., 1): one budget per ε and image, slices or volumes alike.
+        eps = tf.reshape(tf.constant([eps_values[i] for i in padded], tf.float32), [-1] + [1] * x.shape.rank)
+        eps = eps * scale[None]
         chunk_pred, chunk_adv = forward(x, sign, eps, lo, hi)
         for k, i in enumerate(chunk):
             preds[i] = chunk_pred[k]

@@ -57,8 +57,9 @@ def check_models(model_names: Sequence[str], image_size: int, filters: Sequence[
         try:
             models.build_model(name, input_shape=shape, filters=filters)
         except ValueError as exc:
-            flag = "--patch-shape" if name in volumetric else "--image-size"
-            raise OptionError(f"--model {name}: {flag} {','.join(map(str, shape[:-1]))} with --filters "
+            given = f"--patch-shape {','.join(map(str, shape[:-1]))}" if name in volumetric else \
+                f"--image-size {image_size}"
+            raise OptionError(f"--model {name}: {given} with --filters "
                               f"{','.join(map(str, filters))}: {exc}") from None
 
 
