@@ -147,7 +147,8 @@ def test_a_3d_unit_trains_on_patches_and_scores_whole_volumes(tiny_cohort, tmp_p
     """A 3D U-Net unit: trained on random patches, attacked and scored on whole volumes (padded for its
     pooling, cropped back): one row per patient x eps, over the patient's every slice, as a 2D unit's; then
     experiments/attack.py attacks the same volumes again from the saved model and gets the same clean rows."""
-    from tfrobseg.experiment.attack_units import attack_units, build_parser as attack_parser, plan_attacks
+    from tfrobseg.experiment.attack_units import attack_units, plan_attacks
+    from tfrobseg.experiment.attack_units import build_parser as attack_parser
     from tfrobseg.experiment.cli import prepare_run
 
     argv = ["--data", str(tiny_cohort), "--model", "unet_3d", "--loss", "dice", "--folds", "0", "--out",
