@@ -55,7 +55,7 @@ EXPERIMENT = Experiment(
                 "experiments/crossval.py.",
     model="unet_3d,dilated_unet_3d",
     loss="",
-    preset={"folds": "0"},
+    preset={"folds": "0", "max_epochs": 8},
     defaults={"epsilons": (0.1,), "filters": (8, 16, 32, 64)},
 )
 

@@ -93,8 +93,8 @@ def pooling_multiple(settings: Settings) -> int:
 
 def volume_datasets(settings: Settings, patients: UnitPatients) -> UnitData:
     """A 3D network's datasets: random training patches (:attr:`Settings.patch_shape`, seeded; half of them on the
-    gland), whole validation volumes and whole evaluation volumes, padded to :func:`pooling_multiple` after their
-    last slice, row and column (:func:`tfrobseg.dataset.volumes.volume_dataset`). The volumes are the slices of
+    gland), whole validation volumes and whole evaluation volumes, padded with zeros after their
+    last slice, row and column to one shape (:func:`common_padding`). The volumes are the slices of
     the 2D path stacked (:func:`tfrobseg.dataset.volumes.load_volumes`): same resampling, same spacing."""
     from tfrobseg.dataset.volumes import load_volumes, patch_dataset, volume_dataset
 
@@ -104,8 +104,17 @@ def volume_datasets(settings: Settings, patients: UnitPatients) -> UnitData:
     val = None
     if patients.val:
         volumes = load_volumes(settings.data_dir, patients.val, image_size=settings.image_size)
-        val = volume_dataset(volumes, multiple=pooling_multiple(settings)).map(lambda e: (e["image"], e["mask"]))
+        val = volume_dataset(volumes, multiple=common_padding(volumes, settings)).map(lambda e: (e["image"], e["mask"]))
     return UnitData(patients, train, val, eval_dataset(settings, patients.eval, volumes=True))
+
+
+def common_padding(volumes: Sequence[Any], settings: Settings) -> tuple[int, int, int]:
+    """The ``multiple`` of :func:`~tfrobseg.dataset.volumes.volume_dataset` that pads every one of ``volumes`` to
+    one shape: the deepest one's depth rounded up to :func:`pooling_multiple`, so that the network and the
+    attack are traced once for all of them (each depth would trace them again), in-plane the multiple itself."""
+    multiple = pooling_multiple(settings)
+    depth = max(-(-v.shape[0] // multiple) * multiple for v in volumes)
+    return depth, multiple, multiple
 
 
 def record_files(settings: Settings, patient_ids: list[str]) -> dict[str, tuple[Path, int]]:
@@ -163,14 +172,14 @@ def train(unit: Unit, settings: Settings, data: UnitData, unit_dir: Path, progre
 def eval_dataset(settings: Settings, patients: list[str], *, volumes: bool = False) -> Any:
     """The slices of the evaluation ``patients``, in patient and slice order, at the run's input size: what
     a unit attacks (here and in ``experiments/attack.py``). Cached in memory as :func:`unit_datasets` says.
-    ``volumes``: for a 3D network, their whole volumes instead, padded as :func:`volume_datasets` says."""
+    ``volumes``: for a 3D network, their whole volumes instead, padded to one shape (:func:`common_padding`)."""
     from tfrobseg.dataset.pipeline import make_dataset
 
     if volumes:
         from tfrobseg.dataset.volumes import load_volumes, volume_dataset
 
-        return volume_dataset(load_volumes(settings.data_dir, patients, image_size=settings.image_size),
-                              multiple=pooling_multiple(settings))
+        loaded = load_volumes(settings.data_dir, patients, image_size=settings.image_size)
+        return volume_dataset(loaded, multiple=common_padding(loaded, settings))
 
     return make_dataset(settings.data_dir, patients, batch_size=settings.train.batch_size, shuffle=False,
                         seed=settings.train.seed, image_size=settings.image_size,
