@@ -135,3 +135,20 @@ def test_experiment_defaults_mapping_is_not_shared():
     args = argparse.Namespace(data="d", out=None, epsilons=None)
     a.apply_preset(args)
     assert args.epsilons is None and args.out == "results/a/d"
+
+
+def test_model_options_are_parsed_per_model_and_checked(tiny_cohort):
+    from tfrobseg.experiment import cli
+
+    names = ["unet_efficientnet", "unet"]
+    assert S.resolve_model_options(["unet_efficientnet.variant=b1", "unet_efficientnet.weights=none"], names) == \
+        {"unet_efficientnet": {"variant": "b1", "weights": None}}
+    for items, message in ((["unet.variant=b1"], "unet takes no option"),
+                           (["unet_3d.dilation_rates=1"], "not a model of this run"),
+                           (["unet_efficientnet.variant"], "expected MODEL.KEY=VALUE")):
+        with pytest.raises(SystemExit, match=message):
+            S.resolve_model_options(items, names)
+    argv = ["--data", str(tiny_cohort), "--model", "unet_efficientnet", "--loss", "dice", "--image-size", "32",
+            "--filters", "4,8", "--model-option", "unet_efficientnet.variant=b9"]
+    with pytest.raises(SystemExit, match="--model unet_efficientnet: .*variant"):
+        cli.prepare_run("crossval", cli.build_parser("crossval").parse_args(argv))

@@ -130,6 +130,9 @@ def build_parser(phase: str) -> argparse.ArgumentParser:
                    help="'model' (attack the trained model as built: float16 gradients under mixed_float16) or "
                         "'float32' (attack a float32 copy with the same weights; docs/attacks.md)")
     p.add_argument("--attack-loss", default="same", help="'same' (the training loss, as in the study) or a loss name")
+    p.add_argument("--model-option", action="append", default=None, metavar="MODEL.KEY=VALUE",
+                   help="an option of one of the models, e.g. unet_efficientnet.variant=b7 or "
+                        "unet_efficientnet.weights=imagenet (repeat for several; docs/models.md)")
     p.add_argument("--patch-shape", default=None, metavar="D,H,W",
                    help="training patch of the 3D networks (default: 16 slices of the whole in-plane field); they "
                         "are evaluated and attacked on whole volumes")
@@ -340,10 +343,11 @@ def prepare_run(phase: str, args: argparse.Namespace) -> _Run:
     preflight.check_out_dir(out_dir)
     from tfrobseg import models
 
-    settings, jobs = resolve_settings(args, data_dir, preset, gpus=_gpus(), loss_names=loss_names,
+    settings, jobs = resolve_settings(args, data_dir, preset, gpus=_gpus(), loss_names=loss_names, model_names=model_names,
                                       volumetric=bool(set(model_names) & set(models.model_names(spatial_rank=3))))
     preflight.check_image_size(settings.image_size, settings.filters)
-    preflight.check_models(model_names, settings.image_size, settings.filters, settings.patch_shape)
+    preflight.check_models(model_names, settings.image_size, settings.filters, settings.patch_shape,
+                           settings.model_options)
     manifest = Manifest.read(data_dir)
     folds: list[int | None] = list(_folds(args.folds, manifest.n_folds)) if phase == "crossval" else [None]
     patients = preflight.check_patients(phase, data_dir, manifest, folds, settings.split_file)

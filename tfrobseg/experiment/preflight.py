@@ -45,8 +45,8 @@ def check_image_size(image_size: int, filters: Sequence[int]) -> None:
 
 
 def check_models(model_names: Sequence[str], image_size: int, filters: Sequence[int],
-                 patch_shape: Sequence[int] | None) -> None:
-    """Each model builds at the run's input (a slice of ``image_size``, or a 3D network's training patch): its own
+                 patch_shape: Sequence[int] | None, model_options: dict | None = None) -> None:
+    """Each model builds at the run's input, with its ``--model-option`` values (a slice of ``image_size``, or a 3D network's training patch): its own
     constraints (EfficientNet halves five times, a 3D network's patch too) fail here, in one line naming the
     model and the option, not in every unit."""
     from tfrobseg import models
@@ -55,7 +55,9 @@ def check_models(model_names: Sequence[str], image_size: int, filters: Sequence[
     for name in model_names:
         shape = (*patch_shape, 1) if name in volumetric and patch_shape else (image_size, image_size, 1)
         try:
-            models.build_model(name, input_shape=shape, filters=filters)
+            # Weights are not downloaded here: the options' values are checked, not the file.
+            options = {k: v for k, v in (model_options or {}).get(name, {}).items() if k != "weights"}
+            models.build_model(name, input_shape=shape, filters=filters, **options)
         except ValueError as exc:
             given = f"--patch-shape {','.join(map(str, shape[:-1]))}" if name in volumetric else \
                 f"--image-size {image_size}"

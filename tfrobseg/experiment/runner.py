@@ -161,11 +161,13 @@ def train(unit: Unit, settings: Settings, data: UnitData, unit_dir: Path, progre
     shape = (None, None, None, 1) if volumetric(unit.model) else (settings.image_size, settings.image_size, 1)
     loss_options = tuple(sorted(settings.loss_options.get(unit.loss, {}).items()))
     return train_defended(
-        lambda: models.build_model(unit.model, input_shape=shape, filters=settings.filters),
+        lambda: models.build_model(unit.model, input_shape=shape, filters=settings.filters,
+                                   **settings.model_options.get(unit.model, {})),
         settings.loss(unit.loss), data.train, data.val, defense=settings.defense, config=settings.train, out_dir=unit_dir,
         progress=progress, desc=f"train {unit.uid}", position=position,
         # Units of one model and loss (the folds) share the graph: traced once per worker process.
-        reuse_key=(unit.model, shape, settings.filters, unit.loss, loss_options),
+        reuse_key=(unit.model, shape, settings.filters, unit.loss, loss_options,
+                   tuple(sorted(settings.model_options.get(unit.model, {}).items()))),
     )
 
 

@@ -84,7 +84,9 @@ class Settings:
     run is trained (:mod:`tfrobseg.defenses`), ``None`` for ordinary training (then left out of the
     fingerprint, so folders made before defenses existed keep theirs). ``loss_options``: keyword arguments
     of the named losses (``{"tversky": {"alpha": 0.7, "beta": 0.3}}``), wherever the run uses that loss (training
-    and attack); empty, left out of the fingerprint. ``patch_shape`` (D, H, W) and ``patches_per_volume``: how
+    and attack); empty, left out of the fingerprint. ``model_options``: the named models' own options
+    (``{"unet_efficientnet": {"variant": "b7", "weights": "imagenet"}}``, :func:`tfrobseg.models.model_options`);
+    empty, left out of the fingerprint. ``patch_shape`` (D, H, W) and ``patches_per_volume``: how
     the run's 3D networks train (random patches, :func:`tfrobseg.dataset.volumes.patch_dataset`); ``None`` when
     the run has none (then both are left out of the fingerprint).
     """
@@ -109,6 +111,7 @@ class Settings:
     ensemble_members: tuple[str, ...] = ()
     defense: DefenseConfig | None = None
     loss_options: dict[str, dict[str, float]] = field(default_factory=dict)
+    model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     patch_shape: tuple[int, int, int] | None = None
     patches_per_volume: int = PATCHES_PER_VOLUME
 
@@ -130,6 +133,7 @@ class Settings:
         d["ensemble_members"] = tuple(d.get("ensemble_members", ()))
         d["defense"] = DefenseConfig.from_json(d["defense"]) if d.get("defense") else None
         d["loss_options"] = {name: dict(options) for name, options in d.get("loss_options", {}).items()}
+        d["model_options"] = {name: dict(options) for name, options in d.get("model_options", {}).items()}
         d["patch_shape"] = tuple(int(n) for n in d["patch_shape"]) if d.get("patch_shape") else None
         return cls(**d)
 
@@ -138,7 +142,7 @@ class Settings:
         d = self.to_json()
         d["data_dir"] = os.path.abspath(d["data_dir"])  # the data fingerprint identifies the content
         d.pop("split_file")  # its hash identifies the split
-        for name in ("attack_options", "ensemble_members", "defense", "loss_options"):  # absent before: same hash
+        for name in ("attack_options", "ensemble_members", "defense", "loss_options", "model_options"):  # absent: same
             if not d[name]:
                 d.pop(name)
         if d["patch_shape"] is None:  # no 3D network in the run: the 3D data path's settings mean nothing
@@ -270,6 +274,40 @@ def resolve_patch_shape(text: str | None, volumetric: bool, image_size: int) -> 
     return shape  # type: ignore[return-value]
 
 
+def _option_value(text: str) -> Any:
+    """A ``--model-option`` value: an int, a float, ``none`` (None), ``true`` / ``false``, else the text."""
+    lowered = text.strip().lower()
+    if lowered in ("none", "true", "false"):
+        return {"none": None, "true": True, "false": False}[lowered]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def resolve_model_options(items: Any, names: Any) -> dict[str, dict[str, Any]]:
+    """``--model-option MODEL.KEY=VALUE`` values as options per model (OptionError naming the item: a model not
+    in the run, an option it does not take; the values themselves are checked when the models are built before
+    any work, :func:`tfrobseg.experiment.preflight.check_models`)."""
+    from tfrobseg.models import model_options
+
+    options: dict[str, dict[str, Any]] = {}
+    for item in items or ():
+        name, dot, rest = str(item).partition(".")
+        key, eq, value = rest.partition("=")
+        if not dot or not eq or not key.strip():
+            raise OptionError(f"--model-option {item!r}: expected MODEL.KEY=VALUE, e.g. unet_efficientnet.variant=b7")
+        if name not in names:
+            raise OptionError(f"--model-option {item}: {name!r} is not a model of this run ({', '.join(names)})")
+        taken = model_options(name)
+        if key.strip() not in taken:
+            raise OptionError(f"--model-option {item}: {name} takes {', '.join(taken) or 'no option'}")
+        options.setdefault(name, {})[key.strip()] = _option_value(value)
+    return options
+
+
 def resolve_loss_options(items: Any, names: Any) -> dict[str, dict[str, float]]:
     """``--loss-option LOSS.KEY=VALUE`` values as options per loss, each loss built once with them to check them
     (OptionError naming the item: a loss not chosen, an option it does not take, a bad value)."""
@@ -294,10 +332,11 @@ def resolve_loss_options(items: Any, names: Any) -> dict[str, dict[str, float]]:
 
 
 def resolve_settings(args: Any, data_dir: Path, preset: str | None, *, gpus: int,
-                     loss_names: Any = (), volumetric: bool = False) -> tuple[Settings, int]:
+                     loss_names: Any = (), model_names: Any = (), volumetric: bool = False) -> tuple[Settings, int]:
     """The run's :class:`Settings` and job count from the parsed options (``argparse.Namespace``).
 
-    ``loss_names``: the run's losses, the only ones ``--loss-option`` may name; ``volumetric``: whether the run
+    ``loss_names`` / ``model_names``: the run's losses and models, the only ones ``--loss-option`` /
+    ``--model-option`` may name; ``volumetric``: whether the run
     trains a 3D network (then ``--patch-shape`` is resolved). ``gpus``: GPUs visible on this machine. XLA defaults to on, except for the preset on a machine
     without a GPU (compiling a train step costs more than it saves there). ``--strategy auto`` is
     resolved here (:func:`~tfrobseg.training.config.resolve_strategy`), so that the strategy and its
@@ -356,6 +395,7 @@ def resolve_settings(args: Any, data_dir: Path, preset: str | None, *, gpus: int
         ensemble_members=members,
         defense=resolve_defense_options(args),
         loss_options=resolve_loss_options(getattr(args, "loss_option", None), loss_names),
+        model_options=resolve_model_options(getattr(args, "model_option", None), model_names),
         patch_shape=resolve_patch_shape(getattr(args, "patch_shape", None), volumetric, image_size),
     )
     return settings, int(pick(args.jobs, "jobs", 1))
