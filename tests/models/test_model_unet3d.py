@@ -5,8 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
-from model_helpers import FILTERS
+from model_helpers import FILTERS, fit_toy
 
 from tfrobseg.models import BuildConfig, build_model
 from tfrobseg.models.blocks import dilated_bottleneck
@@ -108,11 +107,6 @@ def toy_volume(shape=(16, 32, 32)):
     return (y + noise).astype("float32"), y
 
 
-def hard_dice(prob: np.ndarray, gt: np.ndarray) -> float:
-    pred = prob > 0.5
-    return 2 * np.logical_and(pred, gt > 0).sum() / (pred.sum() + (gt > 0).sum())
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["unet_3d", "dilated_unet_3d"])
 def test_overfits_toy_volume(name):
@@ -123,22 +117,5 @@ def test_overfits_toy_volume(name):
     keras.utils.set_random_seed(0)
     model = build_model(name, (16, 32, 32, 1), filters=FILTERS, normalization="group")
     x, y = toy_volume()
-    optimizer = keras.optimizers.Adam(1e-2)
-    bce = keras.losses.BinaryCrossentropy()
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            prob = model(x, training=True)
-            soft_dice = (2 * tf.reduce_sum(prob * y) + 1) / (tf.reduce_sum(prob) + tf.reduce_sum(y) + 1)
-            loss = bce(y, prob) + 1 - soft_dice
-        optimizer.apply(tape.gradient(loss, model.trainable_weights), model.trainable_weights)
-
-    scores = []
-    for _ in range(6):
-        for _ in range(10):
-            step()
-        scores.append(hard_dice(model(x, training=False).numpy(), y))
-        if scores[-1] > 0.9:
-            break
+    scores = fit_toy(model, x, y, rounds=6)
     assert scores[-1] > 0.9, f"{name}: Dice every 10 steps {np.round(scores, 3)}"

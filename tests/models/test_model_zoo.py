@@ -11,6 +11,7 @@ from model_helpers import (
     SIZE,
     SMALL,
     batch,
+    fit_toy,
     input_shape,
     inputs_for,
     small_model,
@@ -147,11 +148,6 @@ def toy_batch(n: int = 2, size: int = 64, seed: int = 0):
     return (y + rng.normal(0, 0.5, y.shape)).astype("float32"), y
 
 
-def hard_dice(prob: np.ndarray, gt: np.ndarray) -> float:
-    pred = prob > 0.5
-    return 2 * np.logical_and(pred, gt > 0).sum() / (pred.sum() + (gt > 0).sum())
-
-
 # The 2D models but the EfficientNet ones: their B0 encoder makes this fit take 50-60 s each on a CPU (measured),
 # and their decoders are made of the blocks the other models fit here. 3D models: test_model_unet3d.py.
 FITTED = tuple(n for n in model_names(spatial_rank=2) if not n.endswith("_efficientnet"))
@@ -167,22 +163,5 @@ def test_overfits_toy_batch(name):
     keras.utils.set_random_seed(0)
     model = build_model(name, (64, 64, 1), filters=FILTERS, normalization="group", **SMALL.get(name, {}))
     x, y = toy_batch()
-    optimizer = keras.optimizers.Adam(1e-2)
-    bce = keras.losses.BinaryCrossentropy()
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            prob = model(x, training=True)
-            soft_dice = (2 * tf.reduce_sum(prob * y) + 1) / (tf.reduce_sum(prob) + tf.reduce_sum(y) + 1)
-            loss = bce(y, prob) + 1 - soft_dice
-        optimizer.apply(tape.gradient(loss, model.trainable_weights), model.trainable_weights)
-
-    scores = []
-    for _ in range(8):
-        for _ in range(10):
-            step()
-        scores.append(hard_dice(model(x, training=False).numpy(), y))
-        if scores[-1] > 0.9:
-            break
+    scores = fit_toy(model, x, y, rounds=8)
     assert scores[-1] > 0.9, f"{name}: Dice every 10 steps {np.round(scores, 3)}"

@@ -16,19 +16,17 @@ per epoch.
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from tfrobseg.console import setup_console
 from tfrobseg.experiment.related import (
     Experiment,
     describe_cases,
-    experiment_parser,
     folder_args,
+    start,
     train_grids,
 )
 
@@ -153,11 +151,7 @@ def report(rows: pd.DataFrame, out_dir: Path, epsilon: float) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point of ``experiments/adaptive_loss.py``."""
-    if hasattr(sys.stdout, "reconfigure"):
-        sys.stdout.reconfigure(errors="replace")
-    args = experiment_parser(EXPERIMENT).parse_args(argv)
-    setup_console(args.verbose)
-    say = functools.partial(print, flush=True)
+    args, say = start(EXPERIMENT, argv)
     if args.loss or args.loss_option:
         print("error: --loss / --loss-option: adaptive_loss.py trains paper 003's losses (Tversky 0.7/0.3, Dice + CE, "
               "adaptive TverskyCE 0.5/0.5 and 0.7/0.3)", file=sys.stderr)

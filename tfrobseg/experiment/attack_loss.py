@@ -14,21 +14,19 @@ ours then the paper's, and a figure of Dice vs eps per attack loss).
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from tfrobseg.console import setup_console
 from tfrobseg.errors import OptionError
 from tfrobseg.experiment.related import (
     Experiment,
     attack_saved_units,
     describe_cases,
-    experiment_parser,
     saved_rows,
+    start,
     train_grid,
 )
 
@@ -189,11 +187,7 @@ def report(rows: pd.DataFrame, out_dir: Path, epsilon: float) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point of ``experiments/attack_loss.py``."""
-    if hasattr(sys.stdout, "reconfigure"):
-        sys.stdout.reconfigure(errors="replace")
-    args = experiment_parser(EXPERIMENT, _options).parse_args(argv)
-    setup_console(args.verbose)
-    say = functools.partial(print, flush=True)
+    args, say = start(EXPERIMENT, argv, _options)
     try:
         attack_losses = _attack_losses(args.attack_losses)
         if args.attack != "fgsm":

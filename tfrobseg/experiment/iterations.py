@@ -17,22 +17,20 @@ against N (their Figs. 3-4) for both networks.
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from tfrobseg.console import setup_console
 from tfrobseg.errors import OptionError
 from tfrobseg.experiment.related import (
     Experiment,
     attack_saved_units,
     describe_cases,
-    experiment_parser,
     folder_args,
     saved_rows,
+    start,
     train_grids,
 )
 
@@ -189,11 +187,7 @@ def report(rows: pd.DataFrame, out_dir: Path, epsilon: float, steps: int) -> lis
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point of ``experiments/iterations.py``."""
-    if hasattr(sys.stdout, "reconfigure"):
-        sys.stdout.reconfigure(errors="replace")
-    args = experiment_parser(EXPERIMENT, _options).parse_args(argv)
-    setup_console(args.verbose)
-    say = functools.partial(print, flush=True)
+    args, say = start(EXPERIMENT, argv, _options)
     try:
         steps = _ints(args.iterations, "--iterations")
         filters_3d = _ints(args.filters_3d, "--filters-3d")

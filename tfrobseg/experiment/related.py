@@ -12,6 +12,7 @@ which attacks and which table; nothing is trained or attacked twice when it is r
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,11 +22,12 @@ from typing import Any
 
 import pandas as pd
 
+from tfrobseg.console import setup_console
 from tfrobseg.errors import InputError, OptionError, SettingsMismatchError, UnitsFailed
 from tfrobseg.experiment.cli import build_parser, grid_exit, prepare_run
 
 __all__ = ["Experiment", "Trained", "attack_saved_units", "describe_cases", "experiment_parser", "folder_args",
-           "saved_rows", "train_grid", "train_grids"]
+           "saved_rows", "start", "train_grid", "train_grids"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,18 @@ class Experiment:
         if args.out is None:
             args.out = str(Path("results") / self.name / ("builtin" if preset else Path(args.data).name))
         return preset
+
+
+def start(experiment: Experiment, argv: Sequence[str] | None,
+          extra: Callable[[argparse.ArgumentParser], None] | None = None
+          ) -> tuple[argparse.Namespace, Callable[[str], None]]:
+    """A script's start: its options parsed (:func:`experiment_parser`), the console set up (tables hold "±" and
+    "ε": a terminal of another encoding gets replacement characters, never a crash), and a flushing printer."""
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace")
+    args = experiment_parser(experiment, extra).parse_args(argv)
+    setup_console(args.verbose)
+    return args, functools.partial(print, flush=True)
 
 
 def experiment_parser(experiment: Experiment, extra: Callable[[argparse.ArgumentParser], None] | None = None

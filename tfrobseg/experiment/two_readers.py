@@ -15,19 +15,16 @@ own agreement, and a figure of Dice vs eps per loss).
 
 from __future__ import annotations
 
-import functools
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tfrobseg.console import setup_console
 from tfrobseg.experiment.related import (
     Experiment,
     describe_cases,
-    experiment_parser,
+    start,
     train_grid,
 )
 
@@ -160,11 +157,7 @@ def report(rows: pd.DataFrame, out_dir: Path, data_dir: str, image_size: int, ep
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point of ``experiments/two_readers.py``."""
-    if hasattr(sys.stdout, "reconfigure"):
-        sys.stdout.reconfigure(errors="replace")
-    args = experiment_parser(EXPERIMENT).parse_args(argv)
-    setup_console(args.verbose)
-    say = functools.partial(print, flush=True)
+    args, say = start(EXPERIMENT, argv)
     EXPERIMENT.apply_preset(args)
     trained = train_grid(args, say)
     if trained.rows is None:
