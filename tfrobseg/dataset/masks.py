@@ -102,12 +102,18 @@ def match_zones(zones: sitk.Image, image: sitk.Image, *, patient: str | None = N
         return sitk.Resample(indicator, image, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
 
     out = resample_labels_with(zones, 2, onto_image)
-    if not np.any(sitk.GetArrayViewFromImage(out)):
-        raise InputError(
-            f"zone map does not overlap its image (zone map origin {np.round(zones.GetOrigin(), 1).tolist()} size "
-            f"{list(zones.GetSize())}; image origin {np.round(image.GetOrigin(), 1).tolist()} size "
-            f"{list(image.GetSize())})", patient=patient, path=path)
+    _check_overlap(out, "zone map", zones, image, patient, path)
     return out, "resampled"
+
+
+def _check_overlap(resampled: sitk.Image, what: str, labels: sitk.Image, image: sitk.Image, patient: str | None,
+                   path: object) -> None:
+    """InputError when nothing of ``labels`` (a mask or zone map) is left on ``image``'s grid: they do not overlap."""
+    if not np.any(sitk.GetArrayViewFromImage(resampled)):
+        raise InputError(
+            f"{what} does not overlap its image ({what} origin {np.round(labels.GetOrigin(), 1).tolist()} size "
+            f"{list(labels.GetSize())}; image origin {np.round(image.GetOrigin(), 1).tolist()} size "
+            f"{list(image.GetSize())})", patient=patient, path=path)
 
 
 def same_grid(a: sitk.Image, b: sitk.Image, *, direction_tol: float = 1e-3, origin_tol_mm: float = 0.05,
@@ -131,11 +137,7 @@ def match_mask(mask: sitk.Image, image: sitk.Image, *, patient: str | None = Non
     resampled = sitk.Resample(sitk.Cast(mask, sitk.sitkFloat32), image, sitk.Transform(), sitk.sitkLinear, 0.0,
                               sitk.sitkFloat32)
     out = sitk.Cast(resampled >= 0.5, sitk.sitkUInt8)
-    if not np.any(sitk.GetArrayViewFromImage(out)):
-        raise InputError(
-            f"mask does not overlap its image (mask origin {np.round(mask.GetOrigin(), 1).tolist()} size "
-            f"{list(mask.GetSize())}; image origin {np.round(image.GetOrigin(), 1).tolist()} size "
-            f"{list(image.GetSize())})", patient=patient, path=path)
+    _check_overlap(out, "mask", mask, image, patient, path)
     return out, "resampled"
 
 
