@@ -198,7 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     EXPERIMENT.apply_preset(args)
-    runs = [folder_args(args, "2d"), folder_args(args, "3d", model="unet_3d", filters=filters_3d)]
+    # --patch-shape is the 3D network's alone.
+    runs = [folder_args(args, "2d", patch_shape=None), folder_args(args, "3d", model="unet_3d", filters=filters_3d)]
     trained = train_grids(runs, say)
     if any(t.rows is None for t in trained):
         return trained[0].code
