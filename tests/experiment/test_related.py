@@ -81,6 +81,7 @@ def test_experiment_parser_and_preset_fill_only_what_the_user_left_out():
     assert args.loss == "dice_focal" and args.epsilons is None and args.image_size is None
     assert attack_loss.EXPERIMENT.apply_preset(args) == "builtin"
     assert args.image_size == 64 and args.epsilons == (0.05, 0.1, 0.25) and args.out == "results/attack_loss/builtin"
+    assert args.folds == "0"
     given = parser.parse_args(["--data", "data/mine", "--image-size", "96", "--epsilons", "0.5"])
     assert attack_loss.EXPERIMENT.apply_preset(given) is None
     assert (given.image_size, given.epsilons, given.out) == (96, (0.5,), "results/attack_loss/mine")
