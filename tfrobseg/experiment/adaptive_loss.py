@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from tfrobseg.experiment.related import (
+    PRESET_3D_PATCH,
     Experiment,
     describe_cases,
     folder_args,
@@ -53,7 +54,7 @@ EXPERIMENT = Experiment(
                 "experiments/crossval.py.",
     model="unet_3d,dilated_unet_3d",
     loss="",
-    preset={"folds": "0", "max_epochs": 8},
+    preset={"folds": "0", "max_epochs": 8, "patch_shape": PRESET_3D_PATCH},
     defaults={"epsilons": (0.1,), "filters": (8, 16, 32, 64)},
 )
 

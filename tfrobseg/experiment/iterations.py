@@ -25,6 +25,7 @@ import pandas as pd
 
 from tfrobseg.errors import OptionError
 from tfrobseg.experiment.related import (
+    PRESET_3D_PATCH,
     Experiment,
     attack_saved_units,
     describe_cases,
@@ -49,7 +50,7 @@ EXPERIMENT = Experiment(
                 "network's, --filters-3d the 3D one's.",
     model="unet",
     loss="dice",
-    preset={},
+    preset={"patch_shape": PRESET_3D_PATCH},
     defaults={"epsilons": (0.1,)},
 )
 _NETWORKS = {"2d": "2D U-Net", "3d": "3D U-Net"}

@@ -26,8 +26,15 @@ from tfrobseg.console import setup_console
 from tfrobseg.errors import InputError, OptionError, SettingsMismatchError, UnitsFailed
 from tfrobseg.experiment.cli import build_parser, grid_exit, prepare_run
 
-__all__ = ["Experiment", "Trained", "attack_saved_units", "describe_cases", "experiment_parser", "folder_args",
+__all__ = ["PRESET_3D_PATCH", "Experiment", "Trained", "attack_saved_units", "describe_cases", "experiment_parser", "folder_args",
            "saved_rows", "start", "train_grid", "train_grids"]
+
+
+#: The built-in presets' training patch of the 3D networks (``--patch-shape``): 16 slices of 32 x 32 of the 48 x 48
+#: field, half of them centred on the gland. A forward pass costs ~0.5 GMAC per 16 x 48 x 48 patch (the 3D U-Net
+#: with filters 8..64): with the whole field a 3D unit took ~6 minutes on one core, too long for the 15-minute
+#: presets; evaluation and attacks stay on whole volumes.
+PRESET_3D_PATCH = "16,32,32"
 
 
 @dataclass(frozen=True)
