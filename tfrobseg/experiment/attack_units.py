@@ -337,8 +337,12 @@ def _configure_tensorflow(settings: Settings, say: Callable[[str], None]) -> Non
 
     threading = tf.config.threading
     if (threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads()) == \
-            (settings.threads, settings.threads) and not settings.deterministic:
-        return  # set already, by an earlier call in this process (the related-work experiments call main again)
+            (settings.threads, settings.threads):
+        # Set already in this process (the related-work experiments: tfrobseg.experiment.related.start);
+        # op determinism, unlike the thread pools, can still be switched on.
+        if settings.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        return
     try:
         tf.config.threading.set_intra_op_parallelism_threads(settings.threads)
         tf.config.threading.set_inter_op_parallelism_threads(settings.threads)

@@ -71,7 +71,23 @@ def start(experiment: Experiment, argv: Sequence[str] | None,
         sys.stdout.reconfigure(errors="replace")
     args = experiment_parser(experiment, extra).parse_args(argv)
     setup_console(args.verbose)
+    _configure_tensorflow(args)
     return args, functools.partial(print, flush=True)
+
+
+def _configure_tensorflow(args: argparse.Namespace) -> None:
+    """The threads (and op determinism) of the run's units, set in this process before TensorFlow starts: the
+    extra attacks run here, on the saved networks, and must compute as the units' own attacks do (a CPU's
+    rounding depends on the thread count)."""
+    import tensorflow as tf
+
+    from tfrobseg.experiment.settings import default_threads
+
+    threads = args.threads or default_threads("builtin" if args.data is None else None)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    if args.deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 def experiment_parser(experiment: Experiment, extra: Callable[[argparse.ArgumentParser], None] | None = None
