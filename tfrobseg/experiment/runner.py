@@ -233,7 +233,8 @@ class Evaluation:
         stream = attack_dataset(self.model, self.dataset, list(epsilons), attack=spec.name, loss=settings.loss(attack_loss),
                                 batch_size=1 if whole else batch_size, return_images=True, jit_compile=settings.train.xla,
                                 attack_precision=settings.attack_precision, **seeded, **spec.options)
-        counted = iter_with_count(stream, total, f"{spec.name} {self.unit.uid}", self.progress, self.position)
+        counted = iter_with_count(stream, total, f"{spec.name} {self.unit.uid}", self.progress, self.position,
+                                  unit="volume" if whole else "slice")
         return evaluate_attack_stream(counted, self.volumes, threshold=settings.threshold,
                                       extra=tidy_columns(self.unit, spec, attack_loss))
 

@@ -220,12 +220,13 @@ def evaluate_attack_stream(
 
 
 def iter_with_count(
-    stream: Iterable[Any], total: int | None, desc: str, enabled: bool = True, position: int = 0
+    stream: Iterable[Any], total: int | None, desc: str, enabled: bool = True, position: int = 0, unit: str = "slice"
 ) -> Iterator[Any]:
-    """Report the progress of ``stream`` (slices × ε) when ``enabled`` (:func:`tfrobseg.console.progress`)."""
+    """Report the progress of ``stream`` (slices, or a 3D network's volumes, × ε) when ``enabled``
+    (:func:`tfrobseg.console.progress`)."""
     from tfrobseg.console import progress
 
-    with progress(total, desc, unit="slice", position=position, enabled=enabled) as bar:
+    with progress(total, desc, unit=unit, position=position, enabled=enabled) as bar:
         for item in stream:
             bar.update(1)
             yield item
