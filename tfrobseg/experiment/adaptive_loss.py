@@ -64,13 +64,18 @@ def _condition(rows: pd.DataFrame) -> pd.Series:
 
 
 def metric_table(rows: pd.DataFrame, epsilon: float) -> pd.DataFrame:
-    """Per model x condition: the clean Dice, F2, specificity, sensitivity and precision in % (mean ± std over
-    patients) and the Dice under FGSM at ``epsilon``."""
+    """Per model x condition (the experiment's models, then paper 003's order of losses): the clean Dice, F2,
+    specificity, sensitivity and precision in % (mean ± std over patients) and the Dice under FGSM at ``epsilon``."""
     from tfrobseg.models import display_names
     from tfrobseg.reporting.formatting import mean_std
 
     eps = rows["epsilon"].astype(float).round(10)
     rows = rows.assign(condition=_condition(rows))
+    models = EXPERIMENT.model.split(",")
+    order = list(_LABELS)
+    rank = rows["model"].map(lambda m: models.index(m) if m in models else len(models)) * len(order) + \
+        rows["condition"].map(order.index)
+    rows = rows.iloc[rank.argsort(kind="stable")]
     out = []
     for (model, condition), group in rows.groupby(["model", "condition"], sort=False):
         clean = group[eps.loc[group.index] == 0.0]
