@@ -70,8 +70,14 @@ def _attack_losses(text: str) -> list[str]:
     return names
 
 
+def _in_order(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows with the models in the experiment's order (U-Net, UNet++, then their EfficientNet variants)."""
+    order = EXPERIMENT.model.split(",")
+    return rows.iloc[rows["model"].map(lambda m: order.index(m) if m in order else len(order)).argsort(kind="stable")]
+
+
 def attack_success_table(rows: pd.DataFrame, epsilon: float, params: dict[str, int] | None = None) -> pd.DataFrame:
-    """Wang & Xu's Table II from our tidy rows: per model, the clean Dice and per attack loss the attacked Dice
+    """Wang & Xu's Table II from our tidy rows: per model (in the experiment's order), the clean Dice and per attack loss the attacked Dice
     and the attack success at ``epsilon`` (means over every evaluated patient of every fold).
 
     The training loss comes first among the attack losses (its column says "(training)"); ``params`` adds the
@@ -85,6 +91,7 @@ def attack_success_table(rows: pd.DataFrame, epsilon: float, params: dict[str, i
     if not (eps == round(float(epsilon), 10)).any():
         raise ValueError(f"eps {epsilon} was not attacked; attacked: {sorted(set(eps) - {0.0})}")
     shown = display_names()
+    rows = _in_order(rows)
     out = []
     for model, part in rows.groupby("model", sort=False):
         training = str(part["loss"].iat[0])
@@ -130,6 +137,7 @@ def plot_attack_losses(rows: pd.DataFrame) -> object:
     from tfrobseg.losses import LOSS_DISPLAY_NAMES
     from tfrobseg.models import display_names
 
+    rows = _in_order(rows)
     models = list(dict.fromkeys(rows["model"]))
     fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.2), sharey=True, squeeze=False)
     palette = dict(zip(ATTACK_LOSSES, plt.get_cmap("tab10").colors))
