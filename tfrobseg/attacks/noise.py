@@ -99,23 +99,24 @@ def _radius(x: tf.Tensor, eps: PerImage, relative_to: str | None) -> tf.Tensor:
     return tf.reshape(budget(x, eps, relative_to), [-1])
 
 
-def _expand(v: tf.Tensor, rank: int) -> tf.Tensor:
-    return tf.reshape(v, [-1] + [1] * (rank - 1))
+def _expand(v: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    """``v`` (one value per image) shaped ``(B, 1, ..., 1)`` to broadcast against ``like`` (slices or volumes).
+    The rank is taken at run time: ``_matching_sigma`` retraces with relaxed shapes (``reduce_retracing``), whose
+    static rank may be unknown once slices and volumes have both gone through it."""
+    return tf.reshape(v, tf.concat([[-1], tf.ones([tf.rank(like) - 1], tf.int32)], 0))
 
 
 def _gaussian_delta(normals: tf.Tensor, m: tf.Tensor, sigma: tf.Tensor, radius: tf.Tensor) -> tf.Tensor:
     """``clip(σ n, −ε, ε)`` with ``n = normals[0]``, in float64, the σ = ∞ limit being ``ε · sign(n)``
     (``m`` is not used: Gaussian noise is additive)."""
-    rank = m.shape.rank
-    sigma, radius = _expand(sigma, rank), _expand(radius, rank)
+    sigma, radius = _expand(sigma, m), _expand(radius, m)
     limit = radius * tf.sign(normals[0])
     return tf.where(tf.math.is_inf(sigma), limit, tf.clip_by_value(sigma * normals[0], -radius, radius))
 
 
 def _rician_delta(normals: tf.Tensor, m: tf.Tensor, sigma: tf.Tensor, radius: tf.Tensor) -> tf.Tensor:
     """``clip(|m + σ (n₁ + i n₂)| − m, −ε, ε)`` in float64, the σ = ∞ limit being ``+ε``."""
-    rank = m.shape.rank
-    sigma, radius = _expand(sigma, rank), _expand(radius, rank)
+    sigma, radius = _expand(sigma, m), _expand(radius, m)
     magnitude = tf.sqrt(tf.square(m + sigma * normals[0]) + tf.square(sigma * normals[1]))
     limit = tf.broadcast_to(radius, tf.shape(m))
     return tf.where(tf.math.is_inf(sigma), limit, tf.clip_by_value(magnitude - m, -radius, radius))
@@ -135,7 +136,8 @@ def _draw(x: tf.Tensor, seed: int | tuple[int, int]) -> tuple[tf.Tensor, tf.Tens
 
 
 def _rms(delta: tf.Tensor) -> tf.Tensor:
-    return tf.sqrt(tf.reduce_mean(tf.square(delta), list(range(1, delta.shape.rank))))
+    # Axes from the run-time rank (see _expand); the result is one value per image, (B,).
+    return tf.reshape(tf.sqrt(tf.reduce_mean(tf.square(delta), tf.range(1, tf.rank(delta)))), [-1])
 
 
 @tf.function(jit_compile=True, reduce_retracing=True)

@@ -84,8 +84,11 @@ def _configure_tensorflow(args: argparse.Namespace) -> None:
     from tfrobseg.experiment.settings import default_threads
 
     threads = args.threads or default_threads("builtin" if args.data is None else None)
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass  # TensorFlow already runs in this process (main called from Python): attack.py's own check says so
     if args.deterministic:
         tf.config.experimental.enable_op_determinism()
 
