@@ -72,3 +72,21 @@ def fit_toy(model: keras.Model, x: np.ndarray, y: np.ndarray, rounds: int, steps
         if scores[-1] > 0.9:
             break
     return scores
+
+
+def bn(c: int) -> int:  # gamma, beta, moving mean, moving variance
+    return 4 * c
+
+
+def unet_params(filters, c_in=1, n_classes=1, rank=2) -> int:
+    """Hand count of a U-Net of ``rank`` 2 or 3: 3^rank-voxel convs without bias + BN, 2^rank-voxel transposed
+    convs with bias, 1-voxel head with bias."""
+    k, up = 3**rank, 2**rank
+    total, prev = 0, c_in
+    for f in filters:  # encoder levels and bottleneck
+        total += k * prev * f + bn(f) + k * f * f + bn(f)
+        prev = f
+    for f in reversed(filters[:-1]):  # decoder: up-conv, then double conv on the 2f-channel concat
+        total += up * prev * f + f + k * 2 * f * f + bn(f) + k * f * f + bn(f)
+        prev = f
+    return total + prev * n_classes + n_classes

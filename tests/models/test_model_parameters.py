@@ -12,29 +12,13 @@ import re
 
 import keras
 import pytest
-from model_helpers import FILTERS
+from model_helpers import FILTERS, bn, unet_params
 
 from tfrobseg.models import STUDY_MODELS, build_model
 
 
 def layer_params(model: keras.Model, keep=lambda name: True) -> dict[str, int]:
     return {layer.name: layer.count_params() for layer in model.layers if keep(layer.name)}
-
-
-def bn(c: int) -> int:  # gamma, beta, moving mean, moving variance
-    return 4 * c
-
-
-def unet_params(filters, c_in=1, n_classes=1) -> int:
-    """Hand count: 3x3 convs without bias + BN, 2x2 transposed convs with bias, 1x1 head with bias."""
-    total, prev = 0, c_in
-    for f in filters:  # encoder levels and bottleneck
-        total += 9 * prev * f + bn(f) + 9 * f * f + bn(f)
-        prev = f
-    for f in reversed(filters[:-1]):  # decoder: up-conv, then double conv on the 2f-channel concat
-        total += 4 * prev * f + f + 9 * 2 * f * f + bn(f) + 9 * f * f + bn(f)
-        prev = f
-    return total + prev * n_classes + n_classes
 
 
 def test_unet_parameter_count_by_hand():

@@ -5,26 +5,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from model_helpers import FILTERS, fit_toy
+from model_helpers import FILTERS, bn, fit_toy, unet_params
 
 from tfrobseg.models import BuildConfig, build_model
 from tfrobseg.models.blocks import dilated_bottleneck
-
-
-def bn(c: int) -> int:  # gamma, beta, moving mean, moving variance
-    return 4 * c
-
-
-def unet_3d_params(filters, c_in=1, n_classes=1) -> int:
-    """Hand count: 3x3x3 convs without bias + BN, 2x2x2 transposed convs with bias, 1x1x1 head with bias."""
-    total, prev = 0, c_in
-    for f in filters:  # encoder levels and bottleneck
-        total += 27 * prev * f + bn(f) + 27 * f * f + bn(f)
-        prev = f
-    for f in reversed(filters[:-1]):  # decoder: up-conv, then double conv on the 2f-channel concat
-        total += 8 * prev * f + f + 27 * 2 * f * f + bn(f) + 27 * f * f + bn(f)
-        prev = f
-    return total + prev * n_classes + n_classes
 
 
 def test_unet_3d_is_the_2d_unet_in_3d():
@@ -36,7 +20,7 @@ def test_unet_3d_is_the_2d_unet_in_3d():
              "MaxPooling2D": "MaxPooling3D"}
     kinds = [(type(a).__name__, type(b).__name__) for a, b in zip(unet.layers, unet_3d.layers)]
     assert all(to_3d.get(k2, k2) == k3 for k2, k3 in kinds)
-    assert unet_3d.count_params() == unet_3d_params(FILTERS, 2, 3)
+    assert unet_3d.count_params() == unet_params(FILTERS, 2, 3, rank=3)
     assert unet_3d.output_shape == (None, 8, 32, 32, 3)
     assert build_model("unet_3d", (16, 16, 16, 1), filters=(16, 32, 64, 128, 256)).count_params() == 5_649_329
     # 3D max-pooling computes in float32 (no float16 CPU kernel); the convolutions follow the policy.
