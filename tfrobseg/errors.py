@@ -5,7 +5,7 @@ whose loss stopped being finite, and a figure's unit that cannot be trained."""
 from __future__ import annotations
 
 __all__ = ["FigureUnitError", "InputError", "OptionError", "OutputError", "RecordError", "SettingsMismatchError",
-           "TrainingDiverged", "UnitFilesError", "UnitsFailed"]
+           "TrainingDiverged", "UnitFilesError", "UnitsFailed", "UnitsSubmitted"]
 
 
 class InputError(ValueError):
@@ -41,6 +41,11 @@ class UnitsFailed(RuntimeError):
     def __init__(self, failures: dict[str, str]):
         self.failures = dict(failures)
         super().__init__("; ".join(f"{uid}: {reason}" for uid, reason in self.failures.items()))
+
+
+class UnitsSubmitted(RuntimeError):
+    """Units of a grid were submitted to a cluster and not waited for (``--executor slurm`` without ``--wait``);
+    the message says which array and what to run when it has finished."""
 
 
 class OptionError(SystemExit):

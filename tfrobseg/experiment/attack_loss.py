@@ -22,6 +22,7 @@ import pandas as pd
 
 from tfrobseg.errors import OptionError
 from tfrobseg.experiment.related import (
+    REPORT_LATER,
     Experiment,
     attack_saved_units,
     describe_cases,
@@ -212,11 +213,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     trained = train_grid(args, say)
     if trained.rows is None:
         return trained.code
+    codes = []
     for loss in attack_losses:
         say(f"FGSM crafted with {loss} on every saved network ...")
-        code = attack_saved_units(trained.out_dir, "fgsm", attack_loss=loss, progress=not args.no_progress)
-        if code:
-            return code
+        codes.append(attack_saved_units(trained.out_dir, "fgsm", attack_loss=loss, progress=not args.no_progress,
+                                        args=args))
+        if codes[-1]:
+            return codes[-1]
+    if None in codes:
+        say(REPORT_LATER)
+        return 0
     rows = saved_rows(trained.out_dir)
     rows = rows[rows["attack"] == "fgsm"].reset_index(drop=True)
     written = report(rows, trained.out_dir, table_eps)

@@ -16,6 +16,10 @@ batch size, every ε) too; anything else is (re)computed. The process computing 
 ensemble computes only its missing members (each recorded as an attack of its own) and reduces their rows
 (:func:`~tfrobseg.experiment.runner.ensemble_rows`), reusing the unit's own rows of a member (the study's
 FGSM). :func:`tfrobseg.experiment.store.collect_attack_rows` reads everything back as one frame.
+
+With ``--executor slurm`` the units with an attack to compute are submitted as one job array, a task per unit
+(:func:`array_unit`: that unit's attacks, as here); with ``--wait`` the call then reads their rows back as a
+local call would (every attack recorded by then).
 """
 
 from __future__ import annotations
@@ -33,15 +37,21 @@ from typing import Any
 import pandas as pd
 
 from tfrobseg.console import add_verbose_option, setup_console
-from tfrobseg.errors import InputError, OptionError
+from tfrobseg.errors import InputError, OptionError, UnitsSubmitted
 from tfrobseg.experiment import store
 from tfrobseg.experiment.attacks import AttackSpec, add_attack_options, given_options
 from tfrobseg.experiment.cli import _floats
+from tfrobseg.experiment.executor import (
+    ExecutorConfig,
+    add_executor_options,
+    resolve_executor,
+)
 from tfrobseg.experiment.settings import Settings
 from tfrobseg.experiment.units import MARKER, PHASES, Unit, UnitRecord
 from tfrobseg.io import atomic_write_csv, config_hash, environment_versions, file_hash
 
-__all__ = ["AttackPlan", "Outcome", "attack_units", "build_parser", "jobs_of", "main", "plan_attacks", "summary"]
+__all__ = ["AttackPlan", "Outcome", "array_unit", "attack_units", "build_parser", "jobs_of", "main", "pending_units",
+           "plan_attacks", "run_command", "summary"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma list of unit globs, e.g. 'crossval/recurrent_unet/*/fold0' (default: every unit)")
     add_attack_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_executor_options(p)
     add_verbose_option(p)
     return p
 
@@ -330,6 +341,58 @@ def summary(outcomes: Sequence[Outcome]) -> pd.DataFrame:
     return table
 
 
+def pending_units(plan: AttackPlan) -> list[tuple[Unit, UnitRecord]]:
+    """The units of ``plan`` with an attack not recorded yet (read from their files; no TensorFlow)."""
+    jobs = jobs_of(plan.specs)
+    return [(unit, record) for unit, record in plan.units
+            if any(_UnitAttacks(plan, unit, record, False).known(spec) is None for spec in jobs)]
+
+
+def array_unit(plan: AttackPlan) -> str:
+    """What one SLURM array task computes: the attacks of ``plan``'s one unit, as a local call does. Raises
+    RuntimeError naming the unit and the attacks that failed, so that SLURM records the task as failed."""
+    outcomes = attack_units(plan, progress=False, say=functools.partial(print, flush=True))
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        raise RuntimeError("; ".join(f"{o.uid} {o.spec.name}: {o.reason}" for o in failed))
+    return f"done: {sum(o.status == 'computed' for o in outcomes)} attack(s) computed"
+
+
+def _submit(plan: AttackPlan, executor: ExecutorConfig, say: Callable[[str], None]) -> int | None:
+    """Submit the units with an attack to compute as one array (a task per unit) and follow it with ``--wait``;
+    returns 1 when tasks failed, None when the call goes on to read the rows. Raises UnitsSubmitted without
+    ``--wait``."""
+    import dataclasses
+
+    from tfrobseg.experiment.executor import SUBMIT_DIR, submit_array
+
+    todo = pending_units(plan)
+    if not todo:
+        say("every unit x attack is recorded already: nothing to submit")
+        return None
+    tasks = [(unit.uid, array_unit, (dataclasses.replace(plan, units=[(unit, record)]),)) for unit, record in todo]
+    submission = submit_array(tasks, executor, plan.root / SUBMIT_DIR, name="tfrobseg-attack",
+                              threads=plan.settings.threads, deterministic=plan.settings.deterministic)
+    say(f"{len(todo)} unit(s) submitted as job array {submission.array_id} (a task per unit; logs in "
+        f"{plan.root / SUBMIT_DIR})")
+    if not executor.wait:
+        raise UnitsSubmitted(f"array {submission.array_id}: follow it with squeue / sacct; when it has ended, run the "
+                             "same command again: it reads the rows back (and submits what is still missing).")
+    submission.follow(say)
+    failed = []
+    for (unit, _), job in zip(todo, submission.jobs):
+        try:
+            job.result()
+        except Exception as exc:  # noqa: BLE001 (the task's error, or a task killed before it ended)
+            failed.append(f"failed: {unit.uid}: {' '.join(str(exc).split())[-300:]} (log: {job.paths.stderr})")
+    missing = {unit.uid for unit, _ in pending_units(plan)} - {line.split(': ')[1] for line in failed}
+    failed += [f"failed: {uid}: its array task ended with attacks still missing (another process may hold "
+               "them; run the same command again)" for uid in sorted(missing)]
+    for line in failed:
+        print(line, file=sys.stderr)
+    return 1 if failed else None
+
+
 def _configure_tensorflow(settings: Settings, say: Callable[[str], None]) -> None:
     """The run's thread pools and op determinism (they change a CPU's rounding), set before TensorFlow starts;
     when it already runs (``main`` called in a process that used it), said in one line."""
@@ -355,16 +418,31 @@ def _configure_tensorflow(settings: Settings, say: Callable[[str], None]) -> Non
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point of ``experiments/attack.py``."""
+    try:
+        return run_command(argv)
+    except UnitsSubmitted as exc:
+        print(str(exc), flush=True)
+        return 0
+
+
+def run_command(argv: Sequence[str] | None = None) -> int:
+    """``experiments/attack.py``'s work and exit code; raises UnitsSubmitted after submitting to SLURM without
+    ``--wait`` (:func:`main` prints it and exits 0; the related-work experiments stop before their report)."""
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")  # "ε" on a non-UTF-8 terminal
     args = build_parser().parse_args(argv)
     setup_console(args.verbose)
     say = functools.partial(print, flush=True)
     try:
+        executor = resolve_executor(args)
         plan = plan_attacks(args, say)
     except (OptionError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if executor.remote:
+        code = _submit(plan, executor, say)
+        if code is not None:
+            return code
     _configure_tensorflow(plan.settings, say)
     say(f"attack.py: {len(plan.units)} unit(s) x {len(plan.specs)} attack(s) ({'; '.join(s.label for s in plan.specs)})"
         f"; eps {list(plan.epsilons)}; attack loss {plan.attack_loss}; batch size {plan.batch_size}; "

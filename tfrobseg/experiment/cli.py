@@ -1,7 +1,9 @@
-"""Command line of ``experiments/crossval.py`` and ``experiments/holdout.py``.
+"""Command line of ``experiments/crossval.py``, ``experiments/holdout.py`` and ``experiments/study.py`` (both).
 
 Options are checked before any work or folder is created; the run's settings are resolved once
-(:mod:`tfrobseg.experiment.settings`) and the grid is run by :func:`tfrobseg.experiment.grid.run_grid`.
+(:mod:`tfrobseg.experiment.settings`) and the grid is run by :func:`tfrobseg.experiment.grid.run_grids`, here or
+on a SLURM cluster (:mod:`tfrobseg.experiment.executor`); ``--dry-run`` lists the units and their cost instead
+(:mod:`tfrobseg.experiment.cost`).
 """
 
 from __future__ import annotations
@@ -12,14 +14,26 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from tfrobseg import study
 from tfrobseg.console import add_verbose_option, setup_console
 from tfrobseg.defenses.config import DEFENSE_NAMES
-from tfrobseg.errors import InputError, OptionError, SettingsMismatchError, UnitsFailed
+from tfrobseg.errors import (
+    InputError,
+    OptionError,
+    SettingsMismatchError,
+    UnitsFailed,
+    UnitsSubmitted,
+)
 from tfrobseg.experiment.attacks import add_attack_options
+from tfrobseg.experiment.executor import (
+    ExecutorConfig,
+    add_executor_options,
+    resolve_executor,
+)
 from tfrobseg.experiment.settings import (
     BUILTIN_DATA,
     BUILTIN_PRESET,
@@ -33,7 +47,7 @@ from tfrobseg.experiment.settings import (
 from tfrobseg.experiment.units import make_grid, parse_shard, select_shard
 from tfrobseg.training.config import PRECISIONS, STRATEGIES
 
-__all__ = ["build_parser", "grid_exit", "main", "prepare_run"]
+__all__ = ["PHASES_OF", "add_cost_options", "build_parser", "grid_exit", "main", "prepare_run", "prepare_runs"]
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -66,8 +80,15 @@ def _ints(text: str) -> tuple[int, ...]:
     return vals
 
 
+#: The phases each entry point runs (``experiments/<name>.py``): ``study`` is the study's whole grid, 120 units.
+PHASES_OF = {"crossval": ("crossval",), "holdout": ("holdout",), "study": ("crossval", "holdout"),
+             "defenses": ("crossval",)}
+
 #: What each entry point runs (``experiments/<phase>.py``).
 _WHAT = {
+    "study": "Apostolidis et al. end to end (Tables I-IV): the 3-fold cross-validation and the hold-out retraining "
+             "of each model x loss (5 x 6 x (3 + 1) = 120 units with the defaults) into one results folder, one "
+             "SLURM job array with --executor slurm.",
     "crossval": "Apostolidis et al. 3-fold cross-validation (Tables I, III): train each model x loss, attack at "
                 "every eps, score in 3D.",
     "holdout": "Apostolidis et al. hold-out retraining and test-set attack (Tables II, IV): train each model x loss, "
@@ -80,7 +101,7 @@ _WHAT = {
 
 
 def build_parser(phase: str) -> argparse.ArgumentParser:
-    """The options of ``experiments/<phase>.py`` (``crossval``, ``holdout`` or ``defenses``). Builds without
+    """The options of ``experiments/<phase>.py`` (``crossval``, ``holdout``, ``study`` or ``defenses``). Builds without
     TensorFlow, so ``--help`` starts no TensorFlow (its start-up lines read like errors); ``--attack`` is
     checked against the attack mapping after parsing."""
     p = argparse.ArgumentParser(
@@ -104,7 +125,7 @@ def build_parser(phase: str) -> argparse.ArgumentParser:
         p.add_argument("--loss", default="all", help="loss name, comma list, or 'all' (the study's six)")
     if phase != "holdout":
         p.add_argument("--folds", type=str, default=None, help="held-out fold indices, 0-based, e.g. 0,1,2 (default: all)")
-    if phase != "crossval":
+    if phase not in ("crossval", "study"):
         p.add_argument("--split", default=None, help="JSON file with train/val/test patient lists (default: the manifest's split)")
     if defenses:
         p.add_argument("--defense", default=None,
@@ -177,8 +198,23 @@ def build_parser(phase: str) -> argparse.ArgumentParser:
     p.add_argument("--max-units", type=int, default=None, help="compute at most N units in this call, then stop")
     p.add_argument("--no-tables", action="store_true", help="do not write the tables at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_executor_options(p)
+    add_cost_options(p)
     add_verbose_option(p)
     return p
+
+
+def add_cost_options(p: argparse.ArgumentParser) -> None:
+    """``--dry-run`` and what its estimate needs (:mod:`tfrobseg.experiment.cost`)."""
+    g = p.add_argument_group("cost before starting (docs/cluster.md#cost)")
+    g.add_argument("--dry-run", action="store_true",
+                   help="list the units this call would compute and estimate their cost in GPU- or CPU-hours; "
+                        "nothing is trained, submitted or created")
+    g.add_argument("--throughput", type=float, default=None, metavar="GMAC/S",
+                   help="--dry-run: effective billions of multiply-accumulates per second of a unit's work on the "
+                        "machines that will run it")
+    g.add_argument("--calibrate", action="store_true",
+                   help="--dry-run: measure the throughput (and a unit's start-up) per model on this machine first")
 
 
 def _names(text: str, all_names: Sequence[str], kind: str, known: Sequence[str]) -> list[str]:
@@ -268,40 +304,49 @@ def _write_tables(out_dir: Path) -> None:
 
 
 def main(phase: str, argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point of ``experiments/crossval.py`` / ``experiments/holdout.py``."""
+    """Command-line entry point of ``experiments/crossval.py``, ``holdout.py`` and ``study.py`` (both phases)."""
     # The tables contain "±" and "ε": never crash on a terminal / log with a non-UTF-8 encoding.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")
     args = build_parser(phase).parse_args(argv)
     setup_console(args.verbose)
     try:
-        run = prepare_run(phase, args)
+        runs = prepare_runs(PHASES_OF[phase], args)
     except (OptionError, InputError) as exc:  # InputError: a prepared record missing, truncated or corrupt
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from tfrobseg.experiment.grid import run_grid
+    for run in runs:
+        _describe(run.phase, run.settings, run.jobs, run.models, run.losses, run.folds, run.n_units, run.out_dir)
+    first = runs[0]
+    if args.dry_run:
+        from tfrobseg.experiment.dry_run import dry_run
 
-    _describe(phase, run.settings, run.jobs, run.models, run.losses, run.folds, run.n_units, run.out_dir)
+        return dry_run([run.grid() for run in runs], args, first.executor)
+    from tfrobseg.experiment.grid import run_grids
+
     t0 = time.perf_counter()
     try:
-        combined = run_grid(phase, run.settings, run.out_dir, models=run.models, losses=run.losses, folds=run.folds,
-                            shard=run.shard, overwrite=args.overwrite, max_units=args.max_units, jobs=run.jobs,
-                            progress=not args.no_progress, data=run.data)
-    except (SettingsMismatchError, UnitsFailed) as exc:
-        return grid_exit(exc, str(run.out_dir / "log.txt"), "tables were")
+        frames = run_grids([run.grid() for run in runs], overwrite=args.overwrite, max_units=args.max_units,
+                           jobs=first.jobs, progress=not args.no_progress, executor=first.executor)
+    except (SettingsMismatchError, UnitsFailed, UnitsSubmitted) as exc:
+        return grid_exit(exc, str(first.out_dir / "log.txt"), "tables were")
     print(f"{phase} finished in {time.perf_counter() - t0:.0f} s.", flush=True)
-    print(f"Per-unit results: {run.out_dir}/{phase}/<model>/<loss>/<fold>/metrics.csv", flush=True)
-    if not combined.empty:
-        print(f"Combined results: {run.out_dir / f'results_{phase}.csv'} ({len(combined)} rows)", flush=True)
-        if not args.no_tables:
-            _write_tables(run.out_dir)
+    for run, combined in zip(runs, frames):
+        print(f"Per-unit results: {run.out_dir}/{run.phase}/<model>/<loss>/<fold>/metrics.csv", flush=True)
+        if not combined.empty:
+            print(f"Combined results: {run.out_dir / f'results_{run.phase}.csv'} ({len(combined)} rows)", flush=True)
+    if any(not f.empty for f in frames) and not args.no_tables:
+        _write_tables(first.out_dir)
     return 0
 
 
-def grid_exit(exc: SettingsMismatchError | UnitsFailed, log: str, unwritten: str) -> int:
-    """Report why a grid run stopped on stderr and return the exit code: 2 with one ``refused:`` line for a folder
-    of another run, 1 with one ``failed:`` line per failed unit (``log``: where the details are; ``unwritten``:
-    what was therefore not written)."""
+def grid_exit(exc: SettingsMismatchError | UnitsFailed | UnitsSubmitted, log: str, unwritten: str) -> int:
+    """Report why a grid run stopped and return the exit code: 0 with the submission's message for units submitted
+    to SLURM and not waited for, 2 with one ``refused:`` line for a folder of another run, 1 with one ``failed:``
+    line per failed unit (``log``: where the details are; ``unwritten``: what was therefore not written)."""
+    if isinstance(exc, UnitsSubmitted):
+        print(str(exc), flush=True)
+        return 0
     if isinstance(exc, SettingsMismatchError):
         print(f"refused: {exc}", file=sys.stderr)
         return 2
@@ -315,8 +360,9 @@ def grid_exit(exc: SettingsMismatchError | UnitsFailed, log: str, unwritten: str
 
 @dataclass
 class _Run:
-    """A run's resolved options, checked before anything is created."""
+    """A run's resolved options for one phase, checked before anything is created."""
 
+    phase: str
     settings: Settings
     jobs: int
     models: list[str]
@@ -326,31 +372,54 @@ class _Run:
     n_units: int
     out_dir: Path
     data: dict
+    executor: ExecutorConfig
+
+    def grid(self) -> Any:
+        """The :class:`~tfrobseg.experiment.grid.GridRun` of this run."""
+        from tfrobseg.experiment.grid import GridRun
+
+        return GridRun(self.phase, self.settings, self.out_dir, self.models, self.losses, self.folds, self.shard,
+                       self.data)
 
 
 def prepare_run(phase: str, args: argparse.Namespace) -> _Run:
+    """:func:`prepare_runs` of one phase."""
+    return prepare_runs((phase,), args)[0]
+
+
+def prepare_runs(phases: Sequence[str], args: argparse.Namespace) -> list[_Run]:
     """Every check a run can fail, in order of cost, before any folder is created or any unit starts
-    (:mod:`tfrobseg.experiment.preflight`); raises OptionError or a RecordError."""
+    (:mod:`tfrobseg.experiment.preflight`), for each of ``phases`` into one results folder; raises OptionError
+    or a RecordError. Under ``--executor slurm`` the settings are those of a unit's node (its GPUs, its cores)."""
     from tfrobseg.dataset.manifest import Manifest
     from tfrobseg.experiment import preflight
 
     preflight.check_counts(args)
+    executor = resolve_executor(args)
     model_names, loss_names, shard = _check_names(args)
     if args.out:
         preflight.check_out_dir(Path(args.out))
+    preflight.check_cost_options(args)
     data_dir, preset = resolve_data(args.data)
     out_dir = default_out_dir(args.out, data_dir, preset)
     preflight.check_out_dir(out_dir)
     from tfrobseg import models
 
-    settings, jobs = resolve_settings(args, data_dir, preset, gpus=_gpus(), loss_names=loss_names, model_names=model_names,
+    if executor.remote and args.threads is None:
+        args.threads = executor.cpus_per_unit
+    settings, jobs = resolve_settings(args, data_dir, preset, gpus=executor.gpus_per_unit if executor.remote else _gpus(),
+                                      loss_names=loss_names, model_names=model_names,
                                       volumetric=bool(set(model_names) & set(models.model_names(spatial_rank=3))))
     preflight.check_image_size(settings.image_size, settings.filters)
     preflight.check_models(model_names, settings.image_size, settings.filters, settings.patch_shape,
                            settings.model_options)
     manifest = Manifest.read(data_dir)
-    folds: list[int | None] = list(_folds(args.folds, manifest.n_folds)) if phase == "crossval" else [None]
-    patients = preflight.check_patients(phase, data_dir, manifest, folds, settings.split_file)
-    preflight.check_records(data_dir, manifest, patients)
-    n_units = len(select_shard(make_grid(phase, model_names, loss_names, folds), shard))
-    return _Run(settings, jobs, model_names, loss_names, folds, shard, n_units, out_dir, manifest.fingerprint())
+    runs = []
+    for phase in phases:
+        folds: list[int | None] = list(_folds(args.folds, manifest.n_folds)) if phase == "crossval" else [None]
+        patients = preflight.check_patients(phase, data_dir, manifest, folds, settings.split_file)
+        preflight.check_records(data_dir, manifest, patients)
+        n_units = len(select_shard(make_grid(phase, model_names, loss_names, folds), shard))
+        runs.append(_Run(phase, settings, jobs, model_names, loss_names, folds, shard, n_units, out_dir,
+                         manifest.fingerprint(), executor))
+    return runs

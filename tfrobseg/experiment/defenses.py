@@ -32,7 +32,13 @@ from tfrobseg.defenses.config import (
     DefenseConfig,
     resolve_defense,
 )
-from tfrobseg.errors import InputError, OptionError, SettingsMismatchError, UnitsFailed
+from tfrobseg.errors import (
+    InputError,
+    OptionError,
+    SettingsMismatchError,
+    UnitsFailed,
+    UnitsSubmitted,
+)
 from tfrobseg.experiment.cli import build_parser, grid_exit, prepare_run
 
 __all__ = ["BUILTIN_DEFENSES", "BUILTIN_DEFENSE_OPTIONS", "BUILTIN_EPSILONS", "defense_rows", "main", "resolve_defenses"]
@@ -177,11 +183,15 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{'folds ' + str(run.folds) if args.phase == 'crossval' else 'hold-out'} -> {len(runs) * run.n_units} "
           f"unit(s); attack {run.settings.attack} {run.settings.attack_options or ''}; eps "
           f"{list(run.settings.epsilons)}; results in {run.out_dir}", flush=True)
+    if args.dry_run:
+        from tfrobseg.experiment.dry_run import dry_run
+
+        return dry_run(runs, args, run.executor)
     t0 = time.perf_counter()
     try:
         combined = run_grids(runs, overwrite=args.overwrite, max_units=args.max_units, jobs=run.jobs,
-                             progress=not args.no_progress)
-    except (SettingsMismatchError, UnitsFailed) as exc:
+                             progress=not args.no_progress, executor=run.executor)
+    except (SettingsMismatchError, UnitsFailed, UnitsSubmitted) as exc:
         return grid_exit(exc, "its folder's log.txt", "report was")
     print(f"defenses finished in {time.perf_counter() - t0:.0f} s.", flush=True)
     return _report(run.out_dir, dict(zip(labels.values(), combined)), args.seed)

@@ -9,6 +9,9 @@
 Completed units are skipped on a re-run; an interrupted unit, or one whose files no longer match its
 marker's checksums, is restarted from scratch (:mod:`tfrobseg.experiment.store`); a unit another process
 holds is left to it, so several processes or machines can share one results folder. Progress goes to the terminal and to ``<out>/log.txt``.
+
+The units are computed here, in worker processes, or submitted to a SLURM cluster as one job array
+(:mod:`tfrobseg.experiment.executor`), each task running :func:`array_unit`: the same code as a worker.
 """
 
 from __future__ import annotations
@@ -23,14 +26,15 @@ from typing import Any
 
 import pandas as pd
 
-from tfrobseg.errors import UnitsFailed
+from tfrobseg.errors import UnitsFailed, UnitsSubmitted
 from tfrobseg.experiment import store
+from tfrobseg.experiment.executor import SUBMIT_DIR, ExecutorConfig
 from tfrobseg.experiment.settings import Settings
 from tfrobseg.experiment.units import MARKER, Unit, make_grid, select_shard
 from tfrobseg.io import atomic_write_csv
 from tfrobseg.locks import current_holder, describe_holder
 
-__all__ = ["GridRun", "run_grid", "run_grids"]
+__all__ = ["GridRun", "array_unit", "run_grid", "run_grids"]
 
 _WORKER_SLOT = 0
 
@@ -98,6 +102,19 @@ def _worker_run(job: tuple[Unit, Settings, Path, bool]) -> _Outcome:
         return _Outcome(metrics, time.perf_counter() - t0)
     finally:
         lock.release()
+
+
+def array_unit(unit: Unit, settings: Settings, out_dir: Path) -> str:
+    """What one SLURM array task computes (:class:`~tfrobseg.experiment.executor.ArrayTask` set its process up as
+    :func:`_worker_init` does): the unit, exactly as a local worker does. Returns ``"done: <summary>"`` or
+    ``"skipped: <why>"``; raises RuntimeError with the one-line reason when the unit failed (its FAILED.json
+    written), so that SLURM records the task as failed."""
+    outcome = _worker_run((unit, settings, Path(out_dir), False))
+    if outcome.error is not None:
+        raise RuntimeError(f"{unit.uid}: {outcome.error}")
+    if outcome.skipped is not None:
+        return f"skipped: {outcome.skipped}"
+    return f"done: {_unit_summary(outcome.metrics)}"
 
 
 def _unit_summary(df: pd.DataFrame) -> str:
@@ -227,6 +244,50 @@ def _compute(todo: list[tuple[_Prepared, Unit]], jobs: int, progress: bool
     return failures, elsewhere
 
 
+def _submit(todo: list[tuple[_Prepared, Unit]], executor: ExecutorConfig
+            ) -> tuple[dict[str, str], list[tuple[_Prepared, str]]]:
+    """Submit the units as one job array (:func:`array_unit` each) into the first run's ``<out>/slurm/``; with
+    ``--wait`` follow it and return what :func:`_compute` returns, else raise :class:`UnitsSubmitted`."""
+    if not todo:
+        return {}, []
+    from tfrobseg.experiment.executor import record_submissions, submit_array
+
+    first, phases = todo[0][0], sorted({p.run.phase for p, _ in todo})
+    folder = first.run.out_dir / SUBMIT_DIR
+    submission = submit_array([(p.prefix + u.uid, array_unit, (u, p.run.settings, p.run.out_dir)) for p, u in todo],
+                              executor, folder, name=f"tfrobseg-{'-'.join(phases)}",
+                              threads=first.run.settings.threads, deterministic=first.run.settings.deterministic)
+    for k, (prepared, unit) in enumerate(todo):
+        prepared.say(f"{prepared.tag(unit)} submitted {unit.uid} (job {submission.jobs[k].job_id})")
+    for prepared in {id(p): p for p, _ in todo}.values():
+        record_submissions(prepared.run.out_dir, [(u.uid, job) for (p, u), job in zip(todo, submission.jobs)
+                                                  if p is prepared])
+    outs = " ".join(sorted({str(p.run.out_dir) for p, _ in todo}))
+    if not executor.wait:
+        raise UnitsSubmitted(
+            f"{len(todo)} unit(s) submitted as job array {submission.array_id} (its tasks' logs in {folder}). "
+            f"Follow it with squeue / sacct; when it has ended, run the same command again (it submits only "
+            f"units not complete, e.g. failed ones, and writes the tables once all are), or check and merge the "
+            f"folder with: python experiments/verify.py --results {outs}")
+    submission.follow(first.say)
+    failures, elsewhere = {}, []
+    for (prepared, unit), job in zip(todo, submission.jobs):
+        tag, say, out = prepared.tag(unit), prepared.say, prepared.run.out_dir
+        try:
+            status = str(job.result())
+        except Exception as exc:  # noqa: BLE001 (a task's error, or a task killed before it could record one)
+            reason = store.read_failure(unit.directory(out)) if (unit.directory(out) / store.FAILURE_NAME).is_file() \
+                else (f"array task {job.job_id} ended without completing it ({' '.join(str(exc).split())[-300:]}); "
+                      f"its log: {job.paths.stderr}")
+            failures[prepared.prefix + unit.uid] = reason
+            say(f"{tag} FAILED {unit.uid}: {reason}")
+            continue
+        if status.startswith("skipped"):
+            elsewhere.append((prepared, unit.uid))
+        say(f"{tag} {status.split(':', 1)[0]} {unit.uid} in job {job.job_id} ({status.split(': ', 1)[-1]})")
+    return failures, elsewhere
+
+
 def run_grid(
     phase: str,
     settings: Settings,
@@ -242,6 +303,7 @@ def run_grid(
     progress: bool = True,
     quiet: bool = False,
     data: dict[str, Any] | None = None,
+    executor: ExecutorConfig | None = None,
 ) -> pd.DataFrame:
     """Run (or resume) a phase's grid into ``out_dir``; returns the combined metrics of the phase.
 
@@ -254,16 +316,22 @@ def run_grid(
     :attr:`Settings.threads` threads: graph tracing is single-threaded Python, so two workers keep
     two cores busy where one process would leave one idle while it traces.
 
+    ``executor`` (:class:`~tfrobseg.experiment.executor.ExecutorConfig`): ``--executor slurm`` submits the units
+    to compute as one job array instead (``jobs`` then means nothing).
+
     Raises:
         UnitsFailed: after every other unit ran, when some failed (each has ``FAILED.json`` and no
             marker; a re-run retries them).
+        UnitsSubmitted: the units were submitted to SLURM and not waited for.
     """
     run = GridRun(phase, settings, Path(out_dir), models, losses, folds, shard, data)
-    return run_grids([run], overwrite=overwrite, max_units=max_units, jobs=jobs, progress=progress, quiet=quiet)[0]
+    return run_grids([run], overwrite=overwrite, max_units=max_units, jobs=jobs, progress=progress, quiet=quiet,
+                     executor=executor)[0]
 
 
 def run_grids(runs: Sequence[GridRun], *, overwrite: bool = False, max_units: int | None = None, jobs: int = 1,
-              progress: bool = True, quiet: bool = False) -> list[pd.DataFrame]:
+              progress: bool = True, quiet: bool = False, executor: ExecutorConfig | None = None
+              ) -> list[pd.DataFrame]:
     """:func:`run_grid` for several results folders at once (e.g. one per defense): every folder is checked
     first, then the units of all of them share one pool of ``jobs`` workers. Returns each folder's combined
     metrics, in ``runs``' order; the runs must agree on the threads and determinism of a unit's process
@@ -277,13 +345,16 @@ def run_grids(runs: Sequence[GridRun], *, overwrite: bool = False, max_units: in
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     if len({(r.settings.threads, r.settings.deterministic) for r in runs}) > 1:
         raise ValueError("run_grids: the runs differ in threads or determinism; run them separately")
-    prepared = [_prepare(run, overwrite, quiet, f"{run.out_dir.name}: " if len(runs) > 1 else "") for run in runs]
+    prepared = [_prepare(run, overwrite, quiet, _prefix(run, runs)) for run in runs]
     todo = [(p, unit) for p in prepared for unit in p.plan.todo]
     if max_units is not None and len(todo) > max_units:
         todo = todo[:max_units]
         for p in {id(p): p for p, _ in todo}.values():
             p.say(f"computing {max_units} unit(s) in this call (--max-units)")
-    failures, taken = _compute(todo, jobs, progress)
+    if executor is not None and executor.remote:
+        failures, taken = _submit(todo, executor)
+    else:
+        failures, taken = _compute(todo, jobs, progress)
     combined = []
     for p in prepared:
         mine = p.plan.elsewhere + [uid for q, uid in taken if q is p]
@@ -298,6 +369,14 @@ def run_grids(runs: Sequence[GridRun], *, overwrite: bool = False, max_units: in
     if failures:
         raise UnitsFailed(failures)
     return combined
+
+
+def _prefix(run: GridRun, runs: Sequence[GridRun]) -> str:
+    """What a run's lines start with when several share the terminal: its folder's name, or its phase when they
+    share a folder (``experiments/study.py``: cross-validation and hold-out)."""
+    if len(runs) == 1:
+        return ""
+    return f"{run.phase}: " if len({r.out_dir for r in runs}) == 1 else f"{run.out_dir.name}: "
 
 
 def _prepare(run: GridRun, overwrite: bool, quiet: bool, prefix: str) -> _Prepared:

@@ -26,6 +26,7 @@ import pandas as pd
 from tfrobseg.errors import OptionError
 from tfrobseg.experiment.related import (
     PRESET_3D_PATCH,
+    REPORT_LATER,
     Experiment,
     attack_saved_units,
     describe_cases,
@@ -204,13 +205,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     trained = train_grids(runs, say)
     if any(t.rows is None for t in trained):
         return trained[0].code
+    codes = []
     for t in trained:
         for n in steps:
             say(f"{t.out_dir.name}: i-FGSM and ti-FGSM with {n} iteration(s) of eps/{n} ...")
-            code = attack_saved_units(t.out_dir, "ifgsm,targeted_ifgsm", progress=not args.no_progress,
-                                      options=["--steps", str(n), "--step-factor", "1", "--target", "foreground"])
-            if code:
-                return code
+            codes.append(attack_saved_units(t.out_dir, "ifgsm,targeted_ifgsm", progress=not args.no_progress, args=args,
+                                            options=["--steps", str(n), "--step-factor", "1", "--target", "foreground"]))
+            if codes[-1]:
+                return codes[-1]
+    if None in codes:
+        say(REPORT_LATER)
+        return 0
     rows = pd.concat([saved_rows(t.out_dir).assign(network=t.out_dir.name) for t in trained], ignore_index=True)
     written = report(rows, Path(args.out), min(args.epsilons), max(steps))
     say(f"Results: {Path(args.out) / 'iterations_results.csv'} ({len(rows)} rows); report: {written[0].parent}")

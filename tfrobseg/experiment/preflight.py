@@ -20,7 +20,7 @@ from tfrobseg.errors import OptionError
 from tfrobseg.experiment.units import Unit, UnitPatients, load_split, unit_patients
 from tfrobseg.io import out_folder_problem
 
-__all__ = ["check_counts", "check_image_size", "check_out_dir", "check_patients", "check_records", "min_labelled"]
+__all__ = ["check_cost_options", "check_counts", "check_image_size", "check_out_dir", "check_patients", "check_records", "min_labelled"]
 
 
 def check_counts(args: argparse.Namespace) -> None:
@@ -31,6 +31,26 @@ def check_counts(args: argparse.Namespace) -> None:
             raise OptionError(f"{flag} {value}: must be >= {low}")
     if args.learning_rate is not None and not args.learning_rate > 0:
         raise OptionError(f"--learning-rate {args.learning_rate:g}: must be > 0 (the study: 1e-4)")
+
+
+def check_cost_options(args: argparse.Namespace) -> None:
+    """``--throughput`` (> 0) and ``--calibrate`` only with ``--dry-run``, and not both; a dry run needs prepared data
+    (it prepares nothing: the built-in cohort is made by the first real run)."""
+    from tfrobseg.dataset.manifest import MANIFEST_NAME
+    from tfrobseg.experiment.settings import BUILTIN_DATA
+
+    throughput, calibrate = getattr(args, "throughput", None), getattr(args, "calibrate", False)
+    if not getattr(args, "dry_run", False):
+        if throughput is not None or calibrate:
+            raise OptionError(f"{'--throughput' if throughput is not None else '--calibrate'} is an option of --dry-run")
+        return
+    if throughput is not None and calibrate:
+        raise OptionError("--throughput and --calibrate: give one (a figure, or measure it on this machine)")
+    if throughput is not None and not throughput > 0:
+        raise OptionError(f"--throughput {throughput:g}: must be > 0 (billions of multiply-accumulates per second)")
+    if args.data is None and not (BUILTIN_DATA / MANIFEST_NAME).is_file():
+        raise OptionError(f"--dry-run: no prepared data in {BUILTIN_DATA} (the built-in cohort is prepared by the "
+                          "first run without --dry-run) and no --data: give the prepared folder with --data")
 
 
 def check_image_size(image_size: int, filters: Sequence[int]) -> None:

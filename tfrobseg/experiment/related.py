@@ -23,10 +23,16 @@ from typing import Any
 import pandas as pd
 
 from tfrobseg.console import setup_console
-from tfrobseg.errors import InputError, OptionError, SettingsMismatchError, UnitsFailed
+from tfrobseg.errors import (
+    InputError,
+    OptionError,
+    SettingsMismatchError,
+    UnitsFailed,
+    UnitsSubmitted,
+)
 from tfrobseg.experiment.cli import build_parser, grid_exit, prepare_run
 
-__all__ = ["PRESET_3D_PATCH", "Experiment", "Trained", "attack_saved_units", "describe_cases", "experiment_parser", "folder_args",
+__all__ = ["PRESET_3D_PATCH", "REPORT_LATER", "Experiment", "Trained", "attack_saved_units", "describe_cases", "experiment_parser", "folder_args",
            "saved_rows", "start", "train_grid", "train_grids"]
 
 
@@ -135,7 +141,8 @@ def train_grids(runs: Sequence[argparse.Namespace], say: Callable[[str], None] =
     """:func:`train_grid` for several results folders (each ``args.out``, e.g. the 2D and the 3D networks of one
     comparison): every folder is checked first, then their units share one pool of workers
     (:func:`tfrobseg.experiment.grid.run_grids`). On a failure every folder's :class:`Trained` has ``rows`` None
-    and the exit code."""
+    and the exit code: also after ``--dry-run`` (the estimate printed, code 0) and after units were submitted to SLURM
+    without ``--wait`` (code 0: the same command, run again when they have ended, goes on to the report)."""
     prepared = []
     for args in runs:
         phase = getattr(args, "phase", "crossval")
@@ -144,7 +151,7 @@ def train_grids(runs: Sequence[argparse.Namespace], say: Callable[[str], None] =
         except (OptionError, InputError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return [Trained(Path(a.out), None, 2) for a in runs]
-    from tfrobseg.experiment.grid import GridRun, run_grids
+    from tfrobseg.experiment.grid import run_grids
 
     for phase, run in prepared:
         say(f"{run.out_dir.name}: models {run.models} x losses {run.losses} x "
@@ -155,12 +162,16 @@ def train_grids(runs: Sequence[argparse.Namespace], say: Callable[[str], None] =
             f"{run.out_dir}")
     t0 = time.perf_counter()
     first = runs[0]
+    if first.dry_run:
+        from tfrobseg.experiment.dry_run import dry_run
+
+        code = dry_run([run.grid() for _, run in prepared], first, prepared[0][1].executor)
+        return [Trained(run.out_dir, None, code) for _, run in prepared]
     try:
-        frames = run_grids([GridRun(phase, run.settings, run.out_dir, run.models, run.losses, run.folds, run.shard,
-                                    run.data) for phase, run in prepared],
+        frames = run_grids([run.grid() for _, run in prepared],
                            overwrite=first.overwrite, max_units=first.max_units, jobs=prepared[0][1].jobs,
-                           progress=not first.no_progress)
-    except (SettingsMismatchError, UnitsFailed) as exc:
+                           progress=not first.no_progress, executor=prepared[0][1].executor)
+    except (SettingsMismatchError, UnitsFailed, UnitsSubmitted) as exc:
         log = " and ".join(str(run.out_dir / "log.txt") for _, run in prepared)
         code = grid_exit(exc, log, "report was")
         return [Trained(run.out_dir, None, code) for _, run in prepared]
@@ -174,18 +185,31 @@ def folder_args(args: argparse.Namespace, folder: str, **changes: Any) -> argpar
 
 
 def attack_saved_units(out_dir: Path, attack: str, *, attack_loss: str | None = None,
-                       options: Sequence[str] = (), progress: bool = True) -> int:
+                       options: Sequence[str] = (), progress: bool = True,
+                       args: argparse.Namespace | None = None) -> int | None:
     """Attack every complete unit of ``out_dir`` with ``attack`` (``experiments/attack.py``'s command line:
     ``attack_loss`` and ``options`` as its flags, e.g. ``["--steps", "5"]``); rows recorded per unit x attack and
-    skipped when already there. Returns attack.py's exit code."""
-    from tfrobseg.experiment.attack_units import main as attack_main
+    skipped when already there. ``args``: the experiment's options, whose executor the attacks use too (on SLURM,
+    an array of the units). Returns attack.py's exit code, or None when the attacks were submitted to SLURM and
+    not waited for (the message printed; the experiment's report must wait for them)."""
+    from tfrobseg.experiment.attack_units import run_command
+    from tfrobseg.experiment.executor import executor_argv
 
-    argv = ["--results", str(out_dir), "--attack", attack, *options]
+    argv = ["--results", str(out_dir), "--attack", attack, *options, *(executor_argv(args) if args else [])]
     if attack_loss is not None:
         argv += ["--attack-loss", attack_loss]
     if not progress:
         argv.append("--no-progress")
-    return attack_main(argv)
+    try:
+        return run_command(argv)
+    except UnitsSubmitted as exc:
+        print(str(exc), flush=True)
+        return None
+
+
+#: What an experiment says when its extra attacks were submitted to SLURM without ``--wait``.
+REPORT_LATER = ("The report is written once the submitted attacks have ended: run the same command again then "
+                "(nothing complete is computed or submitted twice).")
 
 
 def describe_cases(rows: pd.DataFrame) -> str:

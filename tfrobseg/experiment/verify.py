@@ -5,9 +5,12 @@ one :class:`Finding` per thing to report. Problems (the folder's tables could be
 without saying so): an unreadable ``run.json``; a unit made with other settings than ``run.json``; a
 unit whose files differ from its marker's checksums; a ``metrics.csv`` without one row per evaluated
 patient and ε; a unit started but neither complete nor running (failed, or interrupted); folds missing
-inside a model × loss; data that changed since the run or records that no longer read. Warnings: markers
-without checksums (made by an older tfrobseg). Running units (their lock is held) and study-grid units
-not run are information.
+inside a model × loss; a unit submitted to SLURM (``<out>/slurm/submitted.jsonl``) that never started; data that
+changed since the run or records that no longer read. Warnings: markers without checksums (made by an older
+tfrobseg). Running units (their lock is held) and study-grid units not run are information.
+
+A folder filled by many jobs (SLURM array tasks, shards on several machines) is checked the same way;
+:func:`merge_results` then writes each phase's rows of every unit as one table, as a local run does at its end.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from tfrobseg.experiment.units import MARKER, PHASES, RECORD_NAME, Unit, UnitRec
 from tfrobseg.io import config_hash
 from tfrobseg.locks import current_holder, describe_holder
 
-__all__ = ["LEVELS", "Finding", "VerifyReport", "verify_results"]
+__all__ = ["LEVELS", "Finding", "VerifyReport", "merge_results", "verify_results"]
 
 #: Finding levels, most serious first; only "problem" makes the folder fail.
 LEVELS = ("problem", "warning", "running", "info")
@@ -92,6 +95,7 @@ def verify_results(results_dir: str | os.PathLike) -> VerifyReport:
         if _check_unit(report, root, unit, run):
             present[(unit.phase, unit.model, unit.loss)].add(unit.fold)
     _check_gaps(report, run, present)
+    _check_submitted(report, root)
     if run is not None and not run.legacy:
         _check_data(report, run)
     _grid_info(report, root)
@@ -180,6 +184,32 @@ def _check_gaps(report: VerifyReport, run: store.RunFile | None,
             report.add("problem", f"{phase}/{model}/{loss}", f"fold(s) {', '.join(map(str, missing))} missing "
                        f"(have {', '.join(f'fold{k}' for k in sorted(have))}): its table rows average fewer folds; "
                        f"run crossval.py --model {model} --loss {loss} --folds {','.join(map(str, missing))}")
+
+
+def _check_submitted(report: VerifyReport, root: Path) -> None:
+    """Units submitted as SLURM array tasks whose task never started them (no folder, no lock): still queued, or
+    cancelled before it ran; either way the grid is not complete."""
+    from tfrobseg.experiment.executor import read_submissions
+
+    for uid, task in sorted(read_submissions(root).items()):
+        if not (root / uid).exists() and not (root / store.LOCKS_DIR / f"{uid}.lock").exists():
+            report.add("problem", uid, f"submitted as array task {task.job_id} on {task.submitted} and never started: "
+                       f"still queued (squeue -j {task.job_id.split('_')[0]}) or cancelled (submit it again with its "
+                       "command); its log: " + task.log)
+
+
+def merge_results(root: str | os.PathLike) -> dict[str, tuple[Path, int]]:
+    """Write ``results_<phase>.csv`` of ``root`` from every complete unit's rows (what a local run writes at its
+    end; after many jobs, none of which saw the whole grid). Returns ``{phase: (path, rows)}``."""
+    from tfrobseg.io import atomic_write_csv
+
+    written = {}
+    for phase in PHASES:
+        frame = store.collect_metrics(Path(root), phase)
+        if not frame.empty:
+            path = atomic_write_csv(Path(root) / f"results_{phase}.csv", frame)
+            written[phase] = (Path(path), len(frame))
+    return written
 
 
 def _check_data(report: VerifyReport, run: store.RunFile) -> None:

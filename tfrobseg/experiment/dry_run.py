@@ -1,0 +1,91 @@
+"""``--dry-run``: the units a grid command would compute and what they would cost, nothing trained, submitted or
+created.
+
+A unit is listed unless it is complete in the results folder (its marker, its files matching their
+checksums: what a real call skips). Its cost is :func:`tfrobseg.experiment.cost.estimate_units`'s, with the
+throughput given (``--throughput``) or measured on this machine (``--calibrate``): GPU-hours when the units run
+on GPUs (``--executor slurm --gpus-per-unit N``, or this machine's GPUs), CPU-hours otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tfrobseg.experiment import store
+from tfrobseg.experiment.executor import ExecutorConfig
+from tfrobseg.experiment.units import Unit, make_grid, select_shard
+
+__all__ = ["dry_run", "pending"]
+
+
+def pending(grid: Any) -> tuple[list[Unit], int]:
+    """The units of ``grid`` (a :class:`~tfrobseg.experiment.grid.GridRun`) a call would compute, and how many of
+    its shard are complete already (read from the folder; nothing written)."""
+    units = select_shard(make_grid(grid.phase, list(grid.models), list(grid.losses), list(grid.folds)), grid.shard)
+    if _other_run(grid):
+        return units, 0
+    todo = [u for u in units if not store.is_complete(u, grid.out_dir)]
+    return todo, len(units) - len(todo)
+
+
+def _other_run(grid: Any) -> bool:
+    """Whether ``grid``'s folder holds a run of other settings (a real call refuses it; none of its units count)."""
+    from tfrobseg.io import config_hash
+
+    if not (grid.out_dir / store.RUN_FILE).is_file():
+        return False
+    try:
+        return store.RunFile.read(grid.out_dir).settings_hash != config_hash(grid.settings.fingerprint())
+    except ValueError:
+        return True
+
+
+def dry_run(grids: Sequence[Any], args: argparse.Namespace, executor: ExecutorConfig,
+            say: Callable[[str], None] | None = None) -> int:
+    """List and cost the pending units of ``grids`` (``GridRun``); returns the exit code (0)."""
+    from tfrobseg.experiment.cost import (
+        Throughput,
+        calibrate,
+        estimate_units,
+        format_estimate,
+    )
+
+    say = say or (lambda line: print(line, flush=True))
+    gpus = executor.gpus_per_unit if executor.remote else _local_gpus(grids[0].settings)
+    device = "GPU" if gpus > 0 else "CPU"
+    throughput: Any = None
+    if args.throughput is not None:
+        throughput = Throughput(gmacs=args.throughput, startup_s=0.0, source="given", device=device)
+    elif args.calibrate:
+        models = list(dict.fromkeys(m for g in grids for m in g.models))
+        say(f"Calibrating {', '.join(models)} on this machine at the run's settings ...")
+        throughput = calibrate(grids[0].settings, models)
+        for name, t in throughput.items():
+            say(f"  {name}: {t.gmacs:.1f} GMAC/s, start-up {t.startup_s:.1f} s per unit ({t.source})")
+    costs = []
+    for grid in grids:
+        todo, complete = pending(grid)
+        other = " (it holds a run of other settings, which a real call refuses: --overwrite or another --out)" \
+            if _other_run(grid) else ""
+        say(f"{grid.out_dir} ({grid.phase}){other}: {len(todo) + complete} unit(s), {complete} complete, {len(todo)} "
+            "would run")
+        costs += estimate_units(todo, grid.settings, throughput)
+    if not costs:
+        say("Nothing to compute.")
+        return 0
+    say(format_estimate(costs, gpus_per_unit=gpus))
+    if executor.remote and throughput is not None:
+        longest = max(c.seconds for c in costs) / 60
+        note = "enough" if executor.time_min >= 1.5 * longest else "LESS than 1.5 x the longest estimate: raise it"
+        say(f"--time {executor.time_min} min per unit; the longest unit's estimate is {longest:.0f} min ({note}; a "
+            "unit that reaches its limit is requeued and restarted from scratch).")
+    return 0
+
+
+def _local_gpus(settings: Any) -> int:
+    """GPUs a local unit uses: the replicas of a GPU run (mixed precision is chosen only with a GPU), else none."""
+    import tensorflow as tf
+
+    return settings.replicas if tf.config.list_physical_devices("GPU") else 0
