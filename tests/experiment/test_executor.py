@@ -17,7 +17,6 @@ import pytest
 
 from tfrobseg.experiment import store
 from tfrobseg.experiment.executor import (
-    ExecutorConfig,
     add_executor_options,
     executor_argv,
     read_submissions,
