@@ -178,3 +178,26 @@ def test_slurm_array_on_submitits_local_cluster_resumes_a_killed_unit_and_equals
     assert verify.returncode == 0, verify.stdout
     assert f"merged: {out / 'results_crossval.csv'} ({len(theirs)} rows of the crossval units)" in verify.stdout
     assert set(read_submissions(out)) == {u.uid for u in grid}
+
+    # experiments/attack.py: a task per unit, the same rows as attacking here.
+    attack = ["--attack", "pgd", "--steps", "1", "--units", "crossval/unet/dice/fold1", "--no-progress"]
+    for results, extra in ((out, [*SLURM, "--wait"]), (local, [])):
+        proc = subprocess.run([sys.executable, str(REPO / "experiments" / "attack.py"), "--results", str(results),
+                               *attack, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, encoding="utf-8",
+                              cwd=REPO, check=False, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    ours, theirs = (store.collect_attack_rows(d) for d in (out, local))
+    pd.testing.assert_frame_equal(ours[ours["attack"] == "pgd"].reset_index(drop=True),
+                                  theirs[theirs["attack"] == "pgd"].reset_index(drop=True))
+
+
+def test_a_node_with_fewer_gpus_than_the_settings_fails_the_unit_by_name(tmp_path):
+    from tfrobseg.experiment.grid import array_unit
+
+    unit = Unit("holdout", "unet", "dice", None)
+    settings = SimpleNamespace(train=SimpleNamespace(precision="mixed_float16"), replicas=2)
+    with pytest.raises(RuntimeError, match=r"holdout/unet/dice/holdout: this node has 0 GPU\(s\), the run's settings "
+                                           r"were made for 2 \(--gpus-per-unit; precision mixed_float16, 2 replica"):
+        array_unit(unit, settings, tmp_path, gpus=2)
+    assert "this node has 0 GPU(s)" in store.read_failure(unit.directory(tmp_path))
+    assert not (unit.directory(tmp_path) / "DONE.json").exists()

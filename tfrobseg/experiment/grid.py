@@ -104,17 +104,36 @@ def _worker_run(job: tuple[Unit, Settings, Path, bool]) -> _Outcome:
         lock.release()
 
 
-def array_unit(unit: Unit, settings: Settings, out_dir: Path) -> str:
+def array_unit(unit: Unit, settings: Settings, out_dir: Path, gpus: int = 0) -> str:
     """What one SLURM array task computes (:class:`~tfrobseg.experiment.executor.ArrayTask` set its process up as
     :func:`_worker_init` does): the unit, exactly as a local worker does. Returns ``"done: <summary>"`` or
     ``"skipped: <why>"``; raises RuntimeError with the one-line reason when the unit failed (its FAILED.json
-    written), so that SLURM records the task as failed."""
+    written), so that SLURM records the task as failed. ``gpus``: the GPUs the settings were made for
+    (``--gpus-per-unit``); a node with fewer fails the unit, naming them."""
+    problem = _node_problem(settings, gpus)
+    if problem is not None:
+        store.write_failure(unit, out_dir, problem, problem)
+        raise RuntimeError(f"{unit.uid}: {problem}")
     outcome = _worker_run((unit, settings, Path(out_dir), False))
     if outcome.error is not None:
         raise RuntimeError(f"{unit.uid}: {outcome.error}")
     if outcome.skipped is not None:
         return f"skipped: {outcome.skipped}"
     return f"done: {_unit_summary(outcome.metrics)}"
+
+
+def _node_problem(settings: Settings, wanted: int) -> str | None:
+    """Why this node cannot compute a unit as its settings say (None when it can): they were made for ``wanted``
+    GPUs (``--gpus-per-unit``), and a node with fewer would train another number of replicas, or in float32
+    instead of mixed precision, and give other numbers."""
+    import tensorflow as tf
+
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    if gpus < wanted:
+        return (f"this node has {gpus} GPU(s), the run's settings were made for {wanted} (--gpus-per-unit; precision "
+                f"{settings.train.precision}, {settings.replicas} replica(s)): submit to a partition whose nodes "
+                "have them (--partition)")
+    return None
 
 
 def _unit_summary(df: pd.DataFrame) -> str:
@@ -254,7 +273,8 @@ def _submit(todo: list[tuple[_Prepared, Unit]], executor: ExecutorConfig
 
     first, phases = todo[0][0], sorted({p.run.phase for p, _ in todo})
     folder = first.run.out_dir / SUBMIT_DIR
-    submission = submit_array([(p.prefix + u.uid, array_unit, (u, p.run.settings, p.run.out_dir)) for p, u in todo],
+    submission = submit_array([(p.prefix + u.uid, array_unit, (u, p.run.settings, p.run.out_dir, executor.gpus_per_unit))
+                               for p, u in todo],
                               executor, folder, name=f"tfrobseg-{'-'.join(phases)}",
                               threads=first.run.settings.threads, deterministic=first.run.settings.deterministic)
     for k, (prepared, unit) in enumerate(todo):
