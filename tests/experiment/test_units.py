@@ -90,3 +90,13 @@ def test_a_record_of_an_earlier_version_still_reads():
     assert record.settings.train.learning_rate == 1e-3 and record.settings.filters == (8, 16)
     assert record.settings.split_file is None and record.attack_loss == "bce" and record.patients.eval == ["B"]
     assert record.settings.data_fingerprint == "manifest_sha256:m"  # the older data identity, kept readable
+
+
+def test_the_shards_of_a_call_with_several_grids_take_them_one_after_the_other():
+    crossval = units.make_grid("crossval", ["unet"], ["bce", "dice"], [0, 1, 2])
+    holdout = units.make_grid("holdout", ["unet"], ["bce", "dice"], [None])
+    shards = [units.select_shards([crossval, holdout], (i, 8)) for i in range(1, 9)]
+    assert all(sum(map(len, shard)) == 1 for shard in shards)  # 8 units, 8 shards: one each
+    assert [u for shard in shards for u in shard[0]] == crossval
+    assert [u for shard in shards for u in shard[1]] == holdout
+    assert units.select_shards([crossval, holdout], (2, 3)) == [[crossval[1], crossval[4]], [holdout[1]]]

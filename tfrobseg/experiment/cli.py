@@ -44,7 +44,7 @@ from tfrobseg.experiment.settings import (
     resolve_defense_options,
     resolve_settings,
 )
-from tfrobseg.experiment.units import make_grid, parse_shard, select_shard
+from tfrobseg.experiment.units import make_grid, parse_shard, select_shards
 from tfrobseg.training.config import PRECISIONS, STRATEGIES
 
 __all__ = ["PHASES_OF", "add_cost_options", "build_parser", "grid_exit", "main", "prepare_run", "prepare_runs"]
@@ -414,12 +414,11 @@ def prepare_runs(phases: Sequence[str], args: argparse.Namespace) -> list[_Run]:
     preflight.check_models(model_names, settings.image_size, settings.filters, settings.patch_shape,
                            settings.model_options)
     manifest = Manifest.read(data_dir)
-    runs = []
+    folds_of: dict[str, list[int | None]] = {}
     for phase in phases:
-        folds: list[int | None] = list(_folds(args.folds, manifest.n_folds)) if phase == "crossval" else [None]
-        patients = preflight.check_patients(phase, data_dir, manifest, folds, settings.split_file)
+        folds_of[phase] = list(_folds(args.folds, manifest.n_folds)) if phase == "crossval" else [None]
+        patients = preflight.check_patients(phase, data_dir, manifest, folds_of[phase], settings.split_file)
         preflight.check_records(data_dir, manifest, patients)
-        n_units = len(select_shard(make_grid(phase, model_names, loss_names, folds), shard))
-        runs.append(_Run(phase, settings, jobs, model_names, loss_names, folds, shard, n_units, out_dir,
-                         manifest.fingerprint(), executor))
-    return runs
+    shards = select_shards([make_grid(phase, model_names, loss_names, folds_of[phase]) for phase in phases], shard)
+    return [_Run(phase, settings, jobs, model_names, loss_names, folds_of[phase], shard, len(units), out_dir,
+                 manifest.fingerprint(), executor) for phase, units in zip(phases, shards)]

@@ -15,15 +15,14 @@ from typing import Any
 
 from tfrobseg.experiment import store
 from tfrobseg.experiment.executor import ExecutorConfig
-from tfrobseg.experiment.units import Unit, make_grid, select_shard
+from tfrobseg.experiment.units import Unit, make_grid, select_shards
 
 __all__ = ["dry_run", "pending"]
 
 
-def pending(grid: Any) -> tuple[list[Unit], int]:
-    """The units of ``grid`` (a :class:`~tfrobseg.experiment.grid.GridRun`) a call would compute, and how many of
-    its shard are complete already (read from the folder; nothing written)."""
-    units = select_shard(make_grid(grid.phase, list(grid.models), list(grid.losses), list(grid.folds)), grid.shard)
+def pending(grid: Any, units: list[Unit]) -> tuple[list[Unit], int]:
+    """The ``units`` of ``grid`` (a :class:`~tfrobseg.experiment.grid.GridRun`; the units of its shard) a call would
+    compute, and how many are complete already (read from the folder; nothing written)."""
     if _other_run(grid):
         return units, 0
     todo = [u for u in units if not store.is_complete(u, grid.out_dir)]
@@ -65,8 +64,10 @@ def dry_run(grids: Sequence[Any], args: argparse.Namespace, executor: ExecutorCo
         for name, t in throughput.items():
             say(f"  {name}: {t.gmacs:.1f} GMAC/s, start-up {t.startup_s:.1f} s per unit ({t.source})")
     costs = []
-    for grid in grids:
-        todo, complete = pending(grid)
+    shards = select_shards([make_grid(g.phase, list(g.models), list(g.losses), list(g.folds)) for g in grids],
+                           grids[0].shard)
+    for grid, units in zip(grids, shards):
+        todo, complete = pending(grid, units)
         other = " (it holds a run of other settings, which a real call refuses: --overwrite or another --out)" \
             if _other_run(grid) else ""
         say(f"{grid.out_dir} ({grid.phase}){other}: {len(todo) + complete} unit(s), {complete} complete, {len(todo)} "

@@ -30,7 +30,7 @@ from tfrobseg.errors import UnitsFailed, UnitsSubmitted
 from tfrobseg.experiment import store
 from tfrobseg.experiment.executor import SUBMIT_DIR, ExecutorConfig
 from tfrobseg.experiment.settings import Settings
-from tfrobseg.experiment.units import MARKER, Unit, make_grid, select_shard
+from tfrobseg.experiment.units import MARKER, Unit, make_grid, select_shards
 from tfrobseg.io import atomic_write_csv
 from tfrobseg.locks import current_holder, describe_holder
 
@@ -365,7 +365,10 @@ def run_grids(runs: Sequence[GridRun], *, overwrite: bool = False, max_units: in
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     if len({(r.settings.threads, r.settings.deterministic) for r in runs}) > 1:
         raise ValueError("run_grids: the runs differ in threads or determinism; run them separately")
-    prepared = [_prepare(run, overwrite, quiet, _prefix(run, runs)) for run in runs]
+    if len({r.shard for r in runs}) > 1:
+        raise ValueError("run_grids: the runs differ in their shard; one call has one --shard")
+    grids = select_shards([make_grid(r.phase, list(r.models), list(r.losses), list(r.folds)) for r in runs], runs[0].shard)
+    prepared = [_prepare(run, grid, overwrite, quiet, _prefix(run, runs)) for run, grid in zip(runs, grids)]
     todo = [(p, unit) for p in prepared for unit in p.plan.todo]
     if max_units is not None and len(todo) > max_units:
         todo = todo[:max_units]
@@ -399,8 +402,9 @@ def _prefix(run: GridRun, runs: Sequence[GridRun]) -> str:
     return f"{run.phase}: " if len({r.out_dir for r in runs}) == 1 else f"{run.out_dir.name}: "
 
 
-def _prepare(run: GridRun, overwrite: bool, quiet: bool, prefix: str) -> _Prepared:
-    """Check ``run``'s folder against its settings (refusing another run's folder), select its shard and plan it."""
+def _prepare(run: GridRun, grid: list[Unit], overwrite: bool, quiet: bool, prefix: str) -> _Prepared:
+    """Check ``run``'s folder against its settings (refusing another run's folder) and plan its ``grid`` (the units
+    of its shard)."""
     out = run.out_dir
     data = run.data
     if data is None:
@@ -409,7 +413,7 @@ def _prepare(run: GridRun, overwrite: bool, quiet: bool, prefix: str) -> _Prepar
         data = Manifest.read(run.settings.data_dir).fingerprint()
     out.mkdir(parents=True, exist_ok=True)
     store.check_settings(out, run.settings.fingerprint(), data=data, overwrite=overwrite)
-    grid = select_shard(make_grid(run.phase, list(run.models), list(run.losses), list(run.folds)), run.shard)
+
     def say(message: str) -> None:
         _log(out, prefix + message, quiet)
 

@@ -19,7 +19,7 @@ from tfrobseg.experiment.settings import Settings
 from tfrobseg.io import atomic_write_json
 
 __all__ = ["MARKER", "PHASES", "RECORD_NAME", "Unit", "UnitPatients", "UnitRecord", "load_split", "make_grid",
-           "parse_shard", "select_shard", "unit_patients"]
+           "parse_shard", "select_shard", "select_shards", "unit_patients"]
 
 PHASES = ("crossval", "holdout")
 RECORD_NAME = "config.json"
@@ -74,6 +74,16 @@ def select_shard(units: list[Unit], shard: tuple[int, int]) -> list[Unit]:
     """Round-robin share of the grid for shard ``(i, n)``; shards are disjoint and cover the grid."""
     i, n = shard
     return [u for k, u in enumerate(units) if k % n == i - 1]
+
+
+def select_shards(grids: list[list[Unit]], shard: tuple[int, int]) -> list[list[Unit]]:
+    """:func:`select_shard` of several grids one call runs (``study.py``'s two phases, ``defenses.py``'s folders)
+    taken one after the other, so that the n shards of the call get one unit each when it has n units."""
+    flat = [(g, unit) for g, grid in enumerate(grids) for unit in grid]
+    picked: list[list[Unit]] = [[] for _ in grids]
+    for g, unit in select_shard(flat, shard):  # type: ignore[arg-type]
+        picked[g].append(unit)
+    return picked
 
 
 class UnitPatients(NamedTuple):
