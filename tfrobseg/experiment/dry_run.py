@@ -54,10 +54,9 @@ def dry_run(grids: Sequence[Any], args: argparse.Namespace, executor: ExecutorCo
     say = say or (lambda line: print(line, flush=True))
     gpus = executor.gpus_per_unit if executor.remote else _local_gpus(grids[0].settings)
     device = "GPU" if gpus > 0 else "CPU"
-    throughput: Any = None
     if args.throughput is not None:
-        throughput = Throughput(gmacs=args.throughput, startup_s=0.0, source="given", device=device)
-    elif args.calibrate:
+        throughput: Any = Throughput.given(args.throughput, device)
+    else:
         models = list(dict.fromkeys(m for g in grids for m in g.models))
         say(f"Calibrating {', '.join(models)} on this machine at the run's settings ...")
         throughput = calibrate(grids[0].settings, models)
@@ -77,7 +76,7 @@ def dry_run(grids: Sequence[Any], args: argparse.Namespace, executor: ExecutorCo
         say("Nothing to compute.")
         return 0
     say(format_estimate(costs, gpus_per_unit=gpus))
-    if executor.remote and throughput is not None:
+    if executor.remote:
         longest = max(c.seconds for c in costs) / 60
         note = "enough" if executor.time_min >= 1.5 * longest else "LESS than 1.5 x the longest estimate: raise it"
         say(f"--time {executor.time_min} min per unit; the longest unit's estimate is {longest:.0f} min ({note}; a "

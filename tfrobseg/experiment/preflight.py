@@ -34,8 +34,8 @@ def check_counts(args: argparse.Namespace) -> None:
 
 
 def check_cost_options(args: argparse.Namespace) -> None:
-    """``--throughput`` (> 0) and ``--calibrate`` only with ``--dry-run``, and not both; a dry run needs prepared data
-    (it prepares nothing: the built-in cohort is made by the first real run)."""
+    """``--throughput`` (> 0) or ``--calibrate``, one of them, with ``--dry-run`` and only then; a dry run needs
+    prepared data (it prepares nothing: the built-in cohort is made by the first real run)."""
     from tfrobseg.dataset.manifest import MANIFEST_NAME
     from tfrobseg.experiment.settings import BUILTIN_DATA
 
@@ -44,8 +44,9 @@ def check_cost_options(args: argparse.Namespace) -> None:
         if throughput is not None or calibrate:
             raise OptionError(f"{'--throughput' if throughput is not None else '--calibrate'} is an option of --dry-run")
         return
-    if throughput is not None and calibrate:
-        raise OptionError("--throughput and --calibrate: give one (a figure, or measure it on this machine)")
+    if (throughput is not None) == calibrate:
+        raise OptionError("--dry-run needs one of --throughput GMAC/S (a figure of the machines that will run the "
+                          "units) and --calibrate (measured on this machine)")
     if throughput is not None and not throughput > 0:
         raise OptionError(f"--throughput {throughput:g}: must be > 0 (billions of multiply-accumulates per second)")
     if args.data is None and not (BUILTIN_DATA / MANIFEST_NAME).is_file():
