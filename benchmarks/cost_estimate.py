@@ -23,8 +23,9 @@ the defaults (4 epochs), two runs of the final code:
     A       6.2, 3.9 s; 11.5, 2.5 s                                            21.3/19.0         0.89
     B       11.4, 12.9 s; 12.6, 6.4 s                                          55.8/56.7         1.02
 
-measured / estimated 0.89-1.02. The calibrated rates vary by up to 1.6x between runs (A's attacks 7.9 and
-11.5 GMAC/s): a calibration times a few seconds of work, and other processes on the 2 cores change them.
+measured / estimated 0.89-1.02. Over five runs (with earlier versions of the code) the calibrated rates moved
+by up to 1.7x (A's attacks 7.9-12.0 GMAC/s, B's training 6.8-11.6): a calibration times a few seconds of
+work, and other processes on the 2 cores change them.
 A calibration took 23-38 s per model (one worker process: importing TensorFlow, tracing the steps, the
 measured epochs and attack calls).
 
