@@ -18,6 +18,8 @@ HEAVY_FOR = {
                                    "tfrobseg.experiment.cli"],
     "tfrobseg.experiment.units": ["SimpleITK", "tensorflow"],
     "tfrobseg.experiment.settings": ["SimpleITK", "tensorflow"],
+    # the scripts' --dry-run imports it before it knows whether it will count anything
+    "tfrobseg.experiment.cost": ["SimpleITK", "tensorflow", "keras"],
     "tfrobseg.study": ["numpy", "tensorflow"],
     # --help of the scripts: TensorFlow's start-up lines would read like errors.
     "tfrobseg.experiment.cli": ["tensorflow", "SimpleITK"],

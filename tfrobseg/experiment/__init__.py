@@ -9,6 +9,7 @@
 * :mod:`~tfrobseg.experiment.runner`: one unit, data → train → attack and score → record.
 * :mod:`~tfrobseg.experiment.attack_units`: ``experiments/attack.py``, other attacks on finished units.
 * :mod:`~tfrobseg.experiment.grid` and :mod:`~tfrobseg.experiment.cli`: a phase's grid and its command line.
+* :mod:`~tfrobseg.experiment.cost`: what units cost before they run (MACs, a calibrated throughput, hours).
 
 This package imports nothing by itself, so the reporting code can read unit records without
 loading the runner.
