@@ -8,7 +8,7 @@ The cost of a unit (:mod:`tfrobseg.experiment.runner`: train, then attack and sc
               + V · A · |ε| · Σ_eval patients voxels · s_score
 
 * ``M``, ``M_v``, ``M_e``: multiply-accumulates (MACs) of one forward pass of one training, validation and
-  evaluated sample (:func:`count_macs`). A 2D network's samples are slices at ``settings.image_size``; a 3D
+  evaluated sample (:func:`tfrobseg.models.traced_macs`). A 2D network's samples are slices at ``settings.image_size``; a 3D
   network's (:func:`~tfrobseg.experiment.runner.volumetric`) training samples are patches at
   ``settings.patch_shape``, its validation and evaluated samples whole volumes padded to one shape as
   :func:`~tfrobseg.experiment.runner.common_padding` pads them (counted at that shape).
@@ -65,15 +65,12 @@ from tfrobseg.defenses.masking import checked_temperatures
 from tfrobseg.experiment.settings import Settings
 from tfrobseg.experiment.units import Unit, load_split, unit_patients
 
-__all__ = ["Throughput", "UnitCost", "attack_passes", "calibrate", "count_macs", "estimate_units", "format_estimate",
+__all__ = ["Throughput", "UnitCost", "attack_passes", "calibrate", "estimate_units", "format_estimate",
            "training_passes"]
 
 #: Forward-pass equivalents of one sample's input gradient and of one sample's training pass (module docstring).
 GRADIENT_PASSES = 2
 TRAINING_PASSES = 3
-#: Function-call ops whose bodies :func:`count_macs` counts; control flow it cannot count (trip count, branch).
-_CALLS = ("PartitionedCall", "StatefulPartitionedCall")
-_CONTROL_FLOW = ("While", "StatelessWhile", "If", "StatelessIf", "Case", "StatelessCase")
 #: Calibration: work per measured epoch or attack call (GMAC) when none is given, and the bounds on its steps.
 _BUDGET_GMAC = {"CPU": 20.0, "GPU": 2000.0}
 _MIN_STEPS, _MAX_STEPS = 2, 64
@@ -81,110 +78,6 @@ _MIN_STEPS, _MAX_STEPS = 2, 64
 _CALIBRATION_STEPS = 2
 #: Depth of the synthetic volume whose scoring :func:`calibrate` times.
 _SCORED_DEPTH = 16
-
-
-# --------------------------------------------------------------------------------------------------- MACs
-def count_macs(model: Any, input_shape: Sequence[int]) -> int:
-    """Multiply-accumulates of one forward pass of one sample (batch 1, ``training=False``) of a Keras model,
-    counted from its traced TensorFlow graph.
-
-    Counted ops (and the bodies of the function-call ops Keras or the model leaves in the graph):
-    ``Conv2D`` / ``Conv3D``: output elements × kernel spatial size × input channels per group;
-    ``DepthwiseConv2dNative``: output elements × kernel spatial size; their transposes
-    ``Conv2DBackpropInput`` / ``Conv3DBackpropInputV2``: input elements × kernel spatial size × output channels;
-    ``MatMul`` / ``BatchMatMulV2`` / ``BatchMatMulV3``: output elements × the contracted size; ``Einsum``: the
-    product of the sizes of every distinct index. Element-wise ops are not counted. Counting from the graph
-    works for any model, also one whose layers :func:`tfrobseg.models.count_macs` does not know.
-
-    Args:
-        model: a Keras model (or any callable ``model(x, training=False)``) taking ``(1, *input_shape)``.
-        input_shape: one sample's shape without the batch, e.g. ``(256, 256, 1)`` or ``(16, 64, 64, 1)``.
-
-    Raises:
-        ValueError: a shape that is not positive integers, an op whose shapes the trace leaves unknown, or a
-            loop or branch in the graph (its count depends on values).
-    """
-    import tensorflow as tf
-
-    shape = tuple(input_shape)
-    if not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
-        raise ValueError(f"count_macs: input_shape must be positive integers (one sample, no batch), got {input_shape!r}")
-    name = getattr(model, "name", type(model).__name__)
-    forward = tf.function(lambda x: model(x, training=False))
-    return _graph_macs(forward.get_concrete_function(tf.TensorSpec((1, *shape), tf.float32)).graph, name)
-
-
-def _graph_macs(graph: Any, name: str) -> int:
-    total = 0
-    for op in graph.get_operations():
-        if op.type in _CALLS:
-            # The body lives in the graph's function library (an outer graph's, for a nested function).
-            total += _graph_macs(graph._get_function(op.get_attr("f").name).graph, name)  # a FuncGraph method
-        elif op.type in _CONTROL_FLOW:
-            raise ValueError(f"count_macs: model {name}: op {op.name} is a {op.type}, whose MACs depend on values "
-                             "(trip count or branch); count_macs counts graphs without loops or branches")
-        elif op.type in _OP_MACS:
-            total += _OP_MACS[op.type](op, name)
-    return total
-
-
-def _dims(tensor: Any, op: Any, name: str) -> list[int]:
-    dims = tensor.shape.as_list() if tensor.shape.rank is not None else None
-    if dims is None or any(d is None for d in dims):
-        raise ValueError(f"count_macs: model {name}: op {op.name} ({op.type}) has the unknown shape {tensor.shape}; "
-                         "its MACs cannot be counted (give the model a static input shape)")
-    return dims
-
-
-def _conv(op: Any, name: str) -> int:
-    # filter (*kernel, in / groups, out): output elements x kernel x in-channels per group
-    return math.prod(_dims(op.outputs[0], op, name)) * math.prod(_dims(op.inputs[1], op, name)[:-1])
-
-
-def _depthwise(op: Any, name: str) -> int:
-    # filter (*kernel, in, multiplier): every output element sums one kernel of one input channel
-    return math.prod(_dims(op.outputs[0], op, name)) * math.prod(_dims(op.inputs[1], op, name)[:-2])
-
-
-def _transposed(op: Any, name: str) -> int:
-    # inputs (output sizes, filter (*kernel, out, in), input): every input element scatters kernel x out
-    return math.prod(_dims(op.inputs[2], op, name)) * math.prod(_dims(op.inputs[1], op, name)[:-1])
-
-
-def _matmul(op: Any, name: str) -> int:
-    a = _dims(op.inputs[0], op, name)
-    contracted = a[0] if op.get_attr("transpose_a") else a[1]
-    return math.prod(_dims(op.outputs[0], op, name)) * contracted
-
-
-def _batch_matmul(op: Any, name: str) -> int:
-    x = _dims(op.inputs[0], op, name)
-    contracted = x[-2] if op.get_attr("adj_x") else x[-1]
-    return math.prod(_dims(op.outputs[0], op, name)) * contracted
-
-
-def _einsum(op: Any, name: str) -> int:
-    equation = op.get_attr("equation")
-    equation = equation.decode() if isinstance(equation, bytes) else str(equation)
-    operands = equation.replace(" ", "").split("->")[0].split(",")
-    sizes: dict[str, int] = {}
-    for term, tensor in zip(operands, op.inputs):
-        dims = _dims(tensor, op, name)
-        letters = term.replace("...", "")
-        # An ellipsis stands for the dimensions the letters leave, aligned from the right (broadcast: the larger).
-        ellipsis = [f"...{k}" for k in range(len(dims) - len(letters))][::-1] if "..." in term else []
-        head, _, tail = term.partition("...")
-        labels = [*head, *ellipsis, *tail] if "..." in term else list(term)
-        for label, size in zip(labels, dims):
-            sizes[label] = max(sizes.get(label, 1), size)
-    return math.prod(sizes.values())
-
-
-_OP_MACS: dict[str, Callable[[Any, str], int]] = {
-    "Conv2D": _conv, "Conv3D": _conv, "DepthwiseConv2dNative": _depthwise,
-    "Conv2DBackpropInput": _transposed, "Conv3DBackpropInputV2": _transposed,
-    "MatMul": _matmul, "BatchMatMulV2": _batch_matmul, "BatchMatMulV3": _batch_matmul, "Einsum": _einsum,
-}
 
 
 # --------------------------------------------------------------------------------------------------- passes
@@ -445,7 +338,7 @@ def _padded_depth(patients: Sequence[str], slices: Mapping[str, int], multiple: 
 
 
 class _Counter:
-    """:func:`count_macs` of each model at each shape, each model built once (a 3D one with free sizes)."""
+    """:func:`tfrobseg.models.traced_macs` of each model at each shape, each model built once (a 3D one with free sizes)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -454,13 +347,13 @@ class _Counter:
 
     def macs(self, model: str, shape: tuple[int, ...]) -> int:
         if (model, shape) not in self.counted:
-            if model not in self.built:
-                from tfrobseg import models
+            from tfrobseg import models
 
+            if model not in self.built:
                 built_shape = (None,) * (len(shape) - 1) + (1,) if len(shape) == 4 else shape
                 self.built[model] = models.build_model(model, input_shape=built_shape, filters=self.settings.filters,
                                                        **_build_options(self.settings, model))
-            self.counted[(model, shape)] = count_macs(self.built[model], shape)
+            self.counted[(model, shape)] = models.traced_macs(self.built[model], shape)
         return self.counted[(model, shape)]
 
 
@@ -565,13 +458,14 @@ def _calibrate_model(job: tuple[Settings, str, str, int, float | None]) -> Throu
     import tensorflow as tf
 
     from tfrobseg.experiment.runner import volumetric
+    from tfrobseg.models import traced_macs
 
     settings, model, loss, epochs, budget_gmac = job
     device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
     budget = (budget_gmac or _BUDGET_GMAC[device]) * 1e9
     size = settings.image_size
     shape = (*(settings.patch_shape or (16, size, size)), 1) if volumetric(model) else (size, size, 1)
-    macs = count_macs(_build(settings, model, shape), shape)
+    macs = traced_macs(_build(settings, model, shape), shape)
     read = _time_reading(settings, model, loss)  # first, as in a unit
     gmacs, startup, trained = _time_training(settings, model, loss, shape, macs, epochs, budget)
     attack_gmacs, attack_startup = _time_attacks(settings, loss, trained, shape, macs, budget)

@@ -29,7 +29,7 @@ from tfrobseg.models import (  # noqa: F401
     unet_vit,
 )
 from tfrobseg.models.attention_unet import attention_maps_model
-from tfrobseg.models.complexity import count_macs, layer_macs
+from tfrobseg.models.complexity import count_macs, layer_macs, traced_macs
 from tfrobseg.models.defaults import BuildConfig
 from tfrobseg.models.layers import PositionEmbedding, RecurrentConv2D
 from tfrobseg.models.registry import (
@@ -61,4 +61,5 @@ __all__ = [
     "model_options",
     "model_spatial_rank",
     "register_model",
+    "traced_macs",
 ]
