@@ -26,6 +26,10 @@ from tfrobseg.experiment.executor import (
 from tfrobseg.experiment.units import Unit
 from tfrobseg.locks import current_holder, read_holder
 
+# Imported here, not inside a test: submitit's logging binds handlers to sys.stdout / sys.stderr as they are when it
+# is first imported, and a test's captured streams are closed after it (a [test] extra: CI has it).
+submitit = pytest.importorskip("submitit")
+
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--model", "unet", "--loss", "dice", "--epsilons", "0.5", "--max-epochs", "1", "--filters", "4,8",
         "--image-size", "32", "--no-xla", "--no-progress", "--seed", "0", "--threads", "1"]
@@ -49,7 +53,6 @@ def _fake_srun(tmp_path, monkeypatch):
 
 
 def test_the_options_make_the_sbatch_file_a_user_expects(tmp_path, monkeypatch):
-    submitit = pytest.importorskip("submitit")
     _fake_srun(tmp_path, monkeypatch)
     config = resolve_executor(_parse("--executor", "slurm", "--partition", "gpu", "--gpus-per-unit", "2",
                                      "--cpus-per-unit", "16", "--mem", "64", "--time", "600", "--array-parallelism",
@@ -66,7 +69,6 @@ def test_the_options_make_the_sbatch_file_a_user_expects(tmp_path, monkeypatch):
 
 
 def test_executor_options_survive_being_passed_on(tmp_path, monkeypatch):
-    pytest.importorskip("submitit")
     _fake_srun(tmp_path, monkeypatch)
     args = _parse("--executor", "slurm", "--partition", "gpu", "--mem", "32", "--slurm-option", "account=lab",
                   "--setup", "source venv/bin/activate", "--wait", "--submitit-cluster", "local")
@@ -87,7 +89,6 @@ def test_bad_executor_options_are_one_line_naming_the_option(argv, message):
 
 
 def test_slurm_without_srun_says_where_to_submit_from(monkeypatch):
-    pytest.importorskip("submitit")
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(SystemExit, match="srun not found"):
         resolve_executor(_parse("--executor", "slurm"))
@@ -143,7 +144,6 @@ def _wait_for(condition, what: str, timeout: float = 300.0, poll: float = 0.02):
 
 @pytest.mark.slow
 def test_slurm_array_on_submitits_local_cluster_resumes_a_killed_unit_and_equals_a_local_run(tiny_cohort, tmp_path):
-    pytest.importorskip("submitit")
     local, out = tmp_path / "local", tmp_path / "slurm"
     _script("--data", tiny_cohort, "--out", local, *TINY, "--no-tables")
     grid = [Unit("crossval", "unet", "dice", k) for k in range(3)]
@@ -201,3 +201,44 @@ def test_a_node_with_fewer_gpus_than_the_settings_fails_the_unit_by_name(tmp_pat
         array_unit(unit, settings, tmp_path, gpus=2)
     assert "this node has 0 GPU(s)" in store.read_failure(unit.directory(tmp_path))
     assert not (unit.directory(tmp_path) / "DONE.json").exists()
+
+
+def test_dry_run_of_the_study_lists_120_units_and_a_total_and_creates_nothing(tiny_cohort, tmp_path, capsys):
+    from tfrobseg.experiment.cli import main
+
+    out = tmp_path / "out"
+    argv = ["--data", str(tiny_cohort), "--out", str(out), "--image-size", "64", "--filters", "4,8,16", "--dry-run",
+            "--throughput", "5000"]
+    assert main("study", argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    units = [line for line in lines if line.startswith(("crossval/", "holdout/"))]
+    assert len(units) == 120 and len({line.split()[0] for line in units}) == 120
+    assert f"{out} (crossval): 90 unit(s), 0 complete, 90 would run" in lines
+    assert f"{out} (holdout): 30 unit(s), 0 complete, 30 would run" in lines
+    assert any(line.startswith("120 unit(s): ") and "CPU-hours in total" in line and "5000 GMAC/s given" in line
+               for line in lines), lines[-3:]
+    assert not out.exists()
+
+    # On SLURM with GPUs: GPU-hours, and the time limit set against the longest unit.
+    assert main("crossval", [*argv[:-1], "5000", "--executor", "slurm", "--gpus-per-unit", "2", "--folds", "0",
+                             "--model", "unet", "--loss", "dice", "--time", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("1 unit(s): ") and "GPU-hours in total (2 GPU(s) per unit" in line for line in lines)
+    assert any(line.startswith("--time 1 min per unit; the longest unit's estimate is") for line in lines)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--throughput", "100"], "--throughput is an option of --dry-run"),
+    (["--calibrate"], "--calibrate is an option of --dry-run"),
+    (["--dry-run"], "--dry-run needs one of --throughput GMAC/S"),
+    (["--dry-run", "--throughput", "100", "--calibrate"], "--dry-run needs one of --throughput GMAC/S"),
+    (["--dry-run", "--throughput", "0"], "--throughput 0: must be > 0"),
+])
+def test_cost_options_are_checked_before_anything(tiny_cohort, tmp_path, capsys, argv, message):
+    from tfrobseg.experiment.cli import main
+
+    assert main("crossval", ["--data", str(tiny_cohort), "--out", str(tmp_path / "out"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()

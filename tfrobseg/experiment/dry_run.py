@@ -59,7 +59,7 @@ def dry_run(grids: Sequence[Any], args: argparse.Namespace, executor: ExecutorCo
     else:
         models = list(dict.fromkeys(m for g in grids for m in g.models))
         say(f"Calibrating {', '.join(models)} on this machine at the run's settings ...")
-        throughput = calibrate(grids[0].settings, models)
+        throughput = calibrate(grids[0].settings, models, loss=grids[0].losses[0])
         for name, t in throughput.items():
             say(f"  {name}: {t.gmacs:.1f} GMAC/s, start-up {t.startup_s:.1f} s per unit ({t.source})")
     costs = []
