@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from tfrobseg.experiment import store
@@ -62,7 +63,7 @@ def dry_run(grids: Sequence[Any], args: argparse.Namespace, executor: ExecutorCo
         throughput = calibrate(grids[0].settings, models, loss=grids[0].losses[0])
         for name, t in throughput.items():
             say(f"  {name}: {t.gmacs:.1f} GMAC/s, start-up {t.startup_s:.1f} s per unit ({t.source})")
-    costs = []
+    by_folder: dict[Path, list[Any]] = {}
     shards = select_shards([make_grid(g.phase, list(g.models), list(g.losses), list(g.folds)) for g in grids],
                            grids[0].shard)
     for grid, units in zip(grids, shards):
@@ -71,11 +72,18 @@ def dry_run(grids: Sequence[Any], args: argparse.Namespace, executor: ExecutorCo
             if _other_run(grid) else ""
         say(f"{grid.out_dir} ({grid.phase}){other}: {len(todo) + complete} unit(s), {complete} complete, {len(todo)} "
             "would run")
-        costs += estimate_units(todo, grid.settings, throughput)
+        by_folder.setdefault(grid.out_dir, []).extend(estimate_units(todo, grid.settings, throughput))
+    costs = [cost for folder in by_folder.values() for cost in folder]
     if not costs:
         say("Nothing to compute.")
         return 0
-    say(format_estimate(costs, gpus_per_unit=gpus))
+    if len(by_folder) == 1:
+        say(format_estimate(costs, gpus_per_unit=gpus))
+    else:  # the same unit ids in several folders (defenses.py): a table each, then the sum
+        for folder, folder_costs in by_folder.items():
+            if folder_costs:
+                say(f"{folder}:\n{format_estimate(folder_costs, gpus_per_unit=gpus)}")
+        say(f"All {len(by_folder)} folders: {format_estimate(costs, gpus_per_unit=gpus).splitlines()[-1]}")
     if executor.remote:
         longest = max(c.seconds for c in costs) / 60
         note = "enough" if executor.time_min >= 1.5 * longest else "LESS than 1.5 x the longest estimate: raise it"
