@@ -287,7 +287,7 @@ def _submit(todo: list[tuple[_Prepared, Unit]], executor: ExecutorConfig
         raise UnitsSubmitted(
             f"{len(todo)} unit(s) submitted as job array {submission.array_id} (its tasks' logs in {folder}). "
             f"Follow it with squeue / sacct; when it has ended, run the same command again (it submits only "
-            f"units not complete, e.g. failed ones, and writes the tables once all are), or check and merge the "
+            f"units not complete, e.g. failed ones, and writes the tables or the report once all are), or check and merge the "
             f"folder with: python experiments/verify.py --results {outs}")
     submission.follow(first.say)
     failures, elsewhere = {}, []
