@@ -273,9 +273,8 @@ def _submit(todo: list[tuple[_Prepared, Unit]], executor: ExecutorConfig
 
     first, phases = todo[0][0], sorted({p.run.phase for p, _ in todo})
     folder = first.run.out_dir / SUBMIT_DIR
-    submission = submit_array([(p.prefix + u.uid, array_unit, (u, p.run.settings, p.run.out_dir, executor.gpus_per_unit))
-                               for p, u in todo],
-                              executor, folder, name=f"tfrobseg-{'-'.join(phases)}",
+    tasks = [(p.prefix + u.uid, array_unit, (u, p.run.settings, p.run.out_dir, executor.gpus_per_unit)) for p, u in todo]
+    submission = submit_array(tasks, executor, folder, name=f"tfrobseg-{'-'.join(phases)}",
                               threads=first.run.settings.threads, deterministic=first.run.settings.deterministic)
     for k, (prepared, unit) in enumerate(todo):
         prepared.say(f"{prepared.tag(unit)} submitted {unit.uid} (job {submission.jobs[k].job_id})")
@@ -286,9 +285,9 @@ def _submit(todo: list[tuple[_Prepared, Unit]], executor: ExecutorConfig
     if not executor.wait:
         raise UnitsSubmitted(
             f"{len(todo)} unit(s) submitted as job array {submission.array_id} (its tasks' logs in {folder}). "
-            f"Follow it with squeue / sacct; when it has ended, run the same command again (it submits only "
-            f"units not complete, e.g. failed ones, and writes the tables or the report once all are), or check and merge the "
-            f"folder with: python experiments/verify.py --results {outs}")
+            "Follow it with squeue / sacct; when it has ended, run the same command again (it submits only units "
+            "not complete, e.g. failed ones, and writes the tables or the report once all are), or check and merge "
+            f"the folder with: python experiments/verify.py --merge --results {outs}")
     submission.follow(first.say)
     failures, elsewhere = {}, []
     for (prepared, unit), job in zip(todo, submission.jobs):
