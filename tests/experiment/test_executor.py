@@ -242,3 +242,19 @@ def test_cost_options_are_checked_before_anything(tiny_cohort, tmp_path, capsys,
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_array_task_sets_the_runs_threads_and_determinism_before_its_work():
+    """What a local worker's initializer does (the thread pools change a CPU's rounding): here in a fresh process,
+    as a SLURM task starts."""
+    code = ("from tfrobseg.experiment.executor import ArrayTask\n"
+            "def work():\n"
+            "    import tensorflow as tf\n"
+            "    from tensorflow.python.framework import config\n"
+            "    t = tf.config.threading\n"
+            "    return (t.get_intra_op_parallelism_threads(), t.get_inter_op_parallelism_threads(),\n"
+            "            config.is_op_determinism_enabled())\n"
+            "print(ArrayTask(work, 3, True)())\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", cwd=REPO, check=False,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert proc.stdout.strip().splitlines()[-1] == "(3, 3, True)", proc.stderr[-2000:]
