@@ -182,7 +182,8 @@ def test_format_estimate_lines_and_total():
     costs = [cost_of(0, 3600.0), cost_of(1, 7200.0), cost_of(2, 1800.0)]
     lines = format_estimate(costs, gpus_per_unit=2).splitlines()
     assert len(lines) == 1 + 3 + 1  # header, a line per unit, the total
-    assert lines[1].split() == ["crossval/unet/dice/fold0", "2,304", "150", "3.014", "1.000"]
+    assert lines[0].split()[-1] == "GPU-hours"
+    assert lines[1].split() == ["crossval/unet/dice/fold0", "2,304", "150", "3.014", "2.000"]  # 1 h x 2 GPUs
     assert lines[-1].startswith("3 unit(s): 7 GPU-hours in total (2 GPU(s) per unit; upper bound: every unit runs "
                                 "its 150 epochs")  # (1 + 2 + 0.5) h x 2 GPUs
     assert ("calibrated on test: 2.0 GMAC/s training, 4.0 attacking, start-up 13 s per unit, reading and scoring "

@@ -363,20 +363,21 @@ def _build_options(settings: Settings, model: str) -> dict[str, Any]:
 
 
 def format_estimate(costs: Sequence[UnitCost], *, gpus_per_unit: int) -> str:
-    """One line per unit (id, training samples per epoch, epoch cap, GMAC per forward pass, estimated hours of
-    the unit) and the total: GPU-hours (hours × ``gpus_per_unit``) when ``gpus_per_unit`` > 0, else CPU-hours
+    """One line per unit (id, training samples per epoch, epoch cap, GMAC per forward pass, its GPU- or CPU-hours)
+    and the total: GPU-hours (a unit's hours × ``gpus_per_unit``) when ``gpus_per_unit`` > 0, else CPU-hours
     (a unit's process with all its threads), with what the figure assumes."""
     if isinstance(gpus_per_unit, bool) or not isinstance(gpus_per_unit, int) or gpus_per_unit < 0:
         raise ValueError(f"gpus_per_unit must be an int >= 0, got {gpus_per_unit!r}")
     if not costs:
         return "0 unit(s): nothing to estimate"
-    width = max(len("unit"), *(len(c.unit.uid) for c in costs))
-    lines = [f"{'unit':<{width}}  {'samples/epoch':>13}  {'epoch cap':>9}  {'GMAC/forward':>12}  {'hours':>8}"]
-    lines += [f"{c.unit.uid:<{width}}  {c.samples_per_epoch:>13,}  "
-              f"{(f'{c.runs}x' if c.runs > 1 else '') + str(c.epochs):>9}  {c.forward_gmac:>12.4g}  {c.hours:>8.3f}"
-              for c in costs]
     kind = "GPU" if gpus_per_unit > 0 else "CPU"
-    total = sum(c.hours for c in costs) * (gpus_per_unit if gpus_per_unit > 0 else 1)
+    per_hour = gpus_per_unit if gpus_per_unit > 0 else 1  # GPU-hours: a unit's wall hours x its GPUs
+    width = max(len("unit"), *(len(c.unit.uid) for c in costs))
+    lines = [f"{'unit':<{width}}  {'samples/epoch':>13}  {'epoch cap':>9}  {'GMAC/forward':>12}  {kind + '-hours':>9}"]
+    lines += [f"{c.unit.uid:<{width}}  {c.samples_per_epoch:>13,}  "
+              f"{(f'{c.runs}x' if c.runs > 1 else '') + str(c.epochs):>9}  {c.forward_gmac:>12.4g}  "
+              f"{c.hours * per_hour:>9.3f}" for c in costs]
+    total = sum(c.hours for c in costs) * per_hour
     caps = "/".join(map(str, sorted({c.epochs for c in costs})))
     twice = " (distillation: in each of its two runs)" if any(c.runs > 1 for c in costs) else ""
     per = f"{gpus_per_unit} GPU(s) per unit" if gpus_per_unit > 0 else "a unit's process with all its threads"
