@@ -13,9 +13,30 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, TypeVar
 
-__all__ = ["process_map"]
+__all__ = ["configure_threads", "process_map"]
 
 T = TypeVar("T")
+
+
+def configure_threads(threads: int, deterministic: bool) -> bool:
+    """Give this process TensorFlow thread pools of ``threads`` (intra- and inter-op) and, with ``deterministic``,
+    op determinism: what a unit's process computes with, wherever it runs (a local worker, a SLURM task, the
+    calibration, the extra attacks of the related-work experiments). The pools' sizes change a CPU's rounding, so
+    they are part of a run's settings. Returns False when TensorFlow already runs in this process with other pools,
+    which can then no longer be set (op determinism still is)."""
+    import tensorflow as tf
+
+    pools = tf.config.threading
+    ok = True
+    if (pools.get_intra_op_parallelism_threads(), pools.get_inter_op_parallelism_threads()) != (threads, threads):
+        try:
+            pools.set_intra_op_parallelism_threads(threads)
+            pools.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:
+            ok = False
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    return ok
 
 
 def process_map(

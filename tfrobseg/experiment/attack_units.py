@@ -379,41 +379,23 @@ def _submit(plan: AttackPlan, executor: ExecutorConfig, say: Callable[[str], Non
         raise UnitsSubmitted(f"array {submission.array_id}: follow it with squeue / sacct; when it has ended, run the "
                              "same command again: it reads the rows back (and submits what is still missing).")
     submission.follow(say)
-    failed = []
-    for (unit, _), job in zip(todo, submission.jobs):
-        try:
-            job.result()
-        except Exception as exc:  # noqa: BLE001 (the task's error, or a task killed before it ended)
-            failed.append(f"failed: {unit.uid}: {' '.join(str(exc).split())[-300:]} (log: {job.paths.stderr})")
-    missing = {unit.uid for unit, _ in pending_units(plan)} - {line.split(': ')[1] for line in failed}
-    failed += [f"failed: {uid}: its array task ended with attacks still missing (another process may hold "
-               "them; run the same command again)" for uid in sorted(missing)]
-    for line in failed:
-        print(line, file=sys.stderr)
-    return 1 if failed else None
+    errors = {task.label: f"{task.error} (log: {task.log})" for task in submission.outcomes() if task.error is not None}
+    missing = {unit.uid for unit, _ in pending_units(plan)} - set(errors)
+    errors |= {uid: "its array task ended with attacks still missing (another process may hold them; run the same "
+                    "command again)" for uid in missing}
+    for uid, why in sorted(errors.items()):
+        print(f"failed: {uid}: {why}", file=sys.stderr)
+    return 1 if errors else None
 
 
 def _configure_tensorflow(settings: Settings, say: Callable[[str], None]) -> None:
     """The run's thread pools and op determinism (they change a CPU's rounding), set before TensorFlow starts;
-    when it already runs (``main`` called in a process that used it), said in one line."""
-    import tensorflow as tf
+    when it already runs with other pools (``main`` called in a process that used it), said in one line."""
+    from tfrobseg.parallel import configure_threads
 
-    threading = tf.config.threading
-    if (threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads()) == \
-            (settings.threads, settings.threads):
-        # Set already in this process (the related-work experiments: tfrobseg.experiment.related.start);
-        # op determinism, unlike the thread pools, can still be switched on.
-        if settings.deterministic:
-            tf.config.experimental.enable_op_determinism()
-        return
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(settings.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(settings.threads)
-        if settings.deterministic:
-            tf.config.experimental.enable_op_determinism()
-    except RuntimeError:
-        say(f"note: TensorFlow was already running in this process: the run's {settings.threads} thread(s) per unit"
-            f"{' and op determinism' if settings.deterministic else ''} not set (CPU rounding may differ)")
+    if not configure_threads(settings.threads, settings.deterministic):
+        say(f"note: TensorFlow was already running in this process: the run's {settings.threads} thread(s) per unit "
+            "not set (CPU rounding may differ)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

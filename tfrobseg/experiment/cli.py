@@ -44,7 +44,7 @@ from tfrobseg.experiment.settings import (
     resolve_defense_options,
     resolve_settings,
 )
-from tfrobseg.experiment.units import make_grid, parse_shard, select_shards
+from tfrobseg.experiment.units import parse_shard
 from tfrobseg.training.config import PRECISIONS, STRATEGIES
 
 __all__ = ["PHASES_OF", "add_cost_options", "build_parser", "grid_exit", "main", "prepare_run", "prepare_runs"]
@@ -239,12 +239,6 @@ def _folds(text: str | None, n_folds: int) -> list[int]:
     return vals
 
 
-def _gpus() -> int:
-    import tensorflow as tf
-
-    return len(tf.config.list_physical_devices("GPU"))
-
-
 def _check_names(args: argparse.Namespace) -> tuple[list[str], list[str], tuple[int, int]]:
     """Model, loss and attack names and the shard, checked before anything is prepared or created."""
     from tfrobseg import losses, models
@@ -322,6 +316,7 @@ def main(phase: str, argv: Sequence[str] | None = None) -> int:
         from tfrobseg.experiment.dry_run import dry_run
 
         return dry_run([run.grid() for run in runs], args, first.executor)
+    from tfrobseg.experiment import store
     from tfrobseg.experiment.grid import run_grids
 
     t0 = time.perf_counter()
@@ -334,7 +329,7 @@ def main(phase: str, argv: Sequence[str] | None = None) -> int:
     for run, combined in zip(runs, frames):
         print(f"Per-unit results: {run.out_dir}/{run.phase}/<model>/<loss>/<fold>/metrics.csv", flush=True)
         if not combined.empty:
-            print(f"Combined results: {run.out_dir / f'results_{run.phase}.csv'} ({len(combined)} rows)", flush=True)
+            print(f"Combined results: {store.results_path(run.out_dir, run.phase)} ({len(combined)} rows)", flush=True)
     if any(not f.empty for f in frames) and not args.no_tables:
         _write_tables(first.out_dir)
     return 0
@@ -407,7 +402,7 @@ def prepare_runs(phases: Sequence[str], args: argparse.Namespace) -> list[_Run]:
 
     if executor.remote and args.threads is None:
         args.threads = executor.cpus_per_unit
-    settings, jobs = resolve_settings(args, data_dir, preset, gpus=executor.gpus_per_unit if executor.remote else _gpus(),
+    settings, jobs = resolve_settings(args, data_dir, preset, gpus=executor.unit_gpus(),
                                       loss_names=loss_names, model_names=model_names,
                                       volumetric=bool(set(model_names) & set(models.model_names(spatial_rank=3))))
     preflight.check_image_size(settings.image_size, settings.filters)
@@ -419,6 +414,10 @@ def prepare_runs(phases: Sequence[str], args: argparse.Namespace) -> list[_Run]:
         folds_of[phase] = list(_folds(args.folds, manifest.n_folds)) if phase == "crossval" else [None]
         patients = preflight.check_patients(phase, data_dir, manifest, folds_of[phase], settings.split_file)
         preflight.check_records(data_dir, manifest, patients)
-    shards = select_shards([make_grid(phase, model_names, loss_names, folds_of[phase]) for phase in phases], shard)
-    return [_Run(phase, settings, jobs, model_names, loss_names, folds_of[phase], shard, len(units), out_dir,
-                 manifest.fingerprint(), executor) for phase, units in zip(phases, shards)]
+    runs = [_Run(phase, settings, jobs, model_names, loss_names, folds_of[phase], shard, 0, out_dir,
+                 manifest.fingerprint(), executor) for phase in phases]
+    from tfrobseg.experiment.grid import shard_units
+
+    for run, units in zip(runs, shard_units([run.grid() for run in runs])):
+        run.n_units = len(units)
+    return runs

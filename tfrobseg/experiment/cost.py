@@ -277,7 +277,7 @@ def estimate_units(units: Sequence[Unit], settings: Settings,
 
     ``throughput``: one for every model, or one per model name (:func:`calibrate`'s result).
     """
-    from tfrobseg.experiment.runner import pooling_multiple, volumetric
+    from tfrobseg.experiment.runner import padded_depth, pooling_multiple, volumetric
 
     rates = {u.model: _rate_of(throughput, u.model) for u in units}
     manifest = Manifest.read(settings.data_dir)
@@ -301,9 +301,10 @@ def estimate_units(units: Sequence[Unit], settings: Settings,
             patch = settings.patch_shape or (16, size, size)
             s_t, m_t = settings.patches_per_volume * len(patients.train), counter.macs(unit.model, (*patch, 1))
             s_v = len(patients.val)
-            m_v = counter.macs(unit.model, (_padded_depth(patients.val, slices, multiple), plane, plane, 1)) if s_v else 0
+            depth_v = padded_depth([slices[p] for p in patients.val], multiple) if s_v else 0
+            m_v = counter.macs(unit.model, (depth_v, plane, plane, 1)) if s_v else 0
             s_e = len(patients.eval)
-            m_e = counter.macs(unit.model, (_padded_depth(patients.eval, slices, multiple), plane, plane, 1))
+            m_e = counter.macs(unit.model, (padded_depth([slices[p] for p in patients.eval], multiple), plane, plane, 1))
         else:
             m_t = m_v = m_e = counter.macs(unit.model, (size, size, 1))
             s_t, s_v = sum(slices[p] for p in patients.train), sum(slices[p] for p in patients.val)
@@ -330,11 +331,6 @@ def _rate_of(throughput: Throughput | Mapping[str, Throughput], model: str) -> T
     if model not in throughput:
         raise ValueError(f"cost: no throughput for the model {model!r} (given for: {', '.join(throughput) or 'none'})")
     return throughput[model]
-
-
-def _padded_depth(patients: Sequence[str], slices: Mapping[str, int], multiple: int) -> int:
-    """The depth :func:`~tfrobseg.experiment.runner.common_padding` pads ``patients``' volumes to."""
-    return max(-(-slices[p] // multiple) * multiple for p in patients)
 
 
 class _Counter:
@@ -427,7 +423,7 @@ def calibrate(settings: Settings, models: Sequence[str], *, loss: str = "bce", e
     """
     from tfrobseg import models as model_registry
     from tfrobseg.losses import LOSS_NAMES
-    from tfrobseg.parallel import process_map
+    from tfrobseg.parallel import configure_threads, process_map
 
     unknown = [m for m in models if m not in model_registry.model_names()]
     if unknown:
@@ -440,19 +436,10 @@ def calibrate(settings: Settings, models: Sequence[str], *, loss: str = "bce", e
     if budget_gmac is not None and not (math.isfinite(budget_gmac) and budget_gmac > 0):
         raise ValueError(f"calibrate: budget_gmac must be a number > 0, got {budget_gmac!r}")
     jobs = [(settings, model, loss, epochs, budget_gmac) for model in dict.fromkeys(models)]
-    results = process_map(_calibrate_model, jobs, workers=1, ordered=True, initializer=_worker_init,
+    # The calibration's process computes as a unit's worker does (tfrobseg.experiment.grid.run_grid).
+    results = process_map(_calibrate_model, jobs, workers=1, ordered=True, initializer=configure_threads,
                           initargs=(settings.threads, settings.deterministic))
     return {job[1]: throughput for job, throughput in results}
-
-
-def _worker_init(threads: int, deterministic: bool) -> None:
-    """The calibration's process computes as a unit's worker does (:func:`tfrobseg.experiment.grid.run_grid`)."""
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
 
 
 def _calibrate_model(job: tuple[Settings, str, str, int, float | None]) -> Throughput:

@@ -173,16 +173,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OptionError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from tfrobseg.experiment.grid import GridRun, run_grids
-    from tfrobseg.experiment.units import make_grid, select_shards
+    from tfrobseg.experiment.grid import GridRun, run_grids, shard_units
 
     folders = {BASELINE: None, **{d.slug: d for d in defenses}}
     labels = {folder: (BASELINE if d is None else d.label) for folder, d in folders.items()}
     runs = [GridRun(args.phase, dataclasses.replace(run.settings, defense=d), run.out_dir / folder, run.models,
                     run.losses, run.folds, run.shard, run.data) for folder, d in folders.items()]
-    shards = select_shards([make_grid(r.phase, r.models, r.losses, r.folds) for r in runs], run.shard)
     print(f"defenses: {', '.join(labels.values())} x models {run.models} x losses {run.losses} x "
-          f"{'folds ' + str(run.folds) if args.phase == 'crossval' else 'hold-out'} -> {sum(map(len, shards))} "
+          f"{'folds ' + str(run.folds) if args.phase == 'crossval' else 'hold-out'} -> {sum(map(len, shard_units(runs)))} "
           f"unit(s); attack {run.settings.attack} {run.settings.attack_options or ''}; eps "
           f"{list(run.settings.epsilons)}; results in {run.out_dir}", flush=True)
     if args.dry_run:

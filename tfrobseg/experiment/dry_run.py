@@ -16,30 +16,25 @@ from typing import Any
 
 from tfrobseg.experiment import store
 from tfrobseg.experiment.executor import ExecutorConfig
-from tfrobseg.experiment.units import Unit, make_grid, select_shards
+from tfrobseg.experiment.units import Unit
 
-__all__ = ["dry_run", "pending"]
+__all__ = ["dry_run"]
 
 
-def pending(grid: Any, units: list[Unit]) -> tuple[list[Unit], int]:
+def _pending(grid: Any, units: list[Unit]) -> tuple[list[Unit], int, bool]:
     """The ``units`` of ``grid`` (a :class:`~tfrobseg.experiment.grid.GridRun`; the units of its shard) a call would
-    compute, and how many are complete already (read from the folder; nothing written)."""
-    if _other_run(grid):
-        return units, 0
-    todo = [u for u in units if not store.is_complete(u, grid.out_dir)]
-    return todo, len(units) - len(todo)
-
-
-def _other_run(grid: Any) -> bool:
-    """Whether ``grid``'s folder holds a run of other settings (a real call refuses it; none of its units count)."""
+    compute, how many are complete already, and whether its folder holds a run of other settings (a real call
+    refuses it; none of its units count). Read from the folder; nothing written."""
     from tfrobseg.io import config_hash
 
-    if not (grid.out_dir / store.RUN_FILE).is_file():
-        return False
-    try:
-        return store.RunFile.read(grid.out_dir).settings_hash != config_hash(grid.settings.fingerprint())
-    except ValueError:
-        return True
+    other = False
+    if (grid.out_dir / store.RUN_FILE).is_file():
+        try:
+            other = store.RunFile.read(grid.out_dir).settings_hash != config_hash(grid.settings.fingerprint())
+        except ValueError:
+            other = True
+    todo = units if other else [u for u in units if not store.is_complete(u, grid.out_dir)]
+    return todo, len(units) - len(todo), other
 
 
 def dry_run(grids: Sequence[Any], args: argparse.Namespace, executor: ExecutorConfig,
@@ -51,9 +46,11 @@ def dry_run(grids: Sequence[Any], args: argparse.Namespace, executor: ExecutorCo
         estimate_units,
         format_estimate,
     )
+    from tfrobseg.experiment.grid import shard_units
 
     say = say or (lambda line: print(line, flush=True))
-    gpus = executor.gpus_per_unit if executor.remote else _local_gpus(grids[0].settings)
+    # GPU-hours: a unit's hours x the GPUs it holds (locally: one per replica, mixed precision chosen with a GPU).
+    gpus = executor.gpus_per_unit if executor.remote else grids[0].settings.replicas * (executor.unit_gpus() > 0)
     device = "GPU" if gpus > 0 else "CPU"
     if args.throughput is not None:
         throughput: Any = Throughput.given(args.throughput, device)
@@ -64,14 +61,12 @@ def dry_run(grids: Sequence[Any], args: argparse.Namespace, executor: ExecutorCo
         for name, t in throughput.items():
             say(f"  {name}: {t.gmacs:.1f} GMAC/s, start-up {t.startup_s:.1f} s per unit ({t.source})")
     by_folder: dict[Path, list[Any]] = {}
-    shards = select_shards([make_grid(g.phase, list(g.models), list(g.losses), list(g.folds)) for g in grids],
-                           grids[0].shard)
-    for grid, units in zip(grids, shards):
-        todo, complete = pending(grid, units)
-        other = " (it holds a run of other settings, which a real call refuses: --overwrite or another --out)" \
-            if _other_run(grid) else ""
-        say(f"{grid.out_dir} ({grid.phase}){other}: {len(todo) + complete} unit(s), {complete} complete, {len(todo)} "
-            "would run")
+    for grid, units in zip(grids, shard_units(grids)):
+        todo, complete, other = _pending(grid, units)
+        refused = " (it holds a run of other settings, which a real call refuses: --overwrite or another --out)" \
+            if other else ""
+        say(f"{grid.out_dir} ({grid.phase}){refused}: {len(todo) + complete} unit(s), {complete} complete, "
+            f"{len(todo)} would run")
         by_folder.setdefault(grid.out_dir, []).extend(estimate_units(todo, grid.settings, throughput))
     costs = [cost for folder in by_folder.values() for cost in folder]
     if not costs:
@@ -90,10 +85,3 @@ def dry_run(grids: Sequence[Any], args: argparse.Namespace, executor: ExecutorCo
         say(f"--time {executor.time_min} min per unit; the longest unit's estimate is {longest:.0f} min ({note}; a "
             "unit that reaches its limit is requeued and restarted from scratch).")
     return 0
-
-
-def _local_gpus(settings: Any) -> int:
-    """GPUs a local unit uses: the replicas of a GPU run (mixed precision is chosen only with a GPU), else none."""
-    import tensorflow as tf
-
-    return settings.replicas if tf.config.list_physical_devices("GPU") else 0

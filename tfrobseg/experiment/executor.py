@@ -28,9 +28,9 @@ from typing import Any
 
 from tfrobseg.errors import OptionError
 
-__all__ = ["EXECUTORS", "SUBMITIT_CLUSTERS", "SUBMIT_DIR", "ArrayTask", "ExecutorConfig", "Submission", "SubmittedTask",
-           "add_executor_options", "executor_argv", "read_submissions", "record_submissions", "require_submitit",
-           "resolve_executor", "submit_array"]
+__all__ = ["EXECUTORS", "SUBMITIT_CLUSTERS", "SUBMIT_DIR", "ArrayTask", "ExecutorConfig", "Submission",
+           "SubmittedTask", "TaskOutcome", "add_executor_options", "executor_argv", "local_gpus", "read_submissions",
+           "record_submissions", "require_submitit", "resolve_executor", "submit_array"]
 
 EXECUTORS = ("local", "slurm")
 #: submitit's clusters: ``slurm``, or ``local`` / ``debug`` to run the same array on this machine (tests, trying a
@@ -73,6 +73,11 @@ class ExecutorConfig:
     def remote(self) -> bool:
         """Whether units are submitted (SLURM through submitit) rather than computed by this process's workers."""
         return self.name == "slurm"
+
+    def unit_gpus(self) -> int:
+        """The GPUs of the machine a unit runs on, which the run's settings are made for: ``--gpus-per-unit`` on
+        SLURM, this machine's own otherwise."""
+        return self.gpus_per_unit if self.remote else local_gpus()
 
     def parameters(self, name: str) -> dict[str, Any]:
         """submitit's ``update_parameters`` keywords for an array called ``name`` (one task per unit, one node)."""
@@ -190,15 +195,10 @@ class ArrayTask:
         from tfrobseg.console import setup_console
 
         setup_console()
-        import tensorflow as tf
+        from tfrobseg.parallel import configure_threads
 
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(self.threads)
-            tf.config.threading.set_inter_op_parallelism_threads(self.threads)
-        except RuntimeError:  # submitit's debug cluster runs the task in the submitting process
-            pass
-        if self.deterministic:
-            tf.config.experimental.enable_op_determinism()
+        # False only on submitit's debug cluster, which runs the task in the submitting process.
+        configure_threads(self.threads, self.deterministic)
         return self.fn(*args)
 
     def checkpoint(self, *args: Any) -> Any:
@@ -219,10 +219,9 @@ class Submission:
     def array_id(self) -> str:
         return str(self.jobs[0].job_id).split("_")[0] if self.jobs else ""
 
-    def follow(self, say: Callable[[str], None], poll_s: float | None = None) -> None:
-        """Wait until every task ended, saying how many did as they do."""
-        poll = poll_s if poll_s is not None else (30.0 if self.jobs and type(self.jobs[0]).__name__ == "SlurmJob"
-                                                  else 1.0)
+    def follow(self, say: Callable[[str], None]) -> None:
+        """Wait until every task ended, saying how many did as they do (SLURM is asked every 30 s)."""
+        poll = 30.0 if self.jobs and type(self.jobs[0]).__name__ == "SlurmJob" else 1.0
         total, reported = len(self.jobs), -1
         while True:
             ended = sum(job.done() for job in self.jobs)
@@ -233,18 +232,41 @@ class Submission:
                 return
             time.sleep(poll)
 
+    def outcomes(self) -> list[TaskOutcome]:
+        """What each task of an ended array returned, or why it did not (its error, or the task was killed)."""
+        outcomes = []
+        for label, job in zip(self.labels, self.jobs):
+            try:
+                result, error = job.result(), None
+            except Exception as exc:  # noqa: BLE001 (the task's own error, or submitit's for a task killed before it ended)
+                result, error = None, " ".join(str(exc).split())[-300:]
+            outcomes.append(TaskOutcome(label, str(job.job_id), result, error, str(job.paths.stderr)))
+        return outcomes
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """One ended array task: its label, job id, what it returned (``None`` on an error), the error's last 300
+    characters on one line (``None`` when it returned), and its log file."""
+
+    label: str
+    job_id: str
+    result: Any
+    error: str | None
+    log: str
+
 
 def submit_array(tasks: Sequence[tuple[str, Callable[..., Any], tuple]], config: ExecutorConfig, folder: Path, *,
                  name: str, threads: int, deterministic: bool) -> Submission:
     """Submit ``tasks`` (``(label, fn, args)``, ``fn`` a module-level function) as one job array; submitit's files
-    go to ``folder`` (one sub-folder per job: the pickled task, its stdout and stderr)."""
+    go to ``folder`` (each task pickled, its stdout and stderr)."""
     submitit = require_submitit()
     folder.mkdir(parents=True, exist_ok=True)
     executor = submitit.AutoExecutor(folder=str(folder), cluster=config.cluster)
     params = config.parameters(name)
     if config.cluster != "slurm":
         # submitit's local cluster hands out this machine's GPUs and fails asking for more than it has.
-        params["gpus_per_node"] = min(config.gpus_per_unit, _visible_gpus())
+        params["gpus_per_node"] = min(config.gpus_per_unit, local_gpus())
     executor.update_parameters(**params)
     jobs = []
     with executor.batch():
@@ -253,10 +275,11 @@ def submit_array(tasks: Sequence[tuple[str, Callable[..., Any], tuple]], config:
     return Submission(jobs, [label for label, _, _ in tasks], folder)
 
 
-def _visible_gpus() -> int:
-    """GPUs submitit's local cluster would see (CUDA_VISIBLE_DEVICES, else none assumed: no TensorFlow started)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    return len([d for d in visible.split(",") if d.strip()])
+def local_gpus() -> int:
+    """The GPUs TensorFlow sees on this machine."""
+    import tensorflow as tf
+
+    return len(tf.config.list_physical_devices("GPU"))
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,9 @@ from tfrobseg.experiment import store
 from tfrobseg.experiment.executor import SUBMIT_DIR, ExecutorConfig
 from tfrobseg.experiment.settings import Settings
 from tfrobseg.experiment.units import MARKER, Unit, make_grid, select_shards
-from tfrobseg.io import atomic_write_csv
 from tfrobseg.locks import current_holder, describe_holder
 
-__all__ = ["GridRun", "array_unit", "run_grid", "run_grids"]
+__all__ = ["GridRun", "array_unit", "run_grid", "run_grids", "shard_units"]
 
 _WORKER_SLOT = 0
 
@@ -56,12 +55,9 @@ def _worker_init(slots: Any, threads: int, deterministic: bool) -> None:
     from tfrobseg.console import setup_console
 
     setup_console()  # the parent's choices (quiet or --verbose, progress style) come in the environment
-    import tensorflow as tf
+    from tfrobseg.parallel import configure_threads
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
+    configure_threads(threads, deterministic)
 
 
 @dataclass
@@ -75,7 +71,9 @@ class _Outcome:
     skipped: str | None = None
 
 
-def _worker_run(job: tuple[Unit, Settings, Path, bool]) -> _Outcome:
+def _worker_run(job: tuple[Unit, Settings, Path, bool], gpus: int = 0) -> _Outcome:
+    """Compute one unit under its lock (a local worker's job, and a SLURM task's: :func:`array_unit`). ``gpus``:
+    the GPUs the settings were made for on another machine (``--gpus-per-unit``); this one must have them."""
     from tfrobseg.errors import TrainingDiverged
     from tfrobseg.locks import FileLock, LockHeld
 
@@ -90,6 +88,10 @@ def _worker_run(job: tuple[Unit, Settings, Path, bool]) -> _Outcome:
         if store.is_complete(unit, out_dir):
             return _Outcome(None, 0.0, skipped="completed by another process")
         store.reset_unit(unit, out_dir)
+        problem = _node_problem(settings, gpus)
+        if problem is not None:
+            store.write_failure(unit, out_dir, problem, problem)
+            return _Outcome(None, 0.0, problem)
         from tfrobseg.experiment.runner import run_unit
 
         try:
@@ -110,11 +112,7 @@ def array_unit(unit: Unit, settings: Settings, out_dir: Path, gpus: int = 0) -> 
     ``"skipped: <why>"``; raises RuntimeError with the one-line reason when the unit failed (its FAILED.json
     written), so that SLURM records the task as failed. ``gpus``: the GPUs the settings were made for
     (``--gpus-per-unit``); a node with fewer fails the unit, naming them."""
-    problem = _node_problem(settings, gpus)
-    if problem is not None:
-        store.write_failure(unit, out_dir, problem, problem)
-        raise RuntimeError(f"{unit.uid}: {problem}")
-    outcome = _worker_run((unit, settings, Path(out_dir), False))
+    outcome = _worker_run((unit, settings, Path(out_dir), False), gpus=gpus)
     if outcome.error is not None:
         raise RuntimeError(f"{unit.uid}: {outcome.error}")
     if outcome.skipped is not None:
@@ -126,9 +124,9 @@ def _node_problem(settings: Settings, wanted: int) -> str | None:
     """Why this node cannot compute a unit as its settings say (None when it can): they were made for ``wanted``
     GPUs (``--gpus-per-unit``), and a node with fewer would train another number of replicas, or in float32
     instead of mixed precision, and give other numbers."""
-    import tensorflow as tf
+    from tfrobseg.experiment.executor import local_gpus
 
-    gpus = len(tf.config.list_physical_devices("GPU"))
+    gpus = local_gpus() if wanted else 0
     if gpus < wanted:
         return (f"this node has {gpus} GPU(s), the run's settings were made for {wanted} (--gpus-per-unit; precision "
                 f"{settings.train.precision}, {settings.replicas} replica(s)): submit to a partition whose nodes "
@@ -290,20 +288,18 @@ def _submit(todo: list[tuple[_Prepared, Unit]], executor: ExecutorConfig
             f"the folder with: python experiments/verify.py --merge --results {outs}")
     submission.follow(first.say)
     failures, elsewhere = {}, []
-    for (prepared, unit), job in zip(todo, submission.jobs):
+    for (prepared, unit), task in zip(todo, submission.outcomes()):
         tag, say, out = prepared.tag(unit), prepared.say, prepared.run.out_dir
-        try:
-            status = str(job.result())
-        except Exception as exc:  # noqa: BLE001 (a task's error, or a task killed before it could record one)
+        if task.error is not None:  # the unit's own failure (its FAILED.json), or a task killed before it wrote one
             reason = store.read_failure(unit.directory(out)) if (unit.directory(out) / store.FAILURE_NAME).is_file() \
-                else (f"array task {job.job_id} ended without completing it ({' '.join(str(exc).split())[-300:]}); "
-                      f"its log: {job.paths.stderr}")
+                else f"array task {task.job_id} ended without completing it ({task.error}); its log: {task.log}"
             failures[prepared.prefix + unit.uid] = reason
             say(f"{tag} FAILED {unit.uid}: {reason}")
             continue
+        status = str(task.result)
         if status.startswith("skipped"):
             elsewhere.append((prepared, unit.uid))
-        say(f"{tag} {status.split(':', 1)[0]} {unit.uid} in job {job.job_id} ({status.split(': ', 1)[-1]})")
+        say(f"{tag} {status.split(':', 1)[0]} {unit.uid} in job {task.job_id} ({status.split(': ', 1)[-1]})")
     return failures, elsewhere
 
 
@@ -364,9 +360,7 @@ def run_grids(runs: Sequence[GridRun], *, overwrite: bool = False, max_units: in
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     if len({(r.settings.threads, r.settings.deterministic) for r in runs}) > 1:
         raise ValueError("run_grids: the runs differ in threads or determinism; run them separately")
-    if len({r.shard for r in runs}) > 1:
-        raise ValueError("run_grids: the runs differ in their shard; one call has one --shard")
-    grids = select_shards([make_grid(r.phase, list(r.models), list(r.losses), list(r.folds)) for r in runs], runs[0].shard)
+    grids = shard_units(runs)
     prepared = [_prepare(run, grid, overwrite, quiet, _prefix(run, runs)) for run, grid in zip(runs, grids)]
     todo = [(p, unit) for p in prepared for unit in p.plan.todo]
     if max_units is not None and len(todo) > max_units:
@@ -384,13 +378,19 @@ def run_grids(runs: Sequence[GridRun], *, overwrite: bool = False, max_units: in
             p.say(f"{len(mine)} unit(s) left to other processes sharing {p.run.out_dir} ({', '.join(mine)}): the "
                   "results and tables of this call hold only the complete units; run the same command again when "
                   "they finish")
-        frame = store.collect_metrics(p.run.out_dir, p.run.phase)
-        if not frame.empty:
-            atomic_write_csv(p.run.out_dir / f"results_{p.run.phase}.csv", frame)
-        combined.append(frame)
+        combined.append(store.write_results(p.run.out_dir, p.run.phase))
     if failures:
         raise UnitsFailed(failures)
     return combined
+
+
+def shard_units(runs: Sequence[GridRun]) -> list[list[Unit]]:
+    """Each run's units in the call's shard (:func:`~tfrobseg.experiment.units.select_shards`: the runs' grids one
+    after the other); the runs share one ``--shard``."""
+    if len({r.shard for r in runs}) > 1:
+        raise ValueError("the runs differ in their shard; one call has one --shard")
+    return select_shards([make_grid(r.phase, list(r.models), list(r.losses), list(r.folds)) for r in runs],
+                         runs[0].shard)
 
 
 def _prefix(run: GridRun, runs: Sequence[GridRun]) -> str:

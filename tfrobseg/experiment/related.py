@@ -84,19 +84,12 @@ def start(experiment: Experiment, argv: Sequence[str] | None,
 def _configure_tensorflow(args: argparse.Namespace) -> None:
     """The threads (and op determinism) of the run's units, set in this process before TensorFlow starts: the
     extra attacks run here, on the saved networks, and must compute as the units' own attacks do (a CPU's
-    rounding depends on the thread count)."""
-    import tensorflow as tf
-
+    rounding depends on the thread count). When TensorFlow already runs (main called from Python), attack.py's
+    own check says so."""
     from tfrobseg.experiment.settings import default_threads
+    from tfrobseg.parallel import configure_threads
 
-    threads = args.threads or default_threads("builtin" if args.data is None else None)
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:
-        pass  # TensorFlow already runs in this process (main called from Python): attack.py's own check says so
-    if args.deterministic:
-        tf.config.experimental.enable_op_determinism()
+    configure_threads(args.threads or default_threads("builtin" if args.data is None else None), args.deterministic)
 
 
 def experiment_parser(experiment: Experiment, extra: Callable[[argparse.ArgumentParser], None] | None = None

@@ -113,8 +113,12 @@ def common_padding(volumes: Sequence[Any], settings: Settings) -> tuple[int, int
     one shape: the deepest one's depth rounded up to :func:`pooling_multiple`, so that the network and the
     attack are traced once for all of them (each depth would trace them again), in-plane the multiple itself."""
     multiple = pooling_multiple(settings)
-    depth = max(-(-v.shape[0] // multiple) * multiple for v in volumes)
-    return depth, multiple, multiple
+    return padded_depth([v.shape[0] for v in volumes], multiple), multiple, multiple
+
+
+def padded_depth(depths: Sequence[int], multiple: int) -> int:
+    """The depth volumes of ``depths`` slices are padded to together: the deepest rounded up to ``multiple``."""
+    return max(-(-depth // multiple) * multiple for depth in depths)
 
 
 def record_files(settings: Settings, patient_ids: list[str]) -> dict[str, tuple[Path, int]]:

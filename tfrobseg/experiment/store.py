@@ -44,9 +44,8 @@ from tfrobseg.io import atomic_write_json, config_hash, file_hash, to_json
 __all__ = ["ATTACKS_DIR", "CHECKSUMMED", "FAILURE_NAME", "LOCKS_DIR", "METRICS_NAME", "MODEL_NAME", "ROW_KEYS",
            "RUN_FILE", "AttackRecord", "RunFile", "UnitMarker", "attack_lock_path", "check_settings",
            "collect_attack_rows", "collect_metrics", "count_complete", "differing", "find_unit", "folder_settings",
-           "is_complete", "lock_path", "model_sha256", "read_failure", "reset_unit", "run_defense", "tidy_rows",
-           "unit_problems",
-           "write_failure", "write_marker"]
+           "is_complete", "lock_path", "model_sha256", "read_failure", "reset_unit", "results_path", "run_defense",
+           "tidy_rows", "unit_problems", "write_failure", "write_marker", "write_results"]
 
 RUN_FILE = "run.json"
 METRICS_NAME = "metrics.csv"
@@ -336,6 +335,22 @@ def differing(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") 
 
 
 # ---------------------------------------------------------------------------------------- reading results
+def results_path(out_dir: str | os.PathLike, phase: str) -> Path:
+    """``<out>/results_<phase>.csv``: every complete unit's rows of a phase in one table."""
+    return Path(out_dir) / f"results_{phase}.csv"
+
+
+def write_results(out_dir: str | os.PathLike, phase: str) -> pd.DataFrame:
+    """Collect the phase's rows (:func:`collect_metrics`) and, when there are any, write them to
+    :func:`results_path` (at the end of a grid call, and by ``verify.py --merge`` after many jobs); returns them."""
+    from tfrobseg.io import atomic_write_csv
+
+    frame = collect_metrics(out_dir, phase)
+    if not frame.empty:
+        atomic_write_csv(results_path(out_dir, phase), frame)
+    return frame
+
+
 def collect_metrics(out_dir: str | os.PathLike, phase: str | None = None) -> pd.DataFrame:
     """Concatenate the ``metrics.csv`` of every unit with a marker under ``out_dir``."""
     out = Path(out_dir)

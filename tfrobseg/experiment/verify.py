@@ -107,12 +107,18 @@ def _units(root: Path) -> list[Unit]:
     uids = {d.relative_to(root).as_posix() for phase in PHASES for d in root.glob(f"{phase}/*/*/*") if d.is_dir()}
     locks = root / store.LOCKS_DIR
     uids |= {p.relative_to(locks).as_posix().removesuffix(".lock") for p in locks.glob("*/*/*/*.lock")}
-    units = []
-    for uid in sorted(uids):
-        phase, model, loss, fold = uid.split("/")
-        if phase in PHASES and (fold == "holdout" or (fold.startswith("fold") and fold[4:].isdigit())):
-            units.append(Unit(phase, model, loss, None if fold == "holdout" else int(fold[4:])))
-    return units
+    return [unit for unit in map(_unit_of, sorted(uids)) if unit is not None]
+
+
+def _unit_of(uid: str) -> Unit | None:
+    """The unit of an id ``<phase>/<model>/<loss>/<fold>`` (:attr:`Unit.uid`), None when it is not one."""
+    parts = uid.split("/")
+    if len(parts) != 4:
+        return None
+    phase, model, loss, fold = parts
+    if phase in PHASES and (fold == "holdout" or (fold.startswith("fold") and fold[4:].isdigit())):
+        return Unit(phase, model, loss, None if fold == "holdout" else int(fold[4:]))
+    return None
 
 
 def _check_unit(report: VerifyReport, root: Path, unit: Unit, run: store.RunFile | None) -> bool:
@@ -192,7 +198,8 @@ def _check_submitted(report: VerifyReport, root: Path) -> None:
     from tfrobseg.experiment.executor import read_submissions
 
     for uid, task in sorted(read_submissions(root).items()):
-        if not (root / uid).exists() and not (root / store.LOCKS_DIR / f"{uid}.lock").exists():
+        unit = _unit_of(uid)
+        if unit is not None and not unit.directory(root).exists() and not store.lock_path(unit, root).exists():
             report.add("problem", uid, f"submitted as array task {task.job_id} on {task.submitted} and never started: "
                        f"still queued (squeue -j {task.job_id.split('_')[0]}) or cancelled (submit it again with its "
                        "command); its log: " + task.log)
@@ -201,14 +208,11 @@ def _check_submitted(report: VerifyReport, root: Path) -> None:
 def merge_results(root: str | os.PathLike) -> dict[str, tuple[Path, int]]:
     """Write ``results_<phase>.csv`` of ``root`` from every complete unit's rows (what a local run writes at its
     end; after many jobs, none of which saw the whole grid). Returns ``{phase: (path, rows)}``."""
-    from tfrobseg.io import atomic_write_csv
-
     written = {}
     for phase in PHASES:
-        frame = store.collect_metrics(Path(root), phase)
+        frame = store.write_results(root, phase)
         if not frame.empty:
-            path = atomic_write_csv(Path(root) / f"results_{phase}.csv", frame)
-            written[phase] = (Path(path), len(frame))
+            written[phase] = (store.results_path(root, phase), len(frame))
     return written
 
 
